@@ -1,0 +1,231 @@
+"""Configuration: YAML, ``${VAR}`` substitution, and validation with errors that name the key.
+
+``load(path)`` reads the file, substitutes ``${VAR}`` / ``${VAR:-default}`` in string values from the
+environment, and validates everything but the plugin sections against :data:`SCHEMA`; plugin sections
+are validated by :mod:`core.plugins` against the schema each enabled plugin declares. Any problem
+raises :class:`ConfigError` whose text is one line: ``key.path: problem``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from core.redact import register_secret
+
+
+class ConfigError(Exception):
+    """A configuration problem; ``str(err)`` is the one line to show the admin."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}" if path else problem)
+
+
+_REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Field:
+    """One key of a schema.
+
+    - ``type``: ``str``, ``int``, ``float``, ``bool``, ``list`` or ``dict``;
+    - ``default``: used when the key is missing (no default: the key is required);
+    - ``choices``: allowed values; ``min`` / ``max``: bounds for numbers;
+    - ``item``: the ``Field`` of each list element; ``schema``: the fixed keys of a dict;
+      ``values``: the ``Field`` of each value of a dict with free keys;
+    - ``secret``: the value is registered for log redaction;
+    - ``help``: one line for the configuration reference.
+    """
+
+    type: type
+    default: Any = _REQUIRED
+    choices: Sequence[Any] | None = None
+    min: float | None = None
+    max: float | None = None
+    item: Field | None = None
+    schema: Mapping[str, Field] | None = None
+    values: Field | None = None
+    secret: bool = False
+    help: str = ""
+
+
+class _Substituted(str):
+    """A string that came (wholly) from ``${VAR}``: may be read as a number or a boolean."""
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list", dict: "a mapping"}
+
+
+def substitute(value: Any, path: str = "", env: Mapping[str, str] | None = None) -> Any:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string of ``value`` (recursively)."""
+    env = os.environ if env is None else env
+    if isinstance(value, dict):
+        return {k: substitute(v, _join(path, k), env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute(v, f"{path}[{i}]", env) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def one(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(path, f"environment variable {name} is not set (write ${{{name}:-}} to make it optional)")
+
+    result = _VAR.sub(one, value)
+    return _Substituted(result) if _VAR.fullmatch(value) else result
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _coerce(value: Any, want: type) -> Any:
+    """Read a string that came from an environment variable as the number or boolean wanted."""
+    if isinstance(value, _Substituted) and want in (int, float, bool):
+        parsed = yaml.safe_load(value) if value.strip() else None
+        if want is float and isinstance(parsed, int) and not isinstance(parsed, bool):
+            return float(parsed)
+        if isinstance(parsed, want) and not (want is int and isinstance(parsed, bool)):
+            return parsed
+    return value
+
+
+def check(field: Field, value: Any, path: str) -> Any:
+    """``value`` validated against ``field`` (with defaults filled in), or :class:`ConfigError`."""
+    value = _coerce(value, field.type)
+    want = field.type
+    ok = isinstance(value, want) and not (want in (int, float) and isinstance(value, bool))
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        got = "nothing" if value is None else repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+        raise ConfigError(path, f"must be {_TYPE_NAMES.get(want, want.__name__)} (got {got})")
+    if field.choices is not None and value not in field.choices:
+        raise ConfigError(path, f"must be one of {', '.join(map(str, field.choices))} (got {value!r})")
+    if field.min is not None and value < field.min:
+        raise ConfigError(path, f"must be at least {field.min} (got {value!r})")
+    if field.max is not None and value > field.max:
+        raise ConfigError(path, f"must be at most {field.max} (got {value!r})")
+    if want is list and field.item is not None:
+        value = [check(field.item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if want is dict and field.schema is not None:
+        value = check_section(field.schema, value, path)
+    elif want is dict and field.values is not None:
+        value = {str(k): check(field.values, v, _join(path, k)) for k, v in value.items()}
+    if field.secret and isinstance(value, str):
+        register_secret(value)
+    return str(value) if isinstance(value, _Substituted) else value
+
+
+def check_section(schema: Mapping[str, Field], data: Any, path: str, *, allow: Sequence[str] = ()) -> dict[str, Any]:
+    """A mapping validated key by key: unknown keys rejected (except those in ``allow``), defaults filled."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(path, f"must be a mapping (got {type(data).__name__})")
+    for key in data:
+        if key not in schema and key not in allow:
+            known = ", ".join(schema)
+            raise ConfigError(_join(path, key), f"unknown key (known here: {known})")
+    out: dict[str, Any] = {k: data[k] for k in allow if k in data}
+    for key, field in schema.items():
+        if key in data:
+            out[key] = check(field, data[key], _join(path, key))
+        elif field.default is _REQUIRED:
+            raise ConfigError(_join(path, key), "is required")
+        else:
+            out[key] = check(field, field.default, _join(path, key)) if field.default is not None else None
+    return out
+
+
+def _section(help: str = "", **fields: Field) -> Field:
+    return Field(dict, default={}, schema=fields, help=help)
+
+
+SCHEMA: dict[str, Field] = {
+    "telegram": _section(
+        token=Field(str, default="", secret=True, help="bot token from @BotFather; empty: console chat"),
+        base_url=Field(str, default="https://api.telegram.org/bot", help="Bot API base (a local Bot API server, tests)"),
+        base_file_url=Field(str, default="https://api.telegram.org/file/bot", help="file download base"),
+        poll_timeout=Field(int, default=30, min=0, max=60, help="getUpdates long-poll seconds"),
+        album_wait=Field(float, default=0.8, min=0.05, max=10, help="seconds to wait for the rest of an album"),
+        max_file_mb=Field(float, default=20, min=1, max=2000, help="largest file to download (Bot API: 20 MB)"),
+    ),
+    "language": _section(default=Field(str, default="en", choices=["en", "zh"], help="when Telegram reports none")),
+    "access": _section(
+        admins=Field(list, default=[], item=Field(int), help="Telegram user ids with admin rights"),
+        allowed_users=Field(list, default=[], item=Field(int), help="who may use the bot; empty: everyone"),
+        daily_quota=Field(dict, default={}, values=Field(int, min=0), help="command -> uses per user per day"),
+    ),
+    "default_photo_command": Field(str, default="", help="command for a photo sent without one; empty: ask"),
+    "pending_minutes": Field(float, default=5, min=0.1, max=1440, help="how long a command waits for its photo"),
+    "workers": _section(
+        io=Field(int, default=8, min=1, max=256, help="threads for provider calls"),
+        cpu=Field(int, default=1, min=1, max=64, help="threads for local engines"),
+    ),
+    "http": _section(
+        connect_timeout=Field(float, default=5, min=0.1, help="seconds"),
+        read_timeout=Field(float, default=30, min=0.1, help="seconds"),
+        retries=Field(int, default=2, min=0, max=10, help="retries of connection errors, timeouts and 5xx"),
+        backoff=Field(float, default=0.5, min=0, help="first retry delay in seconds, doubled each time"),
+    ),
+    "providers": _section(
+        baidu=_section(
+            api_key=Field(str, default="", secret=True, help="Baidu AI Cloud API Key"),
+            secret_key=Field(str, default="", secret=True, help="Baidu AI Cloud Secret Key"),
+            endpoint=Field(str, default="https://aip.baidubce.com", help="API base URL"),
+            qps=Field(float, default=2, min=0.1, help="client-side request rate limit per credential"),
+            token_refresh_margin=Field(float, default=86400, min=0, help="refresh the token this early (s)"),
+            h5_base_url=Field(str, default="https://brain.baidu.com/face/print/", help="H5 verification page"),
+        ),
+    ),
+    "storage": _section(path=Field(str, default="data/aipbot.sqlite3", help="SQLite database file")),
+    "logging": _section(level=Field(str, default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])),
+    "plugins": Field(dict, default={}, help="plugin name -> its section (enabled: true|false, …)"),
+}
+
+
+def validate(raw: Any) -> dict[str, Any]:
+    """The validated core configuration (plugin sections checked only for shape here)."""
+    config = check_section(SCHEMA, substitute(raw), "")
+    for name, section in config["plugins"].items():
+        path = f"plugins.{name}"
+        if not isinstance(section, dict):
+            raise ConfigError(path, f"must be a mapping (got {type(section).__name__})")
+        enabled = section.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise ConfigError(f"{path}.enabled", f"must be true or false (got {enabled!r})")
+    return config
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Read and validate a config file; :class:`ConfigError` names the file or key on any problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read the file ({exc.strerror or exc})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(str(path), f"invalid YAML{where}: {problem}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(str(path), "must be a YAML mapping at the top level")
+    return validate(raw)
