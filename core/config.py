@@ -62,7 +62,14 @@ class _Substituted(str):
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list", dict: "a mapping"}
+_TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    list: "a list",
+    dict: "a mapping",
+}
 
 
 def substitute(value: Any, path: str = "", env: Mapping[str, str] | None = None) -> Any:
@@ -110,7 +117,9 @@ def check(field: Field, value: Any, path: str) -> Any:
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         value, ok = float(value), True
     if not ok:
-        got = "nothing" if value is None else repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+        got = (
+            "nothing" if value is None else repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+        )
         raise ConfigError(path, f"must be {_TYPE_NAMES.get(want, want.__name__)} (got {got})")
     if field.choices is not None and value not in field.choices:
         raise ConfigError(path, f"must be one of {', '.join(map(str, field.choices))} (got {value!r})")
@@ -157,7 +166,9 @@ def _section(help: str = "", **fields: Field) -> Field:
 SCHEMA: dict[str, Field] = {
     "telegram": _section(
         token=Field(str, default="", secret=True, help="bot token from @BotFather; empty: console chat"),
-        base_url=Field(str, default="https://api.telegram.org/bot", help="Bot API base (a local Bot API server, tests)"),
+        base_url=Field(
+            str, default="https://api.telegram.org/bot", help="Bot API base (a local Bot API server, tests)"
+        ),
         base_file_url=Field(str, default="https://api.telegram.org/file/bot", help="file download base"),
         poll_timeout=Field(int, default=30, min=0, max=60, help="getUpdates long-poll seconds"),
         album_wait=Field(float, default=0.8, min=0.05, max=10, help="seconds to wait for the rest of an album"),
