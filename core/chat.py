@@ -195,6 +195,7 @@ class Context:
         photos: list[Photo] | None = None,
         message_id: int | None = None,
         keep_pending: Callable[[], None] | None = None,
+        pending: dict[str, Any] | None = None,
     ) -> None:
         self.services = services
         self.transport = transport
@@ -206,6 +207,9 @@ class Context:
         self.photos = list(photos or [])
         self.message_id = message_id
         self._keep_pending = keep_pending
+        self.pending: dict[str, Any] = pending if pending is not None else {}
+        """Scratch state of a pending command (e.g. the first photo of a pair): it lives while the command
+        stays pending (see :meth:`expect_photo`) and is dropped on ``/cancel`` or expiry. Memory only."""
 
     @property
     def lang(self) -> str:
@@ -274,7 +278,8 @@ class Context:
         return self.services.deep_link(self.command.name, payload)
 
     def expect_photo(self) -> None:
-        """Keep this command pending: the user's next photo in this chat comes back to it."""
+        """Keep this command pending: the user's next photo in this chat comes back to it, with
+        :attr:`pending` as this call left it (until ``/cancel`` or ``pending_minutes`` pass)."""
         if self._keep_pending:
             self._keep_pending()
 

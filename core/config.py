@@ -113,6 +113,8 @@ def check(field: Field, value: Any, path: str) -> Any:
     """``value`` validated against ``field`` (with defaults filled in), or :class:`ConfigError`."""
     value = _coerce(value, field.type)
     want = field.type
+    if value is None and want in (dict, list):  # `key:` with nothing under it
+        value = want()
     ok = isinstance(value, want) and not (want in (int, float) and isinstance(value, bool))
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         value, ok = float(value), True

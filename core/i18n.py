@@ -50,6 +50,10 @@ class Catalogue:
         for lang, texts in messages.items():
             self._texts.setdefault(lang, {}).update(texts)
 
+    def messages(self) -> dict[str, dict[str, str]]:
+        """A copy of everything: ``{lang: {key: text}}``."""
+        return {lang: dict(texts) for lang, texts in self._texts.items()}
+
     def has(self, key: str) -> bool:
         return key in self._texts[FALLBACK]
 

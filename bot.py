@@ -1,0 +1,74 @@
+"""aipbot: a plugin-based Telegram bot over vision APIs.
+
+    python bot.py [--config config.yaml] [--console] [--check]
+
+With a Telegram token configured (``telegram.token``, usually ``${TELEGRAM_BOT_TOKEN}``) the bot polls
+Telegram; without one, or with ``--console``, it chats on the terminal. ``--check`` validates the
+configuration, loads the enabled plugins and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from core import redact
+from core.config import ConfigError, load
+
+
+def setup_logging(level: str) -> None:
+    """Log to stderr (stdout belongs to the console chat) through the redacting filter."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    redact.install(root)
+    # httpx logs every request URL at INFO, and Telegram URLs contain the bot token
+    for noisy in ("httpx", "httpcore", "urllib3", "telegram.ext.ExtBot"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bot.py", description="aipbot: vision APIs in a chat")
+    parser.add_argument("--config", default="config.yaml", help="configuration file (default: ./config.yaml)")
+    parser.add_argument("--console", action="store_true", help="chat on the terminal instead of Telegram")
+    parser.add_argument("--check", action="store_true", help="validate the configuration and exit")
+    args = parser.parse_args(argv)
+
+    try:
+        config = load(args.config)
+        setup_logging(config["logging"]["level"])
+        from core.app import App
+
+        app = App(config)
+    except ConfigError as err:
+        print(f"aipbot: configuration error: {err}", file=sys.stderr)
+        return 2
+
+    log = logging.getLogger("aipbot")
+    if args.check:
+        names = ", ".join(app.plugins.enabled) or "none"
+        print(f"aipbot: configuration OK; plugins: {names}; commands: {len(app.commands)}", file=sys.stderr)
+        app.services.close()
+        return 0
+    try:
+        if args.console or not config["telegram"]["token"]:
+            if not args.console:
+                log.info("No Telegram token configured (telegram.token): starting the console chat.")
+            from core.transports.console import run_console
+
+            asyncio.run(run_console(app))
+        else:
+            from core.transports.telegram import run_telegram
+
+            run_telegram(app)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

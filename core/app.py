@@ -1,0 +1,124 @@
+"""Assembly: config → plugins → message catalogue → services → router. Transports run an :class:`App`."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from core.chat import Reply, Transport
+from core.config import ConfigError
+from core.i18n import Catalogue, core_catalogue
+from core.plugins import PluginManager
+from core.router import Router
+from core.store import Store
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# provider name -> "module:factory"; the factory takes (config, tokens) and returns a client or None
+PROVIDERS = {"baidu": "core.providers.baidu:BaiduClient.from_config"}
+
+
+class BotServices:
+    """The shared services plugins reach through ``ctx.services`` (see ``core.chat.Services``)."""
+
+    def __init__(self, config: dict[str, Any], catalogue: Catalogue, store: Store) -> None:
+        self.config = config
+        self.catalogue = catalogue
+        self.store = store
+        self.transport: Transport | None = None
+        self.io_pool = ThreadPoolExecutor(config["workers"]["io"], thread_name_prefix="aipbot-io")
+        self.cpu_pool = ThreadPoolExecutor(config["workers"]["cpu"], thread_name_prefix="aipbot-cpu")
+        self._providers: dict[str, Any] = {}
+        self._providers_lock = threading.Lock()
+        self._tokens: Any = None
+
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking I/O in the I/O pool (``workers.io`` threads)."""
+        return await asyncio.get_running_loop().run_in_executor(self.io_pool, functools.partial(fn, *args))
+
+    async def run_cpu(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run CPU-heavy work in the engine pool (``workers.cpu`` threads)."""
+        return await asyncio.get_running_loop().run_in_executor(self.cpu_pool, functools.partial(fn, *args))
+
+    async def send(self, chat_id: int, reply: Reply) -> int | None:
+        """Send a message outside a command (background jobs)."""
+        if self.transport is None:
+            raise RuntimeError("no transport is running")
+        return await self.transport.send(chat_id, reply)
+
+    def deep_link(self, command: str, payload: str) -> str:
+        if self.transport is None:
+            raise RuntimeError("no transport is running")
+        return self.transport.deep_link(f"{command}-{payload}")
+
+    @property
+    def tokens(self) -> Any:
+        """The token service shared by every provider client."""
+        with self._providers_lock:
+            if self._tokens is None:
+                from core.tokens import TokenService
+
+                self._tokens = TokenService()
+            return self._tokens
+
+    def provider(self, name: str) -> Any:
+        """The shared client of provider ``name`` (e.g. ``baidu``), or None when it is not configured."""
+        if name not in self._providers:
+            module, _, attr = PROVIDERS[name].partition(":")
+            factory: Any = importlib.import_module(module)
+            for part in attr.split("."):
+                factory = getattr(factory, part)
+            client = factory(self.config, self.tokens)
+            with self._providers_lock:
+                self._providers.setdefault(name, client)
+        return self._providers[name]
+
+    def close(self) -> None:
+        self.io_pool.shutdown(wait=False, cancel_futures=True)
+        self.cpu_pool.shutdown(wait=False, cancel_futures=True)
+        self.store.close()
+
+
+class App:
+    """The assembled bot, independent of any transport."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        self.plugins = PluginManager(config)
+        self.catalogue = Catalogue()
+        self.catalogue.add(core_catalogue().messages())
+        for messages in self.plugins.messages():
+            self.catalogue.add(messages)
+        self.services = BotServices(config, self.catalogue, Store(config["storage"]["path"]))
+        self.commands = self.plugins.commands(self.services)
+        default = config["default_photo_command"]
+        photo_commands = sorted(c.name for c in self.commands if c.takes_photos)
+        if default and default not in photo_commands:
+            raise ConfigError(
+                "default_photo_command",
+                f"no enabled photo command /{default} (enabled: {', '.join(photo_commands) or 'none'})",
+            )
+        self.router = Router(self.services, self.commands, status=lambda: self.plugins.status(self.services))
+        self._started = False
+
+    def start(self, transport: Transport) -> None:
+        """Attach the transport and start the plugins (they must return at once)."""
+        self.services.transport = transport
+        self.plugins.startup(self.services)
+        self._started = True
+
+    def stop(self) -> None:
+        """Stop the plugins and release threads and the database."""
+        if self._started:
+            self._started = False
+            try:
+                self.plugins.shutdown(self.services)
+            finally:
+                self.services.close()

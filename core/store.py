@@ -1,0 +1,77 @@
+"""SQLite persistence (stdlib ``sqlite3``): per-user daily quotas, and tables plugins add.
+
+One connection guarded by a lock, so the store can be used from worker threads. The file is created
+with owner-only permissions. Store nothing personal here beyond Telegram ids: no names, no ID numbers,
+no images.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS quota_use (
+    user_id INTEGER NOT NULL,
+    command TEXT NOT NULL,
+    day TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (user_id, command, day)
+);
+"""
+
+
+class Store:
+    """The bot's database. ``path`` may be ``:memory:``."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            if not Path(self.path).exists():
+                Path(self.path).touch(mode=0o600)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL" if self.path != ":memory:" else "PRAGMA journal_mode=MEMORY")
+        self.executescript(_SCHEMA)
+
+    def executescript(self, script: str) -> None:
+        """Run DDL (plugins create their tables with ``CREATE TABLE IF NOT EXISTS``)."""
+        with self._lock:
+            self._db.executescript(script)
+
+    def execute(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[sqlite3.Row]:
+        """Run one statement and return its rows (as tuples)."""
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def use_quota(self, user_id: int, command: str, day: str, limit: int) -> bool:
+        """Count one use of ``command`` by ``user_id`` on ``day`` if fewer than ``limit`` were used."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(
+                    "SELECT count FROM quota_use WHERE user_id=? AND command=? AND day=?", (user_id, command, day)
+                ).fetchone()
+                used = row[0] if row else 0
+                if used >= limit:
+                    return False
+                self._db.execute(
+                    "INSERT INTO quota_use(user_id, command, day, count) VALUES(?,?,?,1)"
+                    " ON CONFLICT(user_id, command, day) DO UPDATE SET count = count + 1",
+                    (user_id, command, day),
+                )
+                self._db.execute("DELETE FROM quota_use WHERE day < ?", (day,))
+                return True
+            finally:
+                self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __repr__(self) -> str:
+        return f"Store({os.path.basename(self.path)!r})"
