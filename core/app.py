@@ -89,9 +89,9 @@ class BotServices:
 class App:
     """The assembled bot, independent of any transport."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], extra_plugins: dict[str, Any] | None = None) -> None:
         self.config = config
-        self.plugins = PluginManager(config)
+        self.plugins = PluginManager(config, extra_plugins)
         self.catalogue = Catalogue()
         self.catalogue.add(core_catalogue().messages())
         for messages in self.plugins.messages():

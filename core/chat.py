@@ -252,12 +252,16 @@ class Context:
         """Show "typing…" for as long as the block runs (for work that takes more than a moment)."""
         import asyncio
 
-        async def keep_typing() -> None:
-            while True:
-                with contextlib.suppress(Exception):
-                    await self.transport.chat_action(self.chat.id, "typing")
-                await asyncio.sleep(4)
+        async def typing() -> None:
+            with contextlib.suppress(Exception):
+                await self.transport.chat_action(self.chat.id, "typing")
 
+        async def keep_typing() -> None:
+            while True:  # Telegram shows a chat action for about 5 seconds
+                await asyncio.sleep(4)
+                await typing()
+
+        await typing()
         task = asyncio.create_task(keep_typing())
         try:
             yield

@@ -54,13 +54,15 @@ def enabled_names(config: dict[str, Any]) -> list[str]:
 class PluginManager:
     """Loads the enabled plugins into a pluggy manager and asks them for schemas, messages and commands."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+        """``extra``: plugin objects by name, known like built-ins (for tests and embedding)."""
         self.config = config
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         builtins = builtin_plugins()
         third_party = entry_point_plugins()
-        known = sorted(set(builtins) | set(third_party))
+        extra = extra or {}
+        known = sorted(set(builtins) | set(third_party) | set(extra))
         for name in config["plugins"]:
             if name not in known:
                 raise ConfigError(f"plugins.{name}", f"unknown plugin (available: {', '.join(known) or 'none'})")
@@ -69,7 +71,9 @@ class PluginManager:
             if name not in self.enabled:
                 self.pm.set_blocked(name)
         for name in self.enabled:
-            if name in builtins:
+            if name in extra:
+                self.pm.register(extra[name], name=name)
+            elif name in builtins:
                 self.pm.register(importlib.import_module(builtins[name]), name=name)
         self.pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
         self.pm.check_pending()

@@ -66,9 +66,9 @@ class RecordingTransport:
 class Harness:
     """The bot assembled from a config dict, driven message by message."""
 
-    def __init__(self, overrides: dict[str, Any] | None = None) -> None:
+    def __init__(self, overrides: dict[str, Any] | None = None, *, extra_plugins: dict[str, Any] | None = None) -> None:
         self.config = validate(merge(BASE_CONFIG, overrides or {}))
-        self.app = App(self.config)
+        self.app = App(self.config, extra_plugins)
         self.transport = RecordingTransport()
         self._message_id = 100
 

@@ -1,0 +1,115 @@
+"""Configuration: substitution, defaults, and one clear line for every kind of broken config."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.config import ConfigError, load, substitute, validate
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_fill_an_empty_config():
+    config = validate({})
+    assert config["telegram"]["token"] == ""
+    assert config["providers"]["baidu"]["endpoint"] == "https://aip.baidubce.com"
+    assert config["workers"] == {"io": 8, "cpu": 1}
+    assert config["plugins"] == {}
+
+
+def test_variables_are_substituted_with_defaults_and_typed_where_a_number_is_wanted():
+    env = {"TOKEN": "123:abc", "QPS": "5"}
+    raw = substitute({"a": "${TOKEN}", "b": "x-${MISSING:-dflt}-y", "c": "${QPS}"}, env=env)
+    assert raw == {"a": "123:abc", "b": "x-dflt-y", "c": "5"}
+    config = validate(substitute({"providers": {"baidu": {"qps": "${QPS}"}}}, env=env))
+    assert config["providers"]["baidu"]["qps"] == 5.0
+
+
+def test_an_unset_variable_is_named_in_the_error(monkeypatch):
+    monkeypatch.delenv("AIPBOT_TEST_UNSET", raising=False)
+    with pytest.raises(ConfigError) as err:
+        validate({"telegram": {"token": "${AIPBOT_TEST_UNSET}"}})
+    assert str(err.value).startswith("telegram.token: environment variable AIPBOT_TEST_UNSET is not set")
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"telegram": {"tokn": "x"}}, "telegram.tokn: unknown key (known here: token, base_url"),
+        ({"workers": {"io": "many"}}, "workers.io: must be an integer (got 'many')"),
+        ({"workers": {"io": 0}}, "workers.io: must be at least 1 (got 0)"),
+        ({"language": {"default": "fr"}}, "language.default: must be one of en, zh (got 'fr')"),
+        ({"access": {"admins": [1, "bob"]}}, "access.admins[1]: must be an integer (got 'bob')"),
+        ({"access": {"daily_quota": {"ocr": -1}}}, "access.daily_quota.ocr: must be at least 0 (got -1)"),
+        ({"plugins": {"ocr": {"enabled": "yes"}}}, "plugins.ocr.enabled: must be true or false (got 'yes')"),
+        ({"telegram": "x"}, "telegram: must be a mapping (got 'x')"),
+    ],
+)
+def test_validation_errors_name_the_key_and_the_problem(raw, message):
+    with pytest.raises(ConfigError) as err:
+        validate(raw)
+    assert str(err.value).startswith(message)
+
+
+def test_secrets_from_config_are_registered_for_redaction(monkeypatch):
+    from core.redact import redact
+
+    monkeypatch.setenv("AIPBOT_TEST_KEY", "sk-very-secret-value")
+    validate(substitute({"providers": {"baidu": {"secret_key": "${AIPBOT_TEST_KEY}"}}}))
+    assert redact("calling with sk-very-secret-value now") == "calling with *** now"
+
+
+def test_the_shipped_config_yaml_is_valid():
+    config = load(ROOT / "config.yaml")
+    assert config["telegram"]["base_url"] == "https://api.telegram.org/bot"
+
+
+def run_bot(tmp_path: Path, text: str, *args: str) -> subprocess.CompletedProcess:
+    path = tmp_path / "config.yaml"
+    path.write_text(text, encoding="utf-8")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "bot.py"), "--config", str(path), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("telegram: [unclosed\n", "invalid YAML at line"),
+        ("telegram:\n  tokn: x\n", "telegram.tokn: unknown key"),
+        ("workers:\n  io: lots\n", "workers.io: must be an integer (got 'lots')"),
+        ("telegram:\n  token: ${AIPBOT_SURELY_UNSET}\n", "environment variable AIPBOT_SURELY_UNSET is not set"),
+        ("plugins:\n  nosuchplugin: {}\n", "plugins.nosuchplugin: unknown plugin (available:"),
+    ],
+)
+def test_a_broken_config_stops_the_bot_with_one_clear_line(tmp_path, text, expected):
+    result = run_bot(tmp_path, text, "--check")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("aipbot: configuration error:")
+    assert expected in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_a_missing_config_file_is_one_clear_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bot.py"), "--config", str(tmp_path / "nope.yaml"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        == f"aipbot: configuration error: {tmp_path / 'nope.yaml'}: cannot read the file (No such file or directory)"
+    )
