@@ -7,7 +7,7 @@ import functools
 import importlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -35,6 +35,7 @@ class BotServices:
         self.transport: Transport | None = None
         self.io_pool = ThreadPoolExecutor(config["workers"]["io"], thread_name_prefix="aipbot-io")
         self.cpu_pool = ThreadPoolExecutor(config["workers"]["cpu"], thread_name_prefix="aipbot-cpu")
+        self._jobs: list[asyncio.Task[None]] = []
         self._providers: dict[str, Any] = {}
         self._providers_lock = threading.Lock()
         self._tokens: Any = None
@@ -52,6 +53,22 @@ class BotServices:
         if self.transport is None:
             raise RuntimeError("no transport is running")
         return await self.transport.send(chat_id, reply)
+
+    def every(self, seconds: float, job: Callable[[], Awaitable[None]], *, name: str = "job") -> None:
+        """Run ``await job()`` every ``seconds`` (first run after ``seconds``) until the bot stops.
+
+        Call from ``aipbot_startup``. A failing run is logged and the schedule goes on.
+        """
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(seconds)
+                try:
+                    await job()
+                except Exception:
+                    log.exception("periodic job %s failed", name)
+
+        self._jobs.append(asyncio.get_running_loop().create_task(loop(), name=f"aipbot-{name}"))
 
     def deep_link(self, command: str, payload: str) -> str:
         if self.transport is None:
@@ -81,6 +98,8 @@ class BotServices:
         return self._providers[name]
 
     def close(self) -> None:
+        for job in self._jobs:
+            job.cancel()
         self.io_pool.shutdown(wait=False, cancel_futures=True)
         self.cpu_pool.shutdown(wait=False, cancel_futures=True)
         self.store.close()

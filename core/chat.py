@@ -167,6 +167,7 @@ class Services(Protocol):
 
     config: dict[str, Any]
     catalogue: Catalogue
+    store: Any  # core.store.Store
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T: ...
 
@@ -175,6 +176,8 @@ class Services(Protocol):
     async def send(self, chat_id: int, reply: Reply) -> int | None: ...
 
     def provider(self, name: str) -> Any: ...
+
+    def every(self, seconds: float, job: Callable[[], Awaitable[None]], *, name: str = "job") -> None: ...
 
     def deep_link(self, command: str, payload: str) -> str: ...
 
