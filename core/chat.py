@@ -270,8 +270,9 @@ class Context:
             yield
         finally:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # gather, not `await task` under suppress(): that keeps this frame (and the Context with its
+            # photos) referenced from the exception's traceback until the next command runs
+            await asyncio.gather(task, return_exceptions=True)
 
     def button(self, text: str, data: str) -> Button:
         """A button whose press calls this command's ``on_callback(ctx, data)`` (data ≤ 40 bytes)."""

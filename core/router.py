@@ -102,13 +102,22 @@ class Router:
     def _get_pending(self, key: tuple[int, int]) -> _Pending | None:
         pending = self._pending.get(key)
         if pending and pending.expires < self._clock():
-            del self._pending[key]
+            self._drop_pending(key)
             return None
+        return pending
+
+    def _drop_pending(self, key: tuple[int, int]) -> _Pending | None:
+        """Forget pending state, wiping its photos and scratch data (whoever else still holds them)."""
+        pending = self._pending.pop(key, None)
+        if pending is not None:
+            pending.data.clear()
+            pending.photos.clear()
         return pending
 
     def _set_pending(self, key: tuple[int, int], pending: _Pending) -> None:
         now = self._clock()
-        self._pending = {k: p for k, p in self._pending.items() if p.expires >= now}
+        for old in [k for k, p in self._pending.items() if p.expires < now and k != key]:
+            self._drop_pending(old)
         self._pending[key] = pending
 
     def _expiry(self) -> float:
@@ -171,7 +180,7 @@ class Router:
             prompt = self.t(user, key) if self.services.catalogue.has(key) else self.t(user, "router.send_photo")
             await self._say(transport, chat, prompt)
             return
-        self._pending.pop((chat.id, user.id), None)
+        self._drop_pending((chat.id, user.id))
         await self._invoke(command, incoming, transport, args, incoming.photos, {})
 
     async def _photos(self, incoming: Incoming, transport: Transport) -> None:
@@ -325,7 +334,7 @@ class Router:
         await self._say(transport, incoming.chat, "\n".join(lines))
 
     async def _cancel(self, incoming: Incoming, transport: Transport, args: list[str]) -> None:
-        dropped = self._pending.pop((incoming.chat.id, incoming.user.id), None)
+        dropped = self._drop_pending((incoming.chat.id, incoming.user.id))
         key = "cancel.done" if dropped else "cancel.nothing"
         await self._say(transport, incoming.chat, self.t(incoming.user, key))
 
