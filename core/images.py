@@ -1,0 +1,250 @@
+"""Decode, validate and normalise images, in memory, to a provider's limits.
+
+:func:`prepare` turns the bytes a user sent into bytes a provider accepts; :func:`open_image` does the
+checking half only, for local engines that resize themselves. Both raise :class:`core.errors.BadImage`
+with a specific catalogue key before any network call:
+
+==========================  ===============================================================
+``error.image_not_image``   the bytes are not an image Pillow can identify
+``error.image_format``      an image, but not a format we accept (see :data:`ACCEPTED_FORMATS`)
+``error.image_truncated``   the file is cut short or its data is damaged
+``error.image_too_large``   more than :data:`MAX_PIXELS` pixels (decompression bomb), or it cannot be
+                            brought under the byte limit
+``error.image_too_small``   the shortest side is under ``Limits.min_side`` pixels
+``error.image_too_narrow``  so long and thin that fitting the longest side leaves the shortest
+                            under ``Limits.min_side`` pixels
+==========================  ===============================================================
+
+What happens to a usable image: the format is detected from the bytes (never a file name); the first
+frame of an animation is used (``PreparedImage.animated`` says so); EXIF orientation is applied;
+transparency is flattened onto white (so dark text on a transparent PNG stays readable) and the
+result is RGB; it is downscaled (never upscaled) to fit the limits; and it is re-encoded, which also
+drops metadata such as GPS positions before the image leaves the bot. Encoding: PNG when the source is
+lossless (PNG, BMP, GIF, TIFF, lossless WebP — screenshots and text keep sharp edges) and the PNG fits
+the byte limit, else JPEG (quality 90, then lower, then smaller dimensions until it fits). Nothing is
+written to disk.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass, field
+
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from core.errors import BadImage
+
+log = logging.getLogger(__name__)
+
+#: Input formats we decode (Pillow's names). Anything else Pillow knows is refused as ``error.image_format``.
+ACCEPTED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")  # JPEG includes MPO (multi-picture JPEG)
+#: Largest decoded size in pixels; above it the image is refused before decoding (Pillow warns at ~89 M).
+MAX_PIXELS = 80_000_000
+#: Formats whose pixels are exact: re-encode them as PNG when that fits.
+_LOSSLESS = ("PNG", "BMP", "GIF", "TIFF")
+_JPEG_QUALITIES = (90, 80, 70, 60)
+_MIN_SIDE = 15
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a provider accepts: longest side, optional width/height box, encoded size, shortest side."""
+
+    max_side: int
+    max_bytes: int
+    max_width: int | None = None
+    max_height: int | None = None
+    min_side: int = _MIN_SIDE
+
+
+#: Baidu OCR: longest side ≤ 4096 px and the image ≤ 4 MB *after* base64 (the older, stricter wording of the
+#: limit), so ≤ 3 MiB of raw bytes (base64 grows by 4/3).
+OCR_LIMITS = Limits(max_side=4096, max_bytes=3 * 1024 * 1024)
+#: Baidu face: within 1920×1080 and base64 ≤ 2 MB per image, so ≤ 1.5 MB of raw bytes (base64 grows by 4/3).
+FACE_LIMITS = Limits(max_side=1920, max_width=1920, max_height=1080, max_bytes=2_000_000 * 3 // 4)
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """An image ready to send: ``data`` in ``format`` (``JPEG`` or ``PNG``), and the RGB ``image`` it encodes.
+
+    ``width``/``height`` are those of ``image`` (after orientation and downscale); ``animated`` is true
+    when the input had several frames (only the first is used); ``original_format`` is the input's
+    format as detected from its bytes. ``data`` and ``image`` are left out of ``repr``.
+    """
+
+    data: bytes = field(repr=False)
+    format: str
+    image: Image.Image = field(repr=False)
+    width: int
+    height: int
+    animated: bool
+    original_format: str
+
+
+def _bad(key: str, detail: str, **params: object) -> BadImage:
+    return BadImage(detail, key=key, **params)
+
+
+def _decode(data: bytes, min_side: int, draft_side: int | None = None) -> tuple[Image.Image, str, bool, bool]:
+    """``(rgb image, original format, animated, lossless)``: validated, first frame, oriented, RGB.
+
+    ``draft_side``: a JPEG may be decoded at 1/2, 1/4 or 1/8 scale as long as both sides stay at least
+    this long (cheap for huge photos that will be downscaled anyway).
+    """
+    if not data:
+        raise _bad("error.image_not_image", "empty file")
+    Image.init()  # register every plugin, so that ``formats`` below can name WEBP and TIFF (idempotent)
+    try:
+        im = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+    except Image.DecompressionBombError as exc:
+        raise _bad("error.image_too_large", f"decompression bomb refused by Pillow: {exc}") from None
+    except UnidentifiedImageError:
+        raise _unidentified(data) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise _bad("error.image_truncated", f"cannot read the image header: {exc}") from None
+    fmt = im.format or "unknown"
+    width, height = im.size
+    if width * height > MAX_PIXELS:
+        raise _bad(
+            "error.image_too_large",
+            f"{fmt} {width}x{height} has more than {MAX_PIXELS} pixels",
+            width=width,
+            height=height,
+        )
+    if min(width, height) < min_side:
+        raise _bad(
+            "error.image_too_small", f"{fmt} {width}x{height} is under {min_side} px", width=width, height=height
+        )
+    animated = bool(getattr(im, "is_animated", False)) and getattr(im, "n_frames", 1) > 1
+    lossless = fmt in _LOSSLESS or (fmt == "WEBP" and im.info.get("lossless", False))
+    if ImageFile.LOAD_TRUNCATED_IMAGES:  # someone relaxed Pillow globally: a truncated file would pass silently
+        log.debug("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set: truncated images may not be detected")
+    try:
+        if animated:
+            im.seek(0)
+        if draft_side and fmt in ("JPEG", "MPO"):
+            im.draft(None, (draft_side, draft_side))
+        im.load()
+        im = ImageOps.exif_transpose(im) or im
+        rgb = _to_rgb(im)
+    except Image.DecompressionBombError as exc:
+        raise _bad("error.image_too_large", f"decompression bomb: {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise _bad("error.image_truncated", f"{fmt} {width}x{height} cannot be decoded: {exc}") from None
+    return rgb, fmt, animated, bool(lossless)
+
+
+def _unidentified(data: bytes) -> BadImage:
+    """Tell "an image in a format we refuse" from "not an image at all"."""
+    try:
+        with Image.open(io.BytesIO(data)) as other:
+            return _bad("error.image_format", f"unsupported image format {other.format}", format=other.format)
+    except Exception:  # anything Pillow cannot identify is simply not an image
+        return _bad("error.image_not_image", f"not an image ({len(data)} bytes, starts {data[:8]!r})")
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """RGB, with transparency flattened onto white and 16/32-bit greys scaled to 8 bits."""
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        im = im.convert("I").point(lambda v: v * (1 / 256)).convert("L")
+    elif im.mode == "F":
+        im = im.convert("L")
+    has_alpha = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info)
+    if has_alpha:
+        rgba = im.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return im if im.mode == "RGB" else im.convert("RGB")
+
+
+def _fit(width: int, height: int, limits: Limits) -> float:
+    """The scale (≤ 1) that brings ``width``×``height`` within the limits."""
+    scale = min(1.0, limits.max_side / max(width, height))
+    if limits.max_width:
+        scale = min(scale, limits.max_width / width)
+    if limits.max_height:
+        scale = min(scale, limits.max_height / height)
+    return scale
+
+
+def _resize(im: Image.Image, scale: float, limits: Limits) -> Image.Image:
+    if scale >= 1.0:
+        return im
+    size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
+    if min(size) < limits.min_side:
+        raise _bad(
+            "error.image_too_narrow",
+            f"{im.width}x{im.height} would be {size[0]}x{size[1]} within the limits, under {limits.min_side} px",
+            width=im.width,
+            height=im.height,
+        )
+    return im.resize(size, Image.Resampling.LANCZOS)
+
+
+def _encode(im: Image.Image, fmt: str, quality: int = 90) -> bytes:
+    out = io.BytesIO()
+    if fmt == "PNG":
+        im.save(out, "PNG", compress_level=6)
+    else:
+        im.save(out, "JPEG", quality=quality, optimize=True)
+    return out.getvalue()
+
+
+def open_image(data: bytes) -> Image.Image:
+    """The image in ``data`` validated, EXIF-oriented, RGB, first frame; :class:`BadImage` if unusable.
+
+    For local engines that resize themselves: no downscale, only the checks (minimum side 15 px).
+    """
+    return _decode(data, _MIN_SIDE)[0]
+
+
+def prepare(data: bytes, limits: Limits) -> PreparedImage:
+    """``data`` checked and normalised to ``limits``: oriented, RGB, downscaled, re-encoded (see module doc).
+
+    Raises :class:`BadImage` (keys in the module docstring) before anything is sent anywhere.
+    """
+    im, fmt, animated, lossless = _decode(data, limits.min_side, draft_side=limits.max_side)
+    im = _resize(im, _fit(im.width, im.height, limits), limits)
+    encoded: bytes | None = None
+    out_format = "JPEG"
+    if lossless:
+        png = _encode(im, "PNG")
+        if len(png) <= limits.max_bytes:
+            encoded, out_format = png, "PNG"
+    while encoded is None:
+        for quality in _JPEG_QUALITIES:
+            jpeg = _encode(im, "JPEG", quality)
+            if len(jpeg) <= limits.max_bytes:
+                encoded = jpeg
+                break
+        else:
+            if min(im.size) * 0.75 < limits.min_side:
+                raise _bad(
+                    "error.image_too_large",
+                    f"cannot bring {im.width}x{im.height} under {limits.max_bytes} bytes",
+                    width=im.width,
+                    height=im.height,
+                )
+            im = _resize(im, 0.75, limits)
+    log.debug(
+        "prepared %s %s -> %s %dx%d, %d bytes%s",
+        fmt,
+        len(data),
+        out_format,
+        im.width,
+        im.height,
+        len(encoded),
+        " (first frame of an animation)" if animated else "",
+    )
+    return PreparedImage(
+        data=encoded,
+        format=out_format,
+        image=im,
+        width=im.width,
+        height=im.height,
+        animated=animated,
+        original_format=fmt,
+    )

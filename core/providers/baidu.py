@@ -1,0 +1,635 @@
+"""Baidu AI Cloud (AIP) client: OAuth token, OCR, face match V3 and H5 real-name verification (faceprint).
+
+A plain synchronous, thread-safe library class, usable from a script without the bot::
+
+    client = BaiduClient(api_key, secret_key)
+    result = client.ocr(prepare(photo, OCR_LIMITS).data)
+
+What every call does:
+
+1. takes the access token from the :class:`~core.tokens.TokenService` (one fetch however many threads
+   ask; refreshed ``token_refresh_margin`` seconds before its 30 days are over);
+2. waits for its turn at the client-side rate limiter: one per API key (and endpoint), shared by all
+   threads and all clients of that key, spacing requests ``1/qps`` apart so that bursts queue
+   instead of drawing error 18;
+3. POSTs through a pooled session (:mod:`core.http`: timeouts, transport retries for connection
+   errors, timeouts and 5xx);
+4. reads either answer shape (``error_code``/``error_msg``, or ``success``/``code``/``message`` on the
+   faceprint paths) and then:
+
+   - 100/110/111 (token invalid or expired): invalidates that token, fetches a new one, retries once;
+   - 1, 2, 4, 18, 282000, 216630, 216634, 222201, 222205, 222206, 2229xx, 283400, 283512 and a
+     non-JSON answer: retried ``http.retries`` times with backoff (``http.backoff``, doubling);
+   - anything else, or when retries run out: raises a typed :class:`BaiduError` (17 and 19 are never
+     retried).
+
+Every error is a :class:`core.errors.UserFacingError` subclass with a catalogue key for the user, a
+``detail`` for the admin's log (which API, which code, what to do) and Baidu's ``code``; none contains a
+key, a token, a name or an ID number. ``VerifyDetail`` keeps the name and ID number out of its ``repr``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
+
+import requests
+
+from core.errors import (
+    BadImage,
+    NoFace,
+    ProviderError,
+    ProviderMisconfigured,
+    QuotaExhausted,
+    RateLimited,
+    TemporarilyUnavailable,
+    UserFacingError,
+)
+from core.http import HttpSettings, make_session
+from core.redact import redact, register_secret
+from core.tokens import TokenService
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENDPOINT = "https://aip.baidubce.com"
+DEFAULT_H5_BASE_URL = "https://brain.baidu.com/face/print/"
+TOKEN_PATH = "/oauth/2.0/token"
+OCR_PATH = "/rest/2.0/ocr/v1/"
+OCR_APIS = ("general_basic", "general", "accurate_basic", "accurate")
+MATCH_PATH = "/rest/2.0/face/v3/match"
+FACEPRINT_PATH = "/rpc/2.0/brain/solution/faceprint/"
+#: Baidu's token lifetime when an answer omits ``expires_in`` (30 days).
+DEFAULT_TOKEN_LIFETIME = 2592000.0
+#: Largest base64 image we send: OCR (newer docs: 8 MB; accurate: 10 MB) and face match (2 MB).
+MAX_OCR_BASE64 = 8 * 1024 * 1024
+MAX_FACE_BASE64 = 2 * 1024 * 1024
+
+TOKEN_CODES = frozenset({100, 110, 111})
+RETRY_CODES = frozenset({1, 2, 4, 18, 282000, 216630, 216634, 222201, 222205, 222206, 283400, 283512})
+BAD_IMAGE_KEYS = {
+    216200: "error.bad_image",
+    216201: "error.image_format",
+    216202: "error.image_too_large",
+    216203: "error.bad_image",
+    222203: "error.bad_image",
+    282810: "error.bad_image",
+}
+FACE_QUALITY_KEYS = {
+    223113: "error.face_occluded",
+    223114: "error.face_blurred",
+    223115: "error.face_lighting",
+    223116: "error.face_incomplete",
+    223120: "error.face_liveness",
+}
+#: Names of the console products to enable, for the "no permission" (6) message.
+API_NAMES = {
+    "ocr": "OCR (文字识别)",
+    "face": "Face Recognition (人脸识别) — face match",
+    "faceprint": "H5 real-name verification (H5人脸实名认证)",
+}
+
+
+# -- errors --------------------------------------------------------------------------------------------
+
+
+class BaiduError(UserFacingError):
+    """Base of every Baidu failure; ``code`` is Baidu's error code (or the OAuth ``error``) for the log."""
+
+    def __init__(self, detail: str = "", *, code: int | str | None = None, key: str | None = None, **params: Any):
+        self.code = code
+        super().__init__(redact(detail), key=key, **params)
+
+
+class BaiduProviderError(BaiduError, ProviderError):
+    """Baidu refused the request for a reason not covered below (``error.provider``/``error.provider_request``)."""
+
+
+class BaiduMisconfigured(BaiduError, ProviderMisconfigured):
+    """Wrong API key or secret key, API not enabled, unknown plan, wrong endpoint: the admin must act."""
+
+
+class BaiduQuotaExhausted(BaiduError, QuotaExhausted):
+    """17 (daily limit, ``error.provider_quota``) or 19 (total limit, ``error.provider_quota_total``)."""
+
+
+class BaiduRateLimited(BaiduError, RateLimited):
+    """18 (QPS limit) still answered after the retries."""
+
+
+class BaiduUnavailable(BaiduError, TemporarilyUnavailable):
+    """1/2/4/5xx/timeouts/non-JSON answers and other transient failures after the bounded retries."""
+
+
+class BaiduBadImage(BaiduError, BadImage):
+    """Baidu could not use an image (216200–216203, 222203, 282810)."""
+
+
+class BaiduNoFace(BaiduError, NoFace):
+    """222202: no face in a picture."""
+
+
+class BaiduFaceQuality(BaiduError, ProviderError):
+    """223113–223120: the face is covered, blurred, badly lit, incomplete or failed liveness."""
+
+    key = "error.face_quality"
+
+
+# -- results ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OcrLine:
+    """One recognised line: ``box`` is ``(left, top, width, height)`` on the positional endpoints."""
+
+    text: str
+    box: tuple[int, int, int, int] | None = None
+    probability: float | None = None
+
+
+@dataclass(frozen=True)
+class OcrResult:
+    """The lines top to bottom; ``direction`` (0–3, quarter turns) when asked for."""
+
+    lines: list[OcrLine]
+    direction: int | None = None
+    log_id: int | str | None = None
+
+    @property
+    def text(self) -> str:
+        """All lines joined with newlines."""
+        return "\n".join(line.text for line in self.lines)
+
+
+@dataclass(frozen=True)
+class FaceMatch:
+    """Similarity 0–100 of the two faces (Baidu recommends 80 as "same person")."""
+
+    score: float
+    face_tokens: list[str]
+    log_id: int | str | None = None
+
+
+@dataclass(frozen=True)
+class VerifyDetail:
+    """``result/detail`` of an H5 verification. ``name`` and ``id_number`` never appear in ``repr``.
+
+    The identity comes from ``idcard_confirm`` (what the user confirmed), else ``idcard_ocr_result``.
+    """
+
+    score: float | None
+    liveness_score: float | None
+    spoofing: float | None
+    name: str | None = field(default=None, repr=False)
+    id_number: str | None = field(default=None, repr=False)
+    log_id: int | str | None = None
+
+
+# -- rate limiting ---------------------------------------------------------------------------------------
+
+
+class RateLimiter:
+    """Spaces calls ``1/qps`` seconds apart, first come first served, across threads.
+
+    No burst: a call waits until its slot, so ``n`` callers at once are served over ``n/qps`` seconds.
+    """
+
+    def __init__(self, qps: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._next = 0.0
+        self.qps = qps
+
+    @property
+    def qps(self) -> float:
+        """Calls per second."""
+        return 1.0 / self._interval
+
+    @qps.setter
+    def qps(self, value: float) -> None:
+        if value <= 0:
+            raise ValueError("qps must be > 0")
+        self._interval = 1.0 / value
+
+    def reserve(self) -> float:
+        """Take the next slot; returns how long to wait for it (seconds, ≥ 0)."""
+        with self._lock:
+            now = self._clock()
+            slot = max(now, self._next)
+            self._next = slot + self._interval
+        return slot - now
+
+    def acquire(self) -> float:
+        """Wait for the next slot; returns the time waited."""
+        wait = self.reserve()
+        if wait > 0:
+            time.sleep(wait)
+        return wait
+
+
+_limiters: dict[str, RateLimiter] = {}
+_limiters_lock = threading.Lock()
+_default_tokens = TokenService()
+
+
+def _fingerprint(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+def rate_limiter(api_key: str, qps: float, endpoint: str = DEFAULT_ENDPOINT) -> RateLimiter:
+    """The limiter shared by every client of ``api_key`` at ``endpoint``; its rate becomes ``qps``."""
+    key = _fingerprint(endpoint, api_key)
+    with _limiters_lock:
+        limiter = _limiters.get(key)
+        if limiter is None:
+            limiter = _limiters[key] = RateLimiter(qps)
+        else:
+            limiter.qps = qps
+        return limiter
+
+
+def default_token_service() -> TokenService:
+    """The token service shared by clients created without one."""
+    return _default_tokens
+
+
+# -- the client --------------------------------------------------------------------------------------------
+
+
+class BaiduClient:
+    """Baidu AIP client: see the module docstring. Thread-safe; create one and share it."""
+
+    def __init__(
+        self,
+        api_key: str,
+        secret_key: str,
+        *,
+        endpoint: str = DEFAULT_ENDPOINT,
+        qps: float = 2,
+        h5_base_url: str = DEFAULT_H5_BASE_URL,
+        token_refresh_margin: float = 86400,
+        http: HttpSettings | None = None,
+        tokens: TokenService | None = None,
+    ) -> None:
+        if not api_key or not secret_key:
+            raise ValueError("BaiduClient needs an API key and a secret key")
+        register_secret(api_key)
+        register_secret(secret_key)
+        self._api_key = api_key
+        self._secret_key = secret_key
+        self.endpoint = endpoint.rstrip("/")
+        self.h5_base_url = h5_base_url
+        self.http = http or HttpSettings()
+        self.tokens = tokens or _default_tokens
+        self.token_key = f"baidu:{_fingerprint(self.endpoint, api_key, secret_key)}"
+        self.tokens.register(self.token_key, self._fetch_token, refresh_margin=token_refresh_margin)
+        self.limiter = rate_limiter(api_key, qps, self.endpoint)
+        self._session = make_session(self.http)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], tokens: TokenService | None = None) -> BaiduClient | None:
+        """A client from the whole validated config (``providers.baidu``, ``http``, ``workers.io``).
+
+        ``None`` when the API key or the secret key is empty (the feature is off, not broken).
+        """
+        section = (config.get("providers") or {}).get("baidu") or {}
+        if not section.get("api_key") or not section.get("secret_key"):
+            return None
+        return cls(
+            section["api_key"],
+            section["secret_key"],
+            endpoint=section.get("endpoint") or DEFAULT_ENDPOINT,
+            qps=float(section.get("qps") or 2),
+            h5_base_url=section.get("h5_base_url") or DEFAULT_H5_BASE_URL,
+            token_refresh_margin=float(section.get("token_refresh_margin", 86400)),
+            http=HttpSettings.from_config(config),
+            tokens=tokens,
+        )
+
+    def __repr__(self) -> str:
+        return f"BaiduClient(endpoint={self.endpoint!r}, qps={self.limiter.qps:g})"
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._session.close()
+
+    # -- OCR ----------------------------------------------------------------------------------------
+
+    def ocr(
+        self,
+        image: bytes,
+        *,
+        api: str = "general_basic",
+        language_type: str = "CHN_ENG",
+        detect_direction: bool = False,
+        paragraph: bool = False,
+        probability: bool = False,
+    ) -> OcrResult:
+        """Recognise the text in ``image`` (encoded bytes, already prepared with ``OCR_LIMITS``).
+
+        ``api``: ``general_basic`` (standard), ``general`` (with positions), ``accurate_basic`` or
+        ``accurate`` (high accuracy, with positions).
+        """
+        if api not in OCR_APIS:
+            raise ValueError(f"unknown Baidu OCR api {api!r} (one of {', '.join(OCR_APIS)})")
+        b64 = _base64(image, MAX_OCR_BASE64 + (2 * 1024 * 1024 if api.startswith("accurate") else 0))
+        form = {
+            "image": b64,
+            "language_type": language_type,
+            "detect_direction": _flag(detect_direction),
+            "paragraph": _flag(paragraph),
+            "probability": _flag(probability),
+        }
+        body = self._call(OCR_PATH + api, "ocr", f"OCR {api}", data=form)
+        lines = []
+        for item in body.get("words_result") or []:
+            loc = item.get("location")
+            box = (int(loc["left"]), int(loc["top"]), int(loc["width"]), int(loc["height"])) if loc else None
+            prob = item.get("probability")
+            if isinstance(prob, dict):
+                prob = prob.get("average")
+            lines.append(OcrLine(str(item.get("words", "")), box, float(prob) if prob is not None else None))
+        direction = body.get("direction")
+        return OcrResult(lines, int(direction) if direction is not None else None, body.get("log_id"))
+
+    # -- face match ---------------------------------------------------------------------------------
+
+    def face_match(
+        self,
+        a: bytes,
+        b: bytes,
+        *,
+        face_type: str = "LIVE",
+        quality_control: str = "NONE",
+        liveness_control: str = "NONE",
+    ) -> FaceMatch:
+        """Compare the faces in two images (encoded bytes, prepared with ``FACE_LIMITS``): score 0–100."""
+        images = [
+            {
+                "image": _base64(img, MAX_FACE_BASE64),
+                "image_type": "BASE64",
+                "face_type": face_type,
+                "quality_control": quality_control,
+                "liveness_control": liveness_control,
+            }
+            for img in (a, b)
+        ]
+        body = self._call(MATCH_PATH, "face", "face match", json=images)
+        result = body.get("result") or {}
+        if "score" not in result:
+            raise BaiduUnavailable("Baidu face match: answer without result.score", code="no_result")
+        tokens = [str(f.get("face_token", "")) for f in result.get("face_list") or []]
+        return FaceMatch(float(result["score"]), tokens, body.get("log_id"))
+
+    # -- H5 real-name verification ("faceprint") ------------------------------------------------------
+
+    def generate_verify_token(self, plan_id: str) -> str:
+        """A new single-use ``verify_token`` for plan ``plan_id`` (valid 2 hours)."""
+        result = self._faceprint("verifyToken/generate", {"plan_id": plan_id})
+        token = (result or {}).get("verify_token") if isinstance(result, dict) else None
+        if not token:
+            raise BaiduUnavailable("Baidu verifyToken/generate: answer without verify_token", code="no_result")
+        return str(token)
+
+    def submit_idcard(self, verify_token: str, id_name: str, id_no: str, certificate_type: int = 0) -> None:
+        """Pre-fill the identity (name and ID number) the verification checks against."""
+        body = {"verify_token": verify_token, "id_name": id_name, "id_no": id_no, "certificate_type": certificate_type}
+        self._faceprint("idcard/submit", body)
+
+    def result_simple(self, verify_token: str) -> dict[str, Any]:
+        """``result/simple``: ``{"image": <URL of the captured face>, …}``."""
+        return self._faceprint("result/simple", {"verify_token": verify_token}) or {}
+
+    def result_detail(self, verify_token: str) -> VerifyDetail:
+        """``result/detail``: scores and the identity. Decide the outcome from this, never from a redirect."""
+        body = self._faceprint("result/detail", {"verify_token": verify_token}, whole=True)
+        result = body.get("result") or {}
+        verdict = result.get("verify_result") or {}
+        confirm = result.get("idcard_confirm") or {}
+        ocr = result.get("idcard_ocr_result") or {}
+        name = confirm.get("name") or ocr.get("name")
+        number = confirm.get("idcard_number") or ocr.get("id_card_number")
+        return VerifyDetail(
+            score=_float(verdict.get("score")),
+            liveness_score=_float(verdict.get("liveness_score")),
+            spoofing=_float(verdict.get("spoofing")),
+            name=name or None,
+            id_number=number or None,
+            log_id=body.get("log_id"),
+        )
+
+    def result_stat(self, verify_token: str) -> dict[str, Any]:
+        """``result/stat``: per-step request counts by error code, as Baidu returns them."""
+        return self._faceprint("result/stat", {"verify_token": verify_token}) or {}
+
+    def h5_url(self, verify_token: str, success_url: str, failed_url: str) -> str:
+        """The page the user opens on a phone; ``success_url``/``failed_url`` must be absolute http(s) URLs."""
+        for name, url in (("success_url", success_url), ("failed_url", failed_url)):
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"{name} must be an absolute http(s) URL")
+        query = urlencode({"token": verify_token, "successUrl": success_url, "failedUrl": failed_url}, quote_via=quote)
+        separator = "&" if "?" in self.h5_base_url else "?"
+        return f"{self.h5_base_url}{separator}{query}"
+
+    # -- internals ------------------------------------------------------------------------------------
+
+    def _faceprint(self, path: str, body: dict[str, Any], *, whole: bool = False) -> Any:
+        answer = self._call(FACEPRINT_PATH + path, "faceprint", f"faceprint {path}", json=body)
+        return answer if whole else answer.get("result")
+
+    def _fetch_token(self) -> tuple[str, float]:
+        """The token source: client credentials → ``(access_token, expires_in)``; typed errors otherwise."""
+        params = {"grant_type": "client_credentials", "client_id": self._api_key, "client_secret": self._secret_key}
+        try:
+            response = self._session.post(self.endpoint + TOKEN_PATH, params=params)
+        except requests.exceptions.SSLError as exc:
+            raise self._tls_error(exc) from None
+        except requests.RequestException as exc:
+            raise BaiduUnavailable(
+                f"Baidu token request failed after {self.http.retries} retries: {exc}", code=type(exc).__name__
+            ) from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise BaiduUnavailable(
+                f"Baidu token endpoint answered HTTP {response.status_code} without JSON", code=response.status_code
+            )
+        token = body.get("access_token")
+        if token:
+            register_secret(token)
+            lifetime = _float(body.get("expires_in")) or DEFAULT_TOKEN_LIFETIME
+            return str(token), lifetime
+        error = str(body.get("error") or "")
+        description = str(body.get("error_description") or "")
+        if response.status_code >= 500:
+            raise BaiduUnavailable(f"Baidu token endpoint answered HTTP {response.status_code}", code=error or None)
+        if error == "invalid_client" and "unknown client id" in description.lower():
+            raise BaiduMisconfigured(
+                "Baidu rejected the API Key (invalid_client: unknown client id): "
+                "check providers.baidu.api_key (the app's API Key in the Baidu AI console)",
+                code=error,
+            )
+        if error == "invalid_client" and "authentication failed" in description.lower():
+            raise BaiduMisconfigured(
+                "Baidu rejected the Secret Key (invalid_client: Client authentication failed): "
+                "the API Key is known; check providers.baidu.secret_key",
+                code=error,
+            )
+        raise BaiduMisconfigured(
+            f"Baidu refused the token request (HTTP {response.status_code}, {error or 'no error'}: {description})",
+            code=error or response.status_code,
+        )
+
+    def _tls_error(self, exc: Exception) -> BaiduMisconfigured:
+        host = urlsplit(self.endpoint).netloc
+        return BaiduMisconfigured(
+            f"TLS verification failed for {host}: check providers.baidu.endpoint and the system CA bundle ({exc})",
+            code="tls",
+        )
+
+    def _call(self, path: str, product: str, what: str, **payload: Any) -> dict[str, Any]:
+        """POST ``payload`` (``data=`` form or ``json=``) to ``path``; the parsed success answer, or a typed error."""
+        retries = self.http.retries
+        attempt = 0
+        token_refreshed = False
+        while True:
+            token = self.tokens.get(self.token_key)
+            self.limiter.acquire()
+            body = self._send(path, what, token, payload)
+            code, message = (None, "not JSON") if body is None else _error_of(body)
+            if code is None and body is not None:
+                return body
+            if code in TOKEN_CODES and not token_refreshed:
+                token_refreshed = True
+                self.tokens.invalidate(self.token_key, token)
+                log.info("Baidu %s: token rejected (error %s), fetching a new one and retrying once", what, code)
+                continue
+            if (body is None or _retryable(code)) and attempt < retries:
+                attempt += 1
+                delay = self.http.backoff_delay(attempt)
+                log.warning(
+                    "Baidu %s: error %s (%s), retry %d/%d in %.2f s", what, code, message, attempt, retries, delay
+                )
+                time.sleep(delay)
+                continue
+            if body is None:
+                raise BaiduUnavailable(
+                    f"Baidu {what}: answer was not JSON, {retries} retries did not help", code="not_json"
+                )
+            raise self._error(code, message, product, what, body.get("log_id"), attempt)
+
+    def _send(self, path: str, what: str, token: str, payload: dict[str, Any]) -> dict[str, Any] | None:
+        """One POST (with the transport retries of core.http). ``None`` for a non-JSON 2xx/4xx answer."""
+        try:
+            response = self._session.post(self.endpoint + path, params={"access_token": token}, **payload)
+        except requests.exceptions.SSLError as exc:
+            raise self._tls_error(exc) from None
+        except requests.Timeout as exc:
+            raise BaiduUnavailable(
+                f"Baidu {what}: timed out after {self.http.retries} retries ({type(exc).__name__})", code="timeout"
+            ) from None
+        except requests.RequestException as exc:
+            raise BaiduUnavailable(
+                f"Baidu {what}: request failed after {self.http.retries} retries: {exc}", code=type(exc).__name__
+            ) from None
+        if response.status_code >= 500:
+            raise BaiduUnavailable(
+                f"Baidu {what}: HTTP {response.status_code} after {self.http.retries} retries",
+                code=response.status_code,
+            )
+        try:
+            body = response.json()
+        except ValueError:
+            log.warning("Baidu %s: HTTP %d with a non-JSON body", what, response.status_code)
+            return None
+        return body if isinstance(body, dict) else None
+
+    def _error(
+        self, code: int | str | None, message: str, product: str, what: str, log_id: Any, retries: int
+    ) -> BaiduError:
+        where = f"Baidu {what}: error {code} ({message}), log_id {log_id}"
+        if code == 3:
+            return BaiduMisconfigured(f"{where}: unsupported method; is {self.endpoint} the right endpoint?", code=code)
+        if code == 6:
+            return BaiduMisconfigured(
+                f"{where}: no permission; enable {API_NAMES[product]} for this app in the Baidu AI console", code=code
+            )
+        if code == 14:
+            return BaiduMisconfigured(f"{where}: IAM certification failed; check the app's credentials", code=code)
+        if code in TOKEN_CODES:
+            return BaiduMisconfigured(f"{where}: a freshly fetched token was rejected too", code=code)
+        if code == 17:
+            return BaiduQuotaExhausted(f"{where}: daily request limit reached", code=code)
+        if code == 19:
+            return BaiduQuotaExhausted(
+                f"{where}: total request limit reached; buy more", code=code, key="error.provider_quota_total"
+            )
+        if code == 18:
+            return BaiduRateLimited(f"{where}: QPS limit, still after {retries} retries", code=code)
+        if _retryable(code):
+            return BaiduUnavailable(f"{where}: still failing after {retries} retries", code=code)
+        if code in BAD_IMAGE_KEYS:
+            return BaiduBadImage(where, code=code, key=BAD_IMAGE_KEYS[code])
+        if code == 222202:
+            return BaiduNoFace(where, code=code)
+        if isinstance(code, int) and 223113 <= code <= 223120:
+            return BaiduFaceQuality(where, code=code, key=FACE_QUALITY_KEYS.get(code))
+        if code == 283435:
+            return BaiduMisconfigured(f"{where}: the plan does not exist; check the plan_id", code=code)
+        if isinstance(code, int) and (216100 <= code <= 216110 or code in (222208, 283513)):
+            return BaiduProviderError(f"{where}: request refused", code=code, key="error.provider_request")
+        return BaiduProviderError(where, code=code)
+
+
+def _retryable(code: int | str | None) -> bool:
+    return code in RETRY_CODES or (isinstance(code, int) and 222900 <= code <= 222999)
+
+
+def _error_of(body: dict[str, Any]) -> tuple[int | str | None, str]:
+    """``(code, message)`` of an answer in either shape; code ``None`` for a success."""
+    if body.get("error_code") not in (None, 0, "0"):
+        return _code(body["error_code"]), str(body.get("error_msg") or "")
+    if body.get("success") is False:
+        return _code(body.get("code")), str(body.get("message") or "")
+    return None, ""
+
+
+def _code(value: Any) -> int | str | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return str(value) if value is not None else "unknown"
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _base64(image: bytes, limit: int) -> str:
+    """``image`` as base64, or :class:`BaiduBadImage` (before any network call) if empty or too large."""
+    if not image:
+        raise BaiduBadImage("empty image", key="error.image_not_image", code="empty")
+    encoded = base64.b64encode(image).decode("ascii")
+    if len(encoded) > limit:
+        raise BaiduBadImage(
+            f"image is {len(encoded)} bytes in base64, over Baidu's {limit}: prepare() it first",
+            key="error.image_too_large",
+            code="too_large",
+        )
+    return encoded
