@@ -1,0 +1,236 @@
+"""OCR: ``/ocr`` reads the text in a photo and answers with it, lines in reading order.
+
+Usage: ``/ocr`` with a photo (as its caption, or first and the photo next; an album reads each image);
+``/ocr <language>`` (``en``, ``zh``, ``ja``, ``ko``, ``fr``, ``de``, ``es``, ``ru``, ``pt``, ``it``) for one
+request; ``/ocr boxes`` to get the photo back with each recognised line outlined (when ``annotate`` is on).
+Both may be combined: ``/ocr en boxes``.
+
+Engines (``engine``): ``local`` — RapidOCR on this machine (:mod:`plugins.ocr.engines`), loaded and warmed
+in the background at start-up; ``baidu`` — Baidu OCR (``api``, ``language_type``, ``detect_direction``);
+``auto`` — Baidu when its keys are configured, else local. Both go through one reading-order function
+(:mod:`plugins.ocr.layout`).
+
+The language argument: with Baidu it sets ``language_type`` for that request. The local model reads
+Chinese and English whatever the argument; naming another language only adds an honest note that the
+answer may be incomplete (accents for fr/de/es/pt/it, a script it cannot read for ja/ko/ru).
+
+Replies: the text; "no text found"; over 4096 characters a ``.txt`` file; an album gets one section per
+image ("Image 1", …); an unusable image gets its own clear message (per image in an album). Recognised
+text is never logged (it may be personal) and images are never written to disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.chat import Command, Context, Document, Reply, Services
+from core.config import Field
+from core.errors import ProviderMisconfigured, UserFacingError
+from core.hookspecs import hookimpl
+from core.i18n import load_dir
+from plugins.ocr.engines import (
+    BAIDU_APIS,
+    BAIDU_LANGUAGE_TYPES,
+    LANGUAGES,
+    BaiduEngine,
+    LocalEngine,
+    local_engine,
+    local_language_note,
+    parse_language,
+)
+from plugins.ocr.reader import PageResult, finish, prepare_for_baidu, read_local
+
+log = logging.getLogger(__name__)
+
+NAME = "ocr"
+#: Telegram's limit for one message; longer text goes out as a file.
+MAX_MESSAGE = 4096
+#: ``/ocr boxes``: also send the photo with the recognised lines outlined.
+BOXES_ARGS = ("boxes", "box")
+
+_warm_threads: list[threading.Thread] = []
+
+
+# ---------------------------------------------------------------------------------------------- hooks
+@hookimpl
+def aipbot_config_schema() -> dict[str, Field]:
+    """``plugins.ocr``: engine choice, Baidu options, local engine settings, album size, annotation."""
+    return {
+        "engine": Field(
+            str, default="auto", choices=["auto", "baidu", "local"], help="auto: baidu with keys, else local"
+        ),
+        "api": Field(str, default="general_basic", choices=list(BAIDU_APIS), help="Baidu OCR endpoint"),
+        "language_type": Field(
+            str, default="CHN_ENG", choices=list(BAIDU_LANGUAGE_TYPES), help="Baidu language when /ocr names none"
+        ),
+        "detect_direction": Field(bool, default=False, help="Baidu: detect and undo a rotated image"),
+        "annotate": Field(bool, default=True, help="allow /ocr boxes: the photo back with the lines outlined"),
+        "threads": Field(int, default=0, min=0, max=64, help="local engine: CPU threads per image (0: all cores)"),
+        "max_side": Field(
+            int, default=2000, min=640, max=4096, help="local engine: downscale to this longest side (pixels)"
+        ),
+        "max_photos": Field(int, default=10, min=1, max=10, help="images read from one album"),
+    }
+
+
+@hookimpl
+def aipbot_messages() -> dict[str, dict[str, str]]:
+    """The plugin's catalogue (``locale/en.yaml``, ``locale/zh.yaml``)."""
+    return load_dir(Path(__file__).parent / "locale")
+
+
+@hookimpl
+def aipbot_commands(config: dict[str, Any]) -> list[Command]:
+    """``/ocr``: takes a photo or an album of up to ``max_photos``."""
+    return [Command("ocr", "ocr.help", handle, takes_photos=True, max_photos=config["max_photos"])]
+
+
+@hookimpl
+def aipbot_status(config: dict[str, Any], services: Services) -> str:
+    """``engine: local (RapidOCR)`` or ``engine: baidu (accurate_basic)``, with ``auto`` when chosen automatically."""
+    try:
+        engine = choose_engine(config, services)
+    except ProviderMisconfigured:
+        return "engine: baidu (no Baidu keys configured!)"
+    return f"engine: {engine.describe()}" + (" (auto)" if config["engine"] == "auto" else "")
+
+
+@hookimpl
+def aipbot_startup(services: Services) -> None:
+    """Warm the local engine in a background thread when it is the one in use; returns at once."""
+    config = services.config["plugins"][NAME]
+    try:
+        engine = choose_engine(config, services)
+    except ProviderMisconfigured as err:
+        log.warning("ocr: %s", err.detail)
+        return
+    if isinstance(engine, LocalEngine) and not engine.loaded:
+
+        def warm() -> None:
+            try:
+                started = time.perf_counter()
+                engine.warm()
+                log.info("ocr: local engine ready in %.1f s", time.perf_counter() - started)
+            except Exception:  # the first request will try again and report
+                log.exception("ocr: warming the local engine failed")
+
+        thread = threading.Thread(target=warm, name="aipbot-ocr-warm", daemon=True)
+        _warm_threads.append(thread)
+        thread.start()
+
+
+# ---------------------------------------------------------------------------------------------- engines
+def choose_engine(config: dict[str, Any], services: Services) -> LocalEngine | BaiduEngine:
+    """The engine for ``config`` now: raises :class:`ProviderMisconfigured` for ``baidu`` without keys."""
+    if config["engine"] != "local":
+        client = services.provider("baidu")
+        if client is not None:
+            return BaiduEngine(
+                client, config["api"], config["language_type"], detect_direction=config["detect_direction"]
+            )
+        if config["engine"] == "baidu":
+            raise ProviderMisconfigured("plugins.ocr.engine is baidu but providers.baidu has no api_key/secret_key")
+    return local_engine(config["threads"], config["max_side"])
+
+
+# ---------------------------------------------------------------------------------------------- handler
+@dataclass
+class Options:
+    """What ``/ocr`` was asked for: a language (friendly code) and whether to outline the lines."""
+
+    language: str | None = None
+    boxes: bool = False
+    bad_arg: str | None = None
+
+
+def parse_args(args: list[str]) -> Options:
+    """``/ocr [language] [boxes]`` in any order; the first word not understood is kept in ``bad_arg``."""
+    options = Options()
+    for arg in args:
+        language = parse_language(arg)
+        if arg.lower() in BOXES_ARGS:
+            options.boxes = True
+        elif language is not None and options.language is None:
+            options.language = language
+        else:
+            options.bad_arg = arg
+            break
+    return options
+
+
+async def read_page(
+    ctx: Context, engine: LocalEngine | BaiduEngine, data: bytes, language: str | None, boxes: bool
+) -> PageResult:
+    """One image read by ``engine`` in worker threads (raises :class:`UserFacingError` subclasses)."""
+    if isinstance(engine, LocalEngine):
+        return await ctx.run_cpu(read_local, engine, data, boxes)
+    prepared = await ctx.run_cpu(prepare_for_baidu, data)
+    reading = await ctx.run_blocking(engine.read, prepared.data, language, boxes)
+    return await ctx.run_cpu(finish, reading, prepared, boxes)
+
+
+async def handle(ctx: Context) -> None:
+    """``/ocr``: read every photo, then answer with the text (or a file), and outlined photos if asked."""
+    options = parse_args(ctx.args)
+    if options.bad_arg is not None:
+        await ctx.reply(ctx.t("ocr.usage", arg=options.bad_arg, languages=", ".join(LANGUAGES)))
+        return
+    if not ctx.photos:  # the router delivers photos; be safe if a transport ever calls without
+        ctx.expect_photo()
+        await ctx.reply(ctx.t("ocr.ocr.prompt"))
+        return
+    engine = choose_engine(ctx.config, ctx.services)
+    boxes = options.boxes and ctx.config["annotate"]
+    notes: list[str] = []
+    if options.boxes and not ctx.config["annotate"]:
+        notes.append(ctx.t("ocr.boxes_off"))
+    if isinstance(engine, LocalEngine):
+        note = local_language_note(options.language)
+        if note:
+            notes.append(ctx.t(note, language=ctx.t(f"ocr.lang.{options.language}")))
+
+    started = time.perf_counter()
+    sections: list[str] = []
+    pictures: list[Reply] = []
+    album = len(ctx.photos) > 1
+    lines = chars = failed = 0
+    for number, photo in enumerate(ctx.photos, 1):
+        head = [ctx.t("ocr.image_label", n=number) + ":"] if album else []
+        try:
+            page = await read_page(ctx, engine, await photo.read(), options.language, boxes)
+        except UserFacingError as err:
+            failed += 1
+            log.warning("/ocr image %d for user %s: %s: %s", number, ctx.user.id, type(err).__name__, err.detail)
+            sections.append("\n".join([*head, ctx.t(err.key, **err.params)]))
+            continue
+        if page.animated:
+            head.append(ctx.t("ocr.animated"))
+        sections.append("\n".join([*head, page.text or ctx.t("ocr.no_text")]))
+        lines += len(page.lines)
+        chars += len(page.text)
+        if page.annotated is not None:
+            caption = ctx.t("ocr.boxes_caption_n", n=number) if album else ctx.t("ocr.boxes_caption")
+            pictures.append(Reply(caption, photo=page.annotated))
+    log.info(
+        "/ocr for user %s: %d image(s), %d unreadable, %d lines, %d characters, engine %s, %.2f s",
+        ctx.user.id,
+        len(ctx.photos),
+        failed,
+        lines,
+        chars,
+        engine.describe(),
+        time.perf_counter() - started,
+    )
+    text = "\n\n".join([*notes, *sections])
+    if len(text) <= MAX_MESSAGE:
+        await ctx.reply(text)
+    else:
+        document = Document(ctx.t("ocr.long_text_file"), text.encode("utf-8"), "text/plain; charset=utf-8")
+        await ctx.reply(Reply(ctx.t("ocr.long_text", chars=len(text)), document=document))
+    for picture in pictures:
+        await ctx.reply(picture)
