@@ -1,0 +1,240 @@
+"""Verification providers: the interface the ``realname`` plugin drives, and the Baidu H5 ("faceprint") provider.
+
+A provider launches a verification the user completes in a phone browser, and later says how it ended.
+Everything here is synchronous and blocking (the plugin calls it through ``run_blocking``)::
+
+    launch = provider.start(return_url)            # Launch(reference, url, expires_in)
+    ...                                            # the user opens launch.url and comes back
+    result = provider.result(launch.reference)     # None while unfinished, else a Result
+
+``reference`` is the provider's opaque id of one verification (Baidu: the ``verify_token``; WeBank: the
+``orderNo``). It is the only provider value the plugin stores. The outcome is decided only by
+:meth:`RealnameProvider.result` (server to server), never by which URL the browser came back through.
+
+The interface is shaped for both providers:
+
+- Baidu needs nothing from the user before launch (the H5 page asks for the ID card);
+  ``needs_identity`` is false. Its ``result/detail`` gives similarity, liveness and spoofing scores and the
+  confirmed name and ID number; :class:`PassRule` turns the scores into passed/failed.
+- WeBank (a later issue) needs the name and ID number *before* launch (``getAdvFaceId``), so it sets
+  ``needs_identity`` and receives an :class:`Identity` in :meth:`RealnameProvider.start`; its launch URL
+  is signed with a single-use NONCE ticket, so :meth:`RealnameProvider.link` answers None (a pending
+  verification cannot be re-linked and a second ``/verify`` replaces it); its result is queried by
+  ``orderNo`` (``queryfacerecord``: ``code`` "0", ``similarity``, ``liveRate``).
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
+
+from core.errors import (
+    ProviderError,
+    ProviderMisconfigured,
+    QuotaExhausted,
+    RateLimited,
+    TemporarilyUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+#: Baidu: a verify_token is valid this long for completing the verification (2 hours).
+BAIDU_WINDOW = 2 * 3600.0
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A name and an ID number the user typed (WeBank, Baidu plans with ``idcard/submit``). Memory only."""
+
+    name: str = field(repr=False)
+    id_number: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """A started verification: ``reference`` (opaque id to store), ``url`` (for the user), ``expires_in`` (s)."""
+
+    reference: str
+    url: str
+    expires_in: float
+
+
+@dataclass(frozen=True)
+class Result:
+    """How a finished verification ended. ``name`` and ``id_number`` never appear in ``repr`` or storage.
+
+    ``failed_checks`` names the checks of the :class:`PassRule` that did not pass (``score``, ``liveness``,
+    ``spoofing``); empty when ``passed``.
+    """
+
+    passed: bool
+    score: float | None
+    liveness: float | None
+    spoofing: float | None
+    name: str | None = field(default=None, repr=False)
+    id_number: str | None = field(default=None, repr=False)
+    failed_checks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PassRule:
+    """Passed when every check holds: ``score ≥ min_score`` (similarity to the authoritative photo, 0–100),
+    ``liveness ≥ min_liveness`` (0–1; Baidu answers 0 when liveness failed) and ``spoofing ≤ max_spoofing``
+    (0–1, likelihood of a synthetic or re-captured face). A missing value fails its check (fail closed).
+    """
+
+    min_score: float = 80.0
+    min_liveness: float = 0.3
+    max_spoofing: float = 0.00048
+
+    def judge(
+        self, score: float | None, liveness: float | None, spoofing: float | None
+    ) -> tuple[bool, tuple[str, ...]]:
+        """``(passed, failed checks)`` for these scores."""
+        failed = []
+        if score is None or score < self.min_score:
+            failed.append("score")
+        if liveness is None or liveness < self.min_liveness:
+            failed.append("liveness")
+        if spoofing is None or spoofing > self.max_spoofing:
+            failed.append("spoofing")
+        return not failed, tuple(failed)
+
+
+class RealnameProvider(abc.ABC):
+    """What the plugin needs from a verification provider. Methods block; errors are ``UserFacingError``s."""
+
+    #: The provider's config name (``plugins.realname.provider``).
+    name: str = ""
+    #: Whether :meth:`start` needs the user's name and ID number (asked in chat before launch).
+    needs_identity: bool = False
+
+    @abc.abstractmethod
+    def start(self, return_url: str, identity: Identity | None = None) -> Launch:
+        """Launch a verification; the user's browser is sent back to ``return_url`` when it ends."""
+
+    @abc.abstractmethod
+    def link(self, reference: str, return_url: str) -> str | None:
+        """The page of a still-valid verification again, or None when it cannot be given twice."""
+
+    @abc.abstractmethod
+    def result(self, reference: str) -> Result | None:
+        """The outcome, or None while the verification is not finished (or has no result yet).
+
+        Raises ``ProviderMisconfigured`` / ``QuotaExhausted`` / ``RateLimited`` / ``TemporarilyUnavailable``
+        when the provider cannot be asked right now.
+        """
+
+    @abc.abstractmethod
+    def stats(self, reference: str) -> dict[str, Any]:
+        """The provider's per-step request statistics of one verification, for admins."""
+
+    def describe(self) -> str:
+        """One line for ``/plugins``."""
+        return self.name
+
+
+#: Errors that mean "cannot ask now", not "no result yet".
+CANNOT_ASK = (ProviderMisconfigured, QuotaExhausted, RateLimited, TemporarilyUnavailable)
+
+
+class BaiduFaceprint(RealnameProvider):
+    """Baidu H5 real-name verification over :class:`core.providers.baidu.BaiduClient`.
+
+    ``start``: ``verifyToken/generate`` for ``plan_id`` (then ``idcard/submit`` when given an identity) and
+    the H5 URL with ``successUrl`` = ``failedUrl`` = ``return_url``. ``result``: ``result/detail`` judged by
+    ``rule``. Baidu does not document what ``result/detail`` answers before the user has finished, so any
+    refusal with an error code (other than the "cannot ask now" errors) counts as "no result yet".
+    """
+
+    name = "baidu"
+
+    def __init__(
+        self,
+        client: Any,
+        plan_id: str,
+        rule: PassRule | None = None,
+        *,
+        h5_base_url: str = "",
+        window: float = BAIDU_WINDOW,
+    ) -> None:
+        self.client = client
+        self.plan_id = plan_id
+        self.rule = rule or PassRule()
+        self.h5_base_url = h5_base_url
+        self.window = window
+
+    def start(self, return_url: str, identity: Identity | None = None) -> Launch:
+        """A new verify_token and its H5 page."""
+        token = self.client.generate_verify_token(self.plan_id)
+        if identity is not None:
+            self.client.submit_idcard(token, identity.name, identity.id_number)
+        return Launch(reference=token, url=self.link(token, return_url), expires_in=self.window)
+
+    def link(self, reference: str, return_url: str) -> str:
+        """The H5 page of ``reference`` (a verify_token stays usable for its whole window)."""
+        if not self.h5_base_url:
+            return str(self.client.h5_url(reference, return_url, return_url))
+        return h5_url(self.h5_base_url, reference, return_url, return_url)
+
+    def result(self, reference: str) -> Result | None:
+        """``result/detail`` judged by the rule; None while Baidu has no result."""
+        try:
+            detail = self.client.result_detail(reference)
+        except CANNOT_ASK:
+            raise
+        except ProviderError as err:
+            log.debug("realname: Baidu has no result yet (%s)", getattr(err, "code", None) or type(err).__name__)
+            return None
+        if detail.score is None and detail.liveness_score is None and detail.spoofing is None:
+            log.debug("realname: Baidu result/detail without verify_result; treated as not finished")
+            return None
+        passed, failed = self.rule.judge(detail.score, detail.liveness_score, detail.spoofing)
+        return Result(
+            passed=passed,
+            score=detail.score,
+            liveness=detail.liveness_score,
+            spoofing=detail.spoofing,
+            name=detail.name,
+            id_number=detail.id_number,
+            failed_checks=failed,
+        )
+
+    def stats(self, reference: str) -> dict[str, Any]:
+        """``result/stat`` as Baidu answers it."""
+        stat = self.client.result_stat(reference)
+        return stat if isinstance(stat, dict) else {"result": stat}
+
+    def describe(self) -> str:
+        """Provider, plan and rule for ``/plugins``."""
+        r = self.rule
+        return (
+            f"baidu H5 faceprint, plan {self.plan_id}; passed when score ≥ {r.min_score:g}, "
+            f"liveness ≥ {r.min_liveness:g}, spoofing ≤ {r.max_spoofing:g}"
+        )
+
+
+def h5_url(base: str, verify_token: str, success_url: str, failed_url: str) -> str:
+    """Baidu's H5 page URL on ``base`` (the format of ``BaiduClient.h5_url``, for an overridden base)."""
+    for what, url in (("success_url", success_url), ("failed_url", failed_url)):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"{what} must be an absolute http(s) URL")
+    query = urlencode({"token": verify_token, "successUrl": success_url, "failedUrl": failed_url}, quote_via=quote)
+    return f"{base}{'&' if '?' in base else '?'}{query}"
+
+
+def make_provider(config: dict[str, Any], services: Any) -> RealnameProvider | None:
+    """The provider ``plugins.realname.provider`` names, or None when its credentials are not configured."""
+    if config["provider"] == "baidu":
+        client = services.provider("baidu")
+        if client is None:
+            return None
+        rule = PassRule(config["min_score"], config["min_liveness"], config["max_spoofing"])
+        return BaiduFaceprint(
+            client, config["plan_id"], rule, h5_base_url=config["h5_base_url"], window=config["window_minutes"] * 60
+        )
+    raise ValueError(f"unknown realname provider {config['provider']!r}")

@@ -1,0 +1,182 @@
+"""Verification sessions in SQLite (``core.store.Store``): what survives a restart, and nothing personal.
+
+One row per ``/verify``: a random session id (the deep-link payload), the Telegram user and chat, the reply
+language, the provider and its opaque reference (Baidu ``verify_token``), the state, the three scores and
+timestamps. Never a name, an ID number, an image or base64.
+
+States: ``pending`` → ``passed`` | ``failed`` (a result appeared) | ``expired`` (the window ended without
+one) | ``replaced`` (a second ``/verify`` started a new one). Transitions out of ``pending`` are
+conditional updates, so when the poller and the user ask at the same moment exactly one of them wins
+(and only the winner notifies the user).
+
+Every method is blocking (call through ``run_blocking``). Times are Unix seconds.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import astuple, dataclass
+from typing import Any
+
+PENDING, PASSED, FAILED, EXPIRED, REPLACED = "pending", "passed", "failed", "expired", "replaced"
+FINISHED = (PASSED, FAILED)
+#: ``secrets.token_urlsafe(24)``: 32 characters of ``[A-Za-z0-9_-]`` (192 random bits).
+ID_LENGTH = 32
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS realname_sessions (
+    id TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL,
+    chat_id INTEGER NOT NULL,
+    lang TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    reference TEXT NOT NULL,
+    state TEXT NOT NULL,
+    score REAL,
+    liveness REAL,
+    spoofing REAL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    checked_at REAL,
+    finished_at REAL,
+    notified_at REAL
+);
+CREATE INDEX IF NOT EXISTS realname_sessions_user ON realname_sessions(user_id, created_at);
+CREATE INDEX IF NOT EXISTS realname_sessions_state ON realname_sessions(state, expires_at);
+"""
+
+_COLUMNS = (
+    "id, user_id, chat_id, lang, provider, reference, state, score, liveness, spoofing,"
+    " created_at, expires_at, checked_at, finished_at, notified_at"
+)
+
+
+def new_id() -> str:
+    """A fresh unguessable session id, usable as a deep-link payload."""
+    return secrets.token_urlsafe(24)
+
+
+def looks_like_id(text: str) -> bool:
+    """Whether ``text`` has the shape of a session id (checked before touching the database)."""
+    return len(text) == ID_LENGTH and all(c.isascii() and (c.isalnum() or c in "-_") for c in text)
+
+
+@dataclass(frozen=True)
+class Session:
+    """One verification session as stored."""
+
+    id: str
+    user_id: int
+    chat_id: int
+    lang: str
+    provider: str
+    reference: str
+    state: str
+    score: float | None
+    liveness: float | None
+    spoofing: float | None
+    created_at: float
+    expires_at: float
+    checked_at: float | None = None
+    finished_at: float | None = None
+    notified_at: float | None = None
+
+    def __repr__(self) -> str:  # the id is the owner's link: show only its start; never the reference
+        return f"Session({self.id[:6]}…, user={self.user_id}, {self.state})"
+
+
+class SessionStore:
+    """The ``realname_sessions`` table of the bot's database."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        store.executescript(SCHEMA)
+
+    def _one(self, sql: str, params: tuple[Any, ...]) -> Session | None:
+        rows = self.store.execute(sql, params)
+        return Session(*rows[0]) if rows else None
+
+    def create(self, session: Session) -> None:
+        """Insert a new session."""
+        marks = ", ".join("?" * len(_COLUMNS.split(",")))
+        self.store.execute(f"INSERT INTO realname_sessions ({_COLUMNS}) VALUES ({marks})", astuple(session))
+
+    def get(self, session_id: str) -> Session | None:
+        """The session with this id, or None."""
+        return self._one(f"SELECT {_COLUMNS} FROM realname_sessions WHERE id = ?", (session_id,))
+
+    def latest(self, user_id: int) -> Session | None:
+        """The user's most recent session."""
+        return self._one(
+            f"SELECT {_COLUMNS} FROM realname_sessions WHERE user_id = ? ORDER BY created_at DESC, rowid DESC LIMIT 1",
+            (user_id,),
+        )
+
+    def pending_of(self, user_id: int) -> Session | None:
+        """The user's newest pending session."""
+        return self._one(
+            f"SELECT {_COLUMNS} FROM realname_sessions WHERE user_id = ? AND state = ?"
+            " ORDER BY created_at DESC, rowid DESC LIMIT 1",
+            (user_id, PENDING),
+        )
+
+    def pending(self, limit: int = 500) -> list[Session]:
+        """Pending sessions, least recently checked first."""
+        rows = self.store.execute(
+            f"SELECT {_COLUMNS} FROM realname_sessions WHERE state = ? ORDER BY COALESCE(checked_at, 0), created_at"
+            " LIMIT ?",
+            (PENDING, limit),
+        )
+        return [Session(*row) for row in rows]
+
+    def recent(self, limit: int = 10) -> list[Session]:
+        """The newest sessions of everyone (admins' overview)."""
+        rows = self.store.execute(
+            f"SELECT {_COLUMNS} FROM realname_sessions ORDER BY created_at DESC, rowid DESC LIMIT ?", (limit,)
+        )
+        return [Session(*row) for row in rows]
+
+    def finish(
+        self,
+        session_id: str,
+        state: str,
+        score: float | None,
+        liveness: float | None,
+        spoofing: float | None,
+        now: float,
+    ) -> bool:
+        """pending (or replaced) → ``state`` with the scores; False when it was already finished or expired.
+
+        A replaced session may still finish: its user can complete the old page and come back by its link.
+        """
+        rows = self.store.execute(
+            "UPDATE realname_sessions SET state = ?, score = ?, liveness = ?, spoofing = ?, finished_at = ?,"
+            " checked_at = ?, notified_at = ? WHERE id = ? AND state IN (?, ?) RETURNING id",
+            (state, score, liveness, spoofing, now, now, now, session_id, PENDING, REPLACED),
+        )
+        return bool(rows)
+
+    def close(self, session_id: str, state: str, now: float) -> bool:
+        """pending → ``expired`` or ``replaced``; False when the session was no longer pending."""
+        rows = self.store.execute(
+            "UPDATE realname_sessions SET state = ?, finished_at = ?, checked_at = ?"
+            " WHERE id = ? AND state = ? RETURNING id",
+            (state, now, now, session_id, PENDING),
+        )
+        return bool(rows)
+
+    def checked(self, session_id: str, now: float) -> None:
+        """Remember when a pending session was last asked about."""
+        self.store.execute("UPDATE realname_sessions SET checked_at = ? WHERE id = ?", (now, session_id))
+
+    def forget(self, user_id: int) -> int:
+        """Delete every session of ``user_id``; returns how many."""
+        return len(self.store.execute("DELETE FROM realname_sessions WHERE user_id = ? RETURNING id", (user_id,)))
+
+    def purge(self, before: float) -> int:
+        """Delete sessions no longer pending whose last change is older than ``before``; returns how many."""
+        rows = self.store.execute(
+            "DELETE FROM realname_sessions WHERE state != ? AND COALESCE(finished_at, created_at) < ? RETURNING id",
+            (PENDING, before),
+        )
+        return len(rows)
