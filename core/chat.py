@@ -197,7 +197,7 @@ class Context:
         text: str = "",
         photos: list[Photo] | None = None,
         message_id: int | None = None,
-        keep_pending: Callable[[], None] | None = None,
+        keep_pending: Callable[[bool], None] | None = None,
         pending: dict[str, Any] | None = None,
     ) -> None:
         self.services = services
@@ -289,7 +289,14 @@ class Context:
         """Keep this command pending: the user's next photo in this chat comes back to it, with
         :attr:`pending` as this call left it (until ``/cancel`` or ``pending_minutes`` pass)."""
         if self._keep_pending:
-            self._keep_pending()
+            self._keep_pending(False)
+
+    def expect_text(self) -> None:
+        """Keep this command pending for the user's next plain text message in this chat (e.g. an answer
+        to a question): it comes back to the handler as :attr:`text`, with :attr:`message_id` set so the
+        plugin can delete it, and :attr:`pending` as this call left it. A command still ends the wait."""
+        if self._keep_pending:
+            self._keep_pending(True)
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking I/O (a provider call) in the I/O worker pool."""

@@ -5,6 +5,7 @@ photos) and calls :meth:`Router.handle`. The router applies access control and q
 
 - ``/command args`` → the command (built-in or a plugin's); a photo command with no photo attached
   becomes *pending*: the user is asked for a photo, and the next one in this chat goes to it;
+- plain text → the command that asked for it (``ctx.expect_text()``), else a hint;
 - a photo: caption command → pending command → ``default_photo_command`` → a question with one
   button per photo command (the photos wait for the answer);
 - ``/start <command>-<payload>`` → that command's ``on_deep_link``; a button made with
@@ -55,6 +56,7 @@ class _Pending:
     expires: float
     photos: list[Photo] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
+    wants_text: bool = False
 
 
 BuiltinHandler = Callable[["Router", Incoming, Transport, list[str]], Awaitable[None]]
@@ -149,7 +151,7 @@ class Router:
             elif incoming.photos:
                 await self._photos(incoming, transport)
             else:
-                await self._say(transport, chat, self.t(user, "router.text_hint"))
+                await self._text(incoming, transport)
         except Exception:
             log.exception("unhandled error while handling an update from user %s", user.id)
             try:
@@ -183,11 +185,20 @@ class Router:
         self._drop_pending((chat.id, user.id))
         await self._invoke(command, incoming, transport, args, incoming.photos, {})
 
+    async def _text(self, incoming: Incoming, transport: Transport) -> None:
+        key = (incoming.chat.id, incoming.user.id)
+        pending = self._get_pending(key)
+        if pending and pending.command is not None and pending.wants_text:
+            del self._pending[key]
+            await self._invoke(pending.command, incoming, transport, pending.args, [], pending.data)
+            return
+        await self._say(transport, incoming.chat, self.t(incoming.user, "router.text_hint"))
+
     async def _photos(self, incoming: Incoming, transport: Transport) -> None:
         user, chat = incoming.user, incoming.chat
         key = (chat.id, user.id)
         pending = self._get_pending(key)
-        if pending and pending.command is not None:
+        if pending and pending.command is not None and not pending.wants_text:
             del self._pending[key]
             await self._invoke(pending.command, incoming, transport, pending.args, incoming.photos, pending.data)
             return
@@ -239,8 +250,9 @@ class Router:
         key = (incoming.chat.id, incoming.user.id)
         ctx: Context
 
-        def keep_pending() -> None:
-            self._set_pending(key, _Pending(command, list(ctx.args), self._expiry(), data=ctx.pending))
+        def keep_pending(wants_text: bool) -> None:
+            pending = _Pending(command, list(ctx.args), self._expiry(), data=ctx.pending, wants_text=wants_text)
+            self._set_pending(key, pending)
 
         ctx = Context(
             services=self.services,

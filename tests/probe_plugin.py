@@ -23,6 +23,7 @@ def aipbot_messages():
             "probe.boom": "Fail",
             "probe.bad": "Refuse the image",
             "probe.pair.prompt": "Send the two photos.",
+            "probe.name": "Ask for a name",
         },
         "zh": {
             "probe.echo": "回显参数",
@@ -33,6 +34,7 @@ def aipbot_messages():
             "probe.boom": "失败",
             "probe.bad": "拒绝图片",
             "probe.pair.prompt": "请发送两张照片。",
+            "probe.name": "询问名字",
         },
     }
 
@@ -54,6 +56,15 @@ def aipbot_commands(config):
             await ctx.reply("pair got the first photo")
             return
         await ctx.reply(f"pair got {len(photos)} photos")
+
+    async def name(ctx: Context) -> None:
+        if not ctx.pending.get("asked"):
+            ctx.pending["asked"] = True
+            ctx.expect_text()
+            await ctx.reply("what is your name?")
+            return
+        deleted = await ctx.delete_message()
+        await ctx.reply(f"hello {ctx.text} (message {ctx.message_id} deleted: {deleted})")
 
     async def secret(ctx: Context) -> None:
         await ctx.reply("the secret")
@@ -79,6 +90,7 @@ def aipbot_commands(config):
         Command("snap", "probe.snap", snap, takes_photos=True, max_photos=3),
         Command("pair", "probe.pair", pair, takes_photos=True, max_photos=2),
         Command("secret", "probe.secret", secret, admin_only=True),
+        Command("name", "probe.name", name),
         Command("ask", "probe.ask", ask, on_callback=on_callback, on_deep_link=on_deep_link),
         Command("boom", "probe.boom", boom),
         Command("bad", "probe.bad", bad),

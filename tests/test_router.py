@@ -218,3 +218,21 @@ async def test_photo_commands_show_typing_while_they_work():
     async with bot() as b:
         await b.send("/snap", photos=[PNG])
         assert (1, "typing") in b.transport.actions
+
+
+async def test_a_command_that_asks_a_question_gets_the_next_text_and_can_delete_it():
+    async with bot() as b:
+        assert Harness.text(await b.send("/name")) == "what is your name?"
+        answer = Harness.text(await b.send("Grace"))
+        later = Harness.text(await b.send("again"))
+    assert answer == f"hello Grace (message {b._message_id - 1} deleted: True)"
+    assert "Send me a photo, or a command." in later
+
+
+async def test_a_photo_does_not_answer_a_text_question_and_cancel_ends_it():
+    async with bot() as b:
+        await b.send("/name")
+        assert "What should I do" in Harness.text(await b.send(photos=[PNG]))
+        await b.send("/name")
+        await b.send("/cancel")
+        assert "Send me a photo, or a command." in Harness.text(await b.send("Grace"))
