@@ -26,9 +26,11 @@ def setup_logging(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     redact.install(root)
-    # httpx logs every request URL at INFO, and Telegram URLs contain the bot token
-    for noisy in ("httpx", "httpcore", "urllib3", "telegram.ext.ExtBot"):
+    # httpx logs every request URL at INFO (Telegram URLs contain the bot token); PTB's DEBUG lines carry
+    # whole outgoing messages (verification results, links). Redaction would mask secrets in them anyway.
+    for noisy in ("httpx", "httpcore", "urllib3"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    logging.getLogger("telegram").setLevel(max(logging.INFO, root.level))
 
 
 def main(argv: list[str] | None = None) -> int:

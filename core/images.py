@@ -142,7 +142,7 @@ def _unidentified(data: bytes) -> BadImage:
         with Image.open(io.BytesIO(data)) as other:
             return _bad("error.image_format", f"unsupported image format {other.format}", format=other.format)
     except Exception:  # anything Pillow cannot identify is simply not an image
-        return _bad("error.image_not_image", f"not an image ({len(data)} bytes, starts {data[:8]!r})")
+        return _bad("error.image_not_image", f"not an image ({len(data)} bytes)")
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
