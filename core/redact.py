@@ -4,7 +4,8 @@ Two defences, both applied by :class:`RedactingFilter` to every log record (mess
 exception text):
 
 - by shape: ``access_token=…``, ``client_secret=…``, ``secret=…``, ``sign=…``, ``ticket=…`` and the
-  like in URLs, query strings, form bodies and JSON; and Telegram bot tokens (``123456:AA…``);
+  like in URLs, query strings, form bodies and JSON; Telegram bot tokens (``123456:AA…``); and
+  18-character ID numbers standing alone;
 - by value: every secret the bot was configured with is registered at start-up
   (:func:`register_secret`) and replaced wherever it appears.
 """
@@ -25,6 +26,8 @@ _SECRET_NAMES = (
 _KV = re.compile(rf"(?i)\b({_SECRET_NAMES})=([^&\s'\"]+)")
 _JSON = re.compile(rf"(?i)(\"(?:{_SECRET_NAMES})\"\s*:\s*\")([^\"]*)(\")")
 _BOT_TOKEN = re.compile(r"\b(bot)?\d{6,12}:[A-Za-z0-9_-]{30,}")
+# an 18-character PRC resident ID number (17 digits and a check character) standing alone
+_ID_NUMBER = re.compile(r"(?<![0-9A-Za-z])\d{17}[0-9Xx](?![0-9A-Za-z])")
 
 _lock = threading.Lock()
 _values: set[str] = set()
@@ -46,6 +49,7 @@ def redact(text: str) -> str:
             text = text.replace(value, MASK)
     text = _KV.sub(lambda m: f"{m.group(1)}={MASK}", text)
     text = _JSON.sub(lambda m: f"{m.group(1)}{MASK}{m.group(3)}", text)
+    text = _ID_NUMBER.sub(MASK, text)
     return _BOT_TOKEN.sub(lambda m: f"{m.group(1) or ''}{MASK}", text)
 
 

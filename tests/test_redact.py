@@ -35,3 +35,8 @@ def test_the_filter_masks_arguments_and_tracebacks(caplog):
         logger.exception("call with %s", "access_token=xyz")
     assert "tb-secret-5678" not in caplog.text and "xyz" not in caplog.text
     assert "access_token=***" in caplog.text
+
+
+def test_id_numbers_standing_alone_are_masked_but_longer_numbers_are_not():
+    assert redact("name 张三 id 11010519491231002X ok") == "name 张三 id *** ok"
+    assert redact("log_id 1234567890123456789012") == "log_id 1234567890123456789012"
