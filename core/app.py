@@ -22,7 +22,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # provider name -> "module:factory"; the factory takes (config, tokens) and returns a client or None
-PROVIDERS = {"baidu": "core.providers.baidu:BaiduClient.from_config"}
+PROVIDERS = {
+    "baidu": "core.providers.baidu:BaiduClient.from_config",
+    "webank": "core.providers.webank:WebankClient.from_config",
+}
 
 
 class BotServices:

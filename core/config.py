@@ -203,6 +203,15 @@ SCHEMA: dict[str, Field] = {
             token_refresh_margin=Field(float, default=86400, min=0, help="refresh the token this early (s)"),
             h5_base_url=Field(str, default="https://brain.baidu.com/face/print/", help="H5 verification page"),
         ),
+        webank=_section(
+            app_id=Field(str, default="", secret=True, help="WeBank / Tencent FaceID app id (WBappid)"),
+            secret=Field(str, default="", secret=True, help="WeBank / Tencent FaceID app secret"),
+            endpoint=Field(str, default="https://kyc1.qcloud.com", help="API base URL (older: kyc.qcloud.com)"),
+            renew_minutes=Field(float, default=20, min=1, max=110, help="renew the access token this often"),
+            keep_previous_seconds=Field(
+                float, default=60, min=0, max=600, help="accept the previous SIGN ticket this long after a renewal"
+            ),
+        ),
     ),
     "storage": _section(path=Field(str, default="data/aipbot.sqlite3", help="SQLite database file")),
     "logging": _section(level=Field(str, default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])),

@@ -17,6 +17,11 @@ Flow (see docs/realname.md):
    finished sessions older than ``retention_days``.
 4. ``/forget`` deletes the user's sessions; ``/verifystat <id>`` (admins) shows the provider's statistics.
 
+With ``provider: webank`` (docs/webank.md) step 1 first asks, in the private chat, for the name and the ID
+number (``ctx.expect_text()``): the answer is deleted from the chat at once, checked (GB 11643) before any
+call, sent to WeBank's ``getAdvFaceId`` and dropped; the launch URL works once, so a second ``/verify`` asks
+again and replaces the pending session. The reply shows only passed/failed, similarity and liveness.
+
 Names and ID numbers are only ever in memory while a reply is composed: never logged, never stored.
 """
 
@@ -32,11 +37,12 @@ from pathlib import Path
 from typing import Any
 
 from core.chat import Button, Command, Context, Reply, Services
-from core.config import Field
+from core.config import ConfigError, Field
 from core.errors import ProviderMisconfigured, UserFacingError
 from core.hookspecs import hookimpl
 from core.i18n import load_dir
-from plugins.realname.providers import RealnameProvider, Result, make_provider
+from plugins.realname.identity import IdentityProblem, parse_identity
+from plugins.realname.providers import Identity, RealnameProvider, Result, make_provider
 from plugins.realname.sessions import (
     EXPIRED,
     FAILED,
@@ -60,6 +66,10 @@ GO = "go"
 CHECK = "c:"
 #: How long after its window a pending session the provider cannot be asked about is given up.
 GIVE_UP_AFTER = 3600.0
+#: ``ctx.pending`` key while the name and ID number are asked for (holds only flags, never the answer).
+ASKING = "asking_identity"
+#: How many unusable answers before the question is given up.
+IDENTITY_TRIES = 3
 #: Keys never shown from the provider's statistics (defence in depth: they hold counts only).
 PERSONAL_KEYS = ("name", "idcard", "id_card", "id_no", "number", "image", "base64", "photo", "video", "url")
 
@@ -69,13 +79,16 @@ PERSONAL_KEYS = ("name", "idcard", "id_card", "id_no", "number", "image", "base6
 def aipbot_config_schema() -> dict[str, Field]:
     """``plugins.realname``: provider, plan, URLs, pass rule, polling, window, reuse and retention."""
     return {
-        "provider": Field(str, default="baidu", choices=["baidu"], help="verification provider"),
-        "plan_id": Field(str, help="Baidu: the H5 plan id from the real-name verification console (required)"),
+        "provider": Field(str, default="baidu", choices=["baidu", "webank"], help="verification provider"),
+        "plan_id": Field(
+            str, default="", help="Baidu: the H5 plan id from the real-name verification console (required for baidu)"
+        ),
         "h5_base_url": Field(str, default="", help="the H5 page; empty: providers.baidu.h5_base_url"),
         "return_url": Field(
             str,
             default="",
-            help="where the H5 page sends the user back ({session} = session id); empty: the bot's deep link",
+            help="where the H5 page sends the user back ({session} = session id); empty: the bot's deep link."
+            " WeBank appends its callback parameters to it",
         ),
         "poll_seconds": Field(float, default=60, min=0.01, max=3600, help="how often pending sessions are checked"),
         "window_minutes": Field(
@@ -111,6 +124,8 @@ _verifiers: weakref.WeakKeyDictionary[Any, Verifier] = weakref.WeakKeyDictionary
 @hookimpl
 def aipbot_commands(config: dict[str, Any], services: Services) -> list[Command]:
     """``/verify``, ``/forget`` and the admins' ``/verifystat``; creates the sessions table."""
+    if config["provider"] == "baidu" and not config["plan_id"]:
+        raise ConfigError("plugins.realname.plan_id", "is required")
     verifier = Verifier(config, services)
     _verifiers[services] = verifier
     return verifier.commands()
@@ -210,7 +225,11 @@ class Verifier:
 
     # -- commands --------------------------------------------------------------------------------------
     async def verify(self, ctx: Context) -> None:
-        """``/verify`` (start or continue), ``/verify new`` (start over), ``/verify status``."""
+        """``/verify`` (start or continue), ``/verify new`` (start over), ``/verify status``; and the answer to
+        the identity question (a text message, see :meth:`identity_answer`)."""
+        if ASKING in ctx.pending:
+            await self.identity_answer(ctx)
+            return
         sub = ctx.args[0].lower() if ctx.args else ""
         if sub not in ("", "new", "status"):
             await ctx.reply(ctx.t("realname.usage"))
@@ -304,19 +323,55 @@ class Verifier:
             return None
         return session
 
-    async def _begin(self, ctx: Context, *, fresh: bool) -> None:
+    async def identity_answer(self, ctx: Context) -> None:
+        """The user's answer to the identity question: deleted from the chat at once (where the bot may),
+        checked (GB 11643 ID number, a name) before any provider call, then the launch. Never stored or logged;
+        an unusable answer is asked again, at most :data:`IDENTITY_TRIES` times."""
+        asked = ctx.pending.pop(ASKING)
+        deleted = await ctx.delete_message()
+        if not deleted:
+            log.info("realname: could not delete the identity message of user %s", ctx.user.id)
+        try:
+            identity = parse_identity(ctx.text)
+        except IdentityProblem as problem:
+            tries = int(asked.get("tries", 0)) + 1
+            log.info("realname: unusable identity answer from user %s (%s)", ctx.user.id, problem.key)
+            lines = [ctx.t(problem.key)]
+            if not deleted:
+                lines.append(ctx.t("realname.identity.not_deleted"))
+            if tries >= IDENTITY_TRIES:
+                lines.append(ctx.t("realname.identity.gave_up"))
+            else:
+                ctx.pending[ASKING] = {**asked, "tries": tries}
+                ctx.expect_text()
+                lines.append(ctx.t("realname.identity.again"))
+            await ctx.reply("\n".join(lines))
+            return
+        if not deleted:
+            await ctx.reply(ctx.t("realname.identity.not_deleted"))
+        await self._begin(ctx, fresh=bool(asked.get("fresh")), identity=identity)
+
+    async def _ask_identity(self, ctx: Context, *, fresh: bool) -> None:
+        ctx.pending.clear()
+        ctx.pending[ASKING] = {"fresh": fresh, "tries": 0}
+        ctx.expect_text()
+        await ctx.reply(ctx.t("realname.identity.ask"))
+
+    async def _begin(self, ctx: Context, *, fresh: bool, identity: Identity | None = None) -> None:
         """Start a verification, or re-send the pending one (see docs/realname.md, "A second /verify").
 
-        One at a time per user, so a double tap cannot leave two pending sessions.
+        One at a time per user, so a double tap cannot leave two pending sessions. A provider that needs the
+        identity first gets it asked for (and this runs again with the answer).
         """
         lock = self._user_locks.get(ctx.user.id)
         if lock is None:
             lock = self._user_locks[ctx.user.id] = asyncio.Lock()
         async with lock:
-            await self._begin_locked(ctx, fresh=fresh)
+            await self._begin_locked(ctx, fresh=fresh, identity=identity)
 
-    async def _begin_locked(self, ctx: Context, *, fresh: bool) -> None:
+    async def _begin_locked(self, ctx: Context, *, fresh: bool, identity: Identity | None) -> None:
         provider = self.provider()
+        replace: Session | None = None
         pending: Session | None = await self._db(self.sessions.pending_of, ctx.user.id)
         if pending is not None:
             state, result, _ = await self._settle(pending)
@@ -331,11 +386,17 @@ class Verifier:
                         text = ctx.t("realname.reused", minutes=max(1, int(left // 60)))
                         await ctx.reply(text, buttons=self._buttons(ctx, pending.id, url))
                         return
-                await self._db(self.sessions.close, pending.id, REPLACED, self.clock())
-                log.info("realname: user %s replaced verification %s", ctx.user.id, pending.id[:6])
+                replace = pending
+        if provider.needs_identity and identity is None:
+            await self._ask_identity(ctx, fresh=fresh)
+            return
+        if replace is not None:
+            await self._db(self.sessions.close, replace.id, REPLACED, self.clock())
+            log.info("realname: user %s replaced verification %s", ctx.user.id, replace.id[:6])
         session_id = new_id()
         async with ctx.progress():
-            launch = await ctx.run_blocking(provider.start, self._return_url(session_id))
+            launch = await ctx.run_blocking(provider.start, self._return_url(session_id), identity)
+        del identity  # the name and ID number are not needed any more
         now = self.clock()
         session = Session(
             id=session_id,
@@ -353,7 +414,7 @@ class Verifier:
         )
         await self._db(self.sessions.create, session)
         log.info("realname: user %s started verification %s", ctx.user.id, session_id[:6])
-        text = ctx.t("realname.started", minutes=int(launch.expires_in // 60))
+        text = ctx.t(provider.started_key, minutes=int(launch.expires_in // 60))
         await ctx.reply(text, buttons=self._buttons(ctx, session_id, launch.url))
 
     def _buttons(self, ctx: Context, session_id: str, url: str) -> list[list[Button]]:
@@ -376,8 +437,10 @@ class Verifier:
             return
         if session.state in FINISHED:
             result = None
+            provider = self.provider()
             try:  # only for the masked identity: the outcome stored when it was decided stands
-                result = await ctx.run_blocking(self.provider().result, session.reference)
+                if provider.identity_in_result:
+                    result = await ctx.run_blocking(provider.result, session.reference)
             except UserFacingError as err:
                 log.info("realname: identity of %s unavailable: %s", session.id[:6], err.detail)
             await ctx.reply(self._outcome(ctx.lang, session, result))
@@ -430,6 +493,10 @@ class Verifier:
         """The outcome message: verdict, masked identity, scores against the rule, the reference."""
         passed = session.state == PASSED
         lines = [self._t(lang, "realname.passed" if passed else "realname.failed")]
+        if session.provider == "webank":  # WeBank's verdict; similarity and liveness (0–100), nothing else
+            lines.append(self._t(lang, "realname.webank.similarity", score=_num(session.score)))
+            lines.append(self._t(lang, "realname.webank.liveness", liveness=_num(session.liveness)))
+            return "\n".join(lines)
         if result is not None and (result.name or result.id_number):
             if result.name:
                 lines.append(self._t(lang, "realname.name", name=mask_name(result.name)))

@@ -16,7 +16,7 @@ The interface is shaped for both providers:
 - Baidu needs nothing from the user before launch (the H5 page asks for the ID card);
   ``needs_identity`` is false. Its ``result/detail`` gives similarity, liveness and spoofing scores and the
   confirmed name and ID number; :class:`PassRule` turns the scores into passed/failed.
-- WeBank (a later issue) needs the name and ID number *before* launch (``getAdvFaceId``), so it sets
+- WeBank (:class:`WebankFaceId`) needs the name and ID number *before* launch (``getAdvFaceId``), so it sets
   ``needs_identity`` and receives an :class:`Identity` in :meth:`RealnameProvider.start`; its launch URL
   is signed with a single-use NONCE ticket, so :meth:`RealnameProvider.link` answers None (a pending
   verification cannot be re-linked and a second ``/verify`` replaces it); its result is queried by
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -111,6 +112,10 @@ class RealnameProvider(abc.ABC):
     name: str = ""
     #: Whether :meth:`start` needs the user's name and ID number (asked in chat before launch).
     needs_identity: bool = False
+    #: Whether :meth:`result` returns the confirmed name and ID number (shown masked).
+    identity_in_result: bool = True
+    #: Catalogue key of the "open the page" message.
+    started_key: str = "realname.started"
 
     @abc.abstractmethod
     def start(self, return_url: str, identity: Identity | None = None) -> Launch:
@@ -227,8 +232,89 @@ def h5_url(base: str, verify_token: str, success_url: str, failed_url: str) -> s
     return f"{base}{'&' if '?' in base else '?'}{query}"
 
 
+class WebankFaceId(RealnameProvider):
+    """WeBank / Tencent Cloud FaceID H5 over :class:`core.providers.webank.WebankClient`.
+
+    ``start`` (needs the identity): a new ``orderNo`` (the reference) and a random ``userId`` for this launch
+    only (WeBank needs one; a random one ties nothing to the Telegram account), ``getAdvFaceId`` with the
+    name and ID number, then the H5 login URL signed with a fresh NONCE ticket and ``url`` = ``return_url``.
+    ``link`` is None: that URL works once. ``result``: ``queryfacerecord``; WeBank's verdict decides
+    (``code`` "0": the same person, live), ``similarity`` and ``liveRate`` (both 0–100) are reported. An
+    answer with a non-zero code and no record means "no result yet" (WeBank's error table is not public).
+    """
+
+    name = "webank"
+    needs_identity = True
+    identity_in_result = False
+    started_key = "realname.started_webank"
+
+    def __init__(self, client: Any, *, window: float = BAIDU_WINDOW) -> None:
+        self.client = client
+        self.window = window
+
+    def start(self, return_url: str, identity: Identity | None = None) -> Launch:
+        """``getAdvFaceId`` with ``identity``, then a single-use launch URL coming back to ``return_url``."""
+        from core.providers.webank import new_order_no
+
+        if identity is None:
+            raise ValueError("WeBank needs the name and ID number before launch")
+        order_no = new_order_no("tg")
+        user_id = "u" + secrets.token_hex(15)
+        face = self.client.get_face_id(order_no, identity.name, identity.id_number, user_id)
+        url = self.client.h5_login_url(face, user_id, return_url)
+        return Launch(reference=order_no, url=url, expires_in=self.window)
+
+    def link(self, reference: str, return_url: str) -> None:
+        """None: a launch URL is signed with a single-use NONCE ticket, so it cannot be given twice."""
+        return None
+
+    def result(self, reference: str) -> Result | None:
+        """``queryfacerecord``: WeBank's verdict with similarity and liveness; None while there is no record."""
+        record = self.client.query_result(reference)
+        if not record.passed and not record.has_record:
+            log.debug("realname: WeBank has no record for %s yet (code %s: %s)", reference[:6], record.code, record.msg)
+            return None
+        return Result(
+            passed=record.passed,
+            score=record.similarity,
+            liveness=record.live_rate,
+            spoofing=None,
+            failed_checks=() if record.passed else ("webank",),
+        )
+
+    def check_return(self, reference: str, params: dict[str, Any]) -> bool:
+        """Whether the browser callback ``params`` are WeBank's, for this order (a signature is required).
+        Only a hint: the outcome still comes from :meth:`result`."""
+        from core.providers.webank import WebankBadCallback
+
+        try:
+            self.client.verify_callback(params, order_no=reference)
+        except WebankBadCallback as err:
+            log.warning("realname: rejected a WeBank callback for %s: %s", reference[:6], err.detail)
+            return False
+        return True
+
+    def stats(self, reference: str) -> dict[str, Any]:
+        """What ``queryfacerecord`` says about the order (code, message, scores, time; never photo or video)."""
+        record = self.client.query_result(reference)
+        return {
+            "code": record.code,
+            "msg": record.msg,
+            "similarity": record.similarity,
+            "liveRate": record.live_rate,
+            "occurredTime": record.occurred_time,
+        }
+
+    def describe(self) -> str:
+        """Provider and rule for ``/plugins``."""
+        return "webank FaceID H5; passed when WeBank answers code 0 (same person, live)"
+
+
 def make_provider(config: dict[str, Any], services: Any) -> RealnameProvider | None:
     """The provider ``plugins.realname.provider`` names, or None when its credentials are not configured."""
+    if config["provider"] == "webank":
+        client = services.provider("webank")
+        return None if client is None else WebankFaceId(client, window=config["window_minutes"] * 60)
     if config["provider"] == "baidu":
         client = services.provider("baidu")
         if client is None:
