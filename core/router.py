@@ -25,11 +25,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.chat import Button, Chat, Command, Context, Photo, Reply, Services, Transport, User
-from core.errors import UserFacingError
+from core.errors import ProviderMisconfigured, QuotaExhausted, UserFacingError
 
 log = logging.getLogger(__name__)
 
 ROUTE_PREFIX = "_route"  # callback data of the router's own "what should I do with this photo?" buttons
+ADMIN_ALERTS = (ProviderMisconfigured, QuotaExhausted)  # errors only an admin can fix: the admins are told
+ALERT_EVERY = 3600.0  # seconds between two alerts about the same problem
 
 
 @dataclass
@@ -79,6 +81,7 @@ class Router:
         self._status = status or (lambda: {})
         self._clock = clock
         self._pending: dict[tuple[int, int], _Pending] = {}
+        self._alerted: dict[tuple[str, str], float] = {}
         self._builtins: dict[str, BuiltinHandler] = {
             "start": Router._start,
             "help": Router._help,
@@ -311,6 +314,24 @@ class Router:
         except UserFacingError as err:
             log.warning("/%s for user %s: %s: %s", ctx.command.name, ctx.user.id, type(err).__name__, err.detail)
             await ctx.reply(ctx.t(err.key, **err.params))
+            if isinstance(err, ADMIN_ALERTS):
+                await self._alert_admins(ctx, err)
+
+    async def _alert_admins(self, ctx: Context, err: UserFacingError) -> None:
+        """Tell the admins (in private, at most once an hour per problem) what only they can fix."""
+        key = (type(err).__name__, err.detail)
+        now = self._clock()
+        if now - self._alerted.get(key, -ALERT_EVERY) < ALERT_EVERY:
+            return
+        self._alerted[key] = now
+        for admin in self.config["access"]["admins"]:
+            text = self.services.catalogue.text(
+                self.config["language"]["default"], "admin.alert", command=ctx.command.name, detail=err.detail
+            )
+            try:
+                await ctx.transport.send(admin, Reply(text))
+            except Exception as exc:  # the admin may never have opened a chat with the bot
+                log.info("could not alert admin %s: %s", admin, type(exc).__name__)
 
     # ----------------------------------------------------------------- built-in commands
     async def _start(self, incoming: Incoming, transport: Transport, args: list[str]) -> None:

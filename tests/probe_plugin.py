@@ -2,7 +2,7 @@
 
 from core.chat import Command, Context
 from core.config import Field
-from core.errors import BadImage
+from core.errors import BadImage, ProviderMisconfigured
 from core.hookspecs import hookimpl
 
 
@@ -24,6 +24,7 @@ def aipbot_messages():
             "probe.bad": "Refuse the image",
             "probe.pair.prompt": "Send the two photos.",
             "probe.name": "Ask for a name",
+            "probe.broken": "Fail for want of settings",
         },
         "zh": {
             "probe.echo": "回显参数",
@@ -35,6 +36,7 @@ def aipbot_messages():
             "probe.bad": "拒绝图片",
             "probe.pair.prompt": "请发送两张照片。",
             "probe.name": "询问名字",
+            "probe.broken": "因配置缺失而失败",
         },
     }
 
@@ -85,6 +87,9 @@ def aipbot_commands(config):
     async def bad(ctx: Context) -> None:
         raise BadImage("test refuses the image")
 
+    async def broken(ctx: Context) -> None:
+        raise ProviderMisconfigured("Baidu rejected the API Key: check providers.baidu.api_key")
+
     return [
         Command("echo", "probe.echo", echo),
         Command("snap", "probe.snap", snap, takes_photos=True, max_photos=3),
@@ -94,6 +99,7 @@ def aipbot_commands(config):
         Command("ask", "probe.ask", ask, on_callback=on_callback, on_deep_link=on_deep_link),
         Command("boom", "probe.boom", boom),
         Command("bad", "probe.bad", bad),
+        Command("broken", "probe.broken", broken),
     ]
 
 

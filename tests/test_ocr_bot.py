@@ -294,7 +294,8 @@ async def test_baidu_errors_reach_the_user_per_image(fake_baidu):
 
 async def test_engine_baidu_without_keys_tells_the_user_it_is_not_set_up():
     async with Harness({"access": {"admins": [1]}, "plugins": {"ocr": {"enabled": True, "engine": "baidu"}}}) as bot:
-        (reply,) = await bot.send("/ocr", photos=[image("en_line.png")])
+        reply, alert = await bot.send("/ocr", photos=[image("en_line.png")])  # user 1 is also the admin
         assert reply.text == message(bot, "error.misconfigured")
+        assert alert.text.startswith("⚠️ aipbot needs its admin: /ocr failed") and "providers.baidu" in alert.text
         (status,) = await bot.send("/plugins")
     assert "no Baidu keys configured" in status.text

@@ -202,7 +202,7 @@ async def test_without_baidu_keys_verify_says_it_is_not_set_up_and_the_job_does_
         text = Harness.text(await bot.send("/verify"))
         await verifier(bot).poll()
         status = bot.app.plugins.status(bot.app.services)["realname"]
-    assert text.startswith("This feature is not set up correctly.")
+    assert text.startswith("This feature is not set up correctly")
     assert "NOT CONFIGURED" in status
 
 
@@ -210,7 +210,7 @@ async def test_an_unknown_plan_is_the_admins_problem_and_no_session_is_left(fake
     async with harness(fake_baidu, plan_id="no-such-plan") as bot:
         text = Harness.text(await bot.send("/verify"))
         count = bot.app.services.store.execute("SELECT COUNT(*) FROM realname_sessions")[0][0]
-    assert text.startswith("This feature is not set up correctly.") and count == 0
+    assert text.startswith("This feature is not set up correctly") and count == 0
 
 
 def test_plan_id_is_required_and_named():

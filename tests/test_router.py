@@ -236,3 +236,20 @@ async def test_a_photo_does_not_answer_a_text_question_and_cancel_ends_it():
         await b.send("/name")
         await b.send("/cancel")
         assert "Send me a photo, or a command." in Harness.text(await b.send("Grace"))
+
+
+async def test_a_problem_only_an_admin_can_fix_is_sent_to_the_admins_once_an_hour():
+    async with bot() as b:
+        user_text = Harness.text(await b.send("/broken", user_id=5))
+        await b.send("/broken", user_id=6)
+        alerts = [r.text for chat, r in b.transport.sent if chat == ADMIN]
+        router = b.app.router
+        now = router._clock()
+        router._clock = lambda: now + 3601
+        await b.send("/broken", user_id=7)
+        later = [r.text for chat, r in b.transport.sent if chat == ADMIN]
+    assert user_text.startswith("This feature is not set up correctly yet")
+    assert alerts == [
+        "⚠️ aipbot needs its admin: /broken failed for a user. Baidu rejected the API Key: check providers.baidu.api_key"
+    ]
+    assert len(later) == 2

@@ -106,7 +106,7 @@ async def test_without_webank_credentials_nothing_is_asked(fake_webank):
     async with Harness(overrides) as bot:
         text = Harness.text(await bot.send("/verify"))
         status = bot.app.plugins.status(bot.app.services)["realname"]
-    assert text.startswith("This feature is not set up correctly.") and "NOT CONFIGURED" in status
+    assert text.startswith("This feature is not set up correctly") and "NOT CONFIGURED" in status
 
 
 def test_webank_needs_no_plan_id_but_baidu_still_does():
