@@ -59,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.console or not config["telegram"]["token"]:
             if not args.console:
-                log.info("No Telegram token configured (telegram.token): starting the console chat.")
+                log.warning("No Telegram token configured (telegram.token): starting the console chat.")
+            if config["logging"]["level"] == "INFO":  # keep the chat readable: warnings and errors only
+                logging.getLogger().setLevel(logging.WARNING)
             from core.transports.console import run_console
 
             asyncio.run(run_console(app))
