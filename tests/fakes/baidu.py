@@ -61,12 +61,13 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 import pytest
 from PIL import Image
+
+from tests.fakes.server import LocalServer
 
 TOKEN_PATH = "/oauth/2.0/token"
 OCR_PREFIX = "/rest/2.0/ocr/v1/"
@@ -196,8 +197,10 @@ class Verification:
     requests: Counter = field(default_factory=Counter)
 
 
-class FakeBaidu:
+class FakeBaidu(LocalServer):
     """The fake server; see the module docstring. Thread-safe; all knobs may change while it runs."""
+
+    name = "fake-baidu"
 
     def __init__(
         self,
@@ -236,46 +239,13 @@ class FakeBaidu:
         self._bucket_at = time.monotonic()
         self._log_ids = itertools.count(1_000_000_000)
         self._stopping = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- life cycle --------------------------------------------------------------------------------
-
-    def start(self) -> FakeBaidu:
-        """Listen on 127.0.0.1 (a free port) in a background thread; returns ``self``."""
-        fake = self
-
-        class Handler(_Handler):
-            server_fake = fake
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        server.handle_error = lambda request, client_address: None  # a client that went away is not news
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="fake-baidu", daemon=True)
-        self._thread.start()
-        return self
 
     def stop(self) -> None:
         """Stop serving (stalled requests are released)."""
         self._stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(5)
-
-    def __enter__(self) -> FakeBaidu:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def endpoint(self) -> str:
-        """``http://127.0.0.1:<port>``."""
-        assert self._server is not None, "start() the server first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        super().stop()
 
     def provider_config(self, **overrides: Any) -> dict[str, Any]:
         """A ``providers.baidu`` config section pointing at this server (``qps``: the cap, else 50)."""
@@ -716,37 +686,6 @@ def _format(raw: bytes) -> str | None:
             return im.format
     except Exception:
         return None
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as Baidu's gateway
-    server_fake: FakeBaidu
-
-    def log_message(self, format: str, *args: Any) -> None:  # request lines carry tokens: say nothing
-        return
-
-    def _serve(self, method: str) -> None:
-        parts = urlsplit(self.path)
-        query = {k: v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        status, content_type, payload = self.server_fake.handle(
-            method, parts.path, query, body, self.headers.get("Content-Type", "")
-        )
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-
-    def do_GET(self) -> None:
-        self._serve("GET")
-
-    def do_POST(self) -> None:
-        self._serve("POST")
 
 
 @pytest.fixture

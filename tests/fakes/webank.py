@@ -48,11 +48,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import pytest
+
+from tests.fakes.server import LocalServer
 
 TOKEN_PATH = "/api/oauth2/access_token"
 TICKET_PATH = "/api/oauth2/api_ticket"
@@ -120,8 +121,10 @@ class Order:
     live_rate: float | None = None
 
 
-class FakeWebank:
+class FakeWebank(LocalServer):
     """The fake server; see the module docstring. Thread-safe."""
+
+    name = "fake-webank"
 
     def __init__(
         self,
@@ -151,44 +154,8 @@ class FakeWebank:
         self._counts: Counter = Counter()
         self._tickets: Counter = Counter()
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- life cycle --------------------------------------------------------------------------------
-
-    def start(self) -> FakeWebank:
-        """Listen on 127.0.0.1 (a free port) in a background thread; returns ``self``."""
-        fake = self
-
-        class Handler(_Handler):
-            server_fake = fake
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        server.handle_error = lambda request, client_address: None
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="fake-webank", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(5)
-
-    @property
-    def host(self) -> str:
-        """``127.0.0.1:<port>`` (the ``optimalDomain`` this server answers)."""
-        assert self._server is not None, "start() the server first"
-        return f"127.0.0.1:{self._server.server_address[1]}"
-
-    @property
-    def endpoint(self) -> str:
-        """``http://127.0.0.1:<port>``."""
-        return f"http://{self.host}"
 
     def provider_config(self, **overrides: Any) -> dict[str, Any]:
         """A ``providers.webank`` config section pointing at this server."""
@@ -295,7 +262,9 @@ class FakeWebank:
 
     # -- requests ---------------------------------------------------------------------------------------
 
-    def handle(self, method: str, path: str, query: dict[str, str], body: bytes) -> tuple[int, str, bytes]:
+    def handle(
+        self, method: str, path: str, query: dict[str, str], body: bytes, content_type: str = ""
+    ) -> tuple[int, str, bytes]:
         """One request: ``(status, content type, body)``."""
         if self.latency:
             time.sleep(self.latency)
@@ -439,36 +408,6 @@ def _json_body(body: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise Refused("param", "body is not a JSON object")
     return data
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
-    server_fake: FakeWebank
-
-    def log_message(self, format: str, *args: Any) -> None:  # request lines carry secrets: say nothing
-        return
-
-    def _serve(self, method: str) -> None:
-        parts = urlsplit(self.path)
-        query = {k: v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        status, content_type, payload = self.server_fake.handle(method, parts.path, query, body)
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-
-    def do_GET(self) -> None:
-        self._serve("GET")
-
-    def do_POST(self) -> None:
-        self._serve("POST")
 
 
 @pytest.fixture
