@@ -29,24 +29,44 @@ _BOT_TOKEN = re.compile(r"\b(bot)?\d{6,12}:[A-Za-z0-9_-]{30,}")
 # an 18-character PRC resident ID number (17 digits and a check character) standing alone
 _ID_NUMBER = re.compile(r"(?<![0-9A-Za-z])\d{17}[0-9Xx](?![0-9A-Za-z])")
 
+MAX_VALUES = 512  # the most recent secret values kept (tokens and tickets renew; single-use values pile up)
+
 _lock = threading.Lock()
-_values: set[str] = set()
+_values: dict[str, None] = {}  # insertion-ordered: the oldest is forgotten first
+_pattern: re.Pattern[str] | None = None
 
 
 def register_secret(value: str | None) -> None:
-    """Redact ``value`` wherever it appears in a log record from now on (values under 4 chars are ignored)."""
-    if value and len(value) >= 4:
-        with _lock:
-            _values.add(value)
+    """Redact ``value`` wherever it appears in a log record from now on (values under 4 chars are ignored).
+
+    The registry keeps the :data:`MAX_VALUES` most recent values; values also caught by shape (tokens,
+    tickets, signatures in ``key=value`` form) stay masked after they are forgotten.
+    """
+    global _pattern
+    if not value or len(value) < 4:
+        return
+    with _lock:
+        if value in _values:
+            return
+        _values[value] = None
+        while len(_values) > MAX_VALUES:
+            del _values[next(iter(_values))]
+        _pattern = None
+
+
+def _values_pattern() -> re.Pattern[str] | None:
+    global _pattern
+    with _lock:
+        if _pattern is None and _values:
+            _pattern = re.compile("|".join(re.escape(v) for v in sorted(_values, key=len, reverse=True)))
+        return _pattern
 
 
 def redact(text: str) -> str:
     """``text`` with every known secret value and every secret-shaped field masked."""
-    with _lock:
-        values = sorted(_values, key=len, reverse=True)
-    for value in values:
-        if value in text:
-            text = text.replace(value, MASK)
+    pattern = _values_pattern()
+    if pattern is not None:
+        text = pattern.sub(MASK, text)
     text = _KV.sub(lambda m: f"{m.group(1)}={MASK}", text)
     text = _JSON.sub(lambda m: f"{m.group(1)}{MASK}{m.group(3)}", text)
     text = _ID_NUMBER.sub(MASK, text)

@@ -40,3 +40,12 @@ def test_the_filter_masks_arguments_and_tracebacks(caplog):
 def test_id_numbers_standing_alone_are_masked_but_longer_numbers_are_not():
     assert redact("name 张三 id 11010519491231002X ok") == "name 张三 id *** ok"
     assert redact("log_id 1234567890123456789012") == "log_id 1234567890123456789012"
+
+
+def test_the_registry_of_secret_values_is_bounded_and_keeps_the_newest():
+    from core import redact as module
+
+    for n in range(module.MAX_VALUES + 10):
+        register_secret(f"bounded-secret-{n:05d}")
+    assert len(module._values) == module.MAX_VALUES
+    assert redact(f"x bounded-secret-{module.MAX_VALUES + 9:05d} y") == "x *** y"
