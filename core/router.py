@@ -59,6 +59,7 @@ class _Pending:
     photos: list[Photo] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
     wants_text: bool = False
+    started: bool = False  # the handler already ran (it asked for more): the quota was counted then
 
 
 BuiltinHandler = Callable[["Router", Incoming, Transport, list[str]], Awaitable[None]]
@@ -180,6 +181,9 @@ class Router:
             await self._say(transport, chat, self.t(user, "access.admin_only", command=f"/{name}"))
             return
         if command.takes_photos and not incoming.photos:
+            if not await self._within_quota(command, user, consume=False):  # don't ask for a photo in vain
+                await self._quota_refused(command, user, chat, transport)
+                return
             self._set_pending((chat.id, user.id), _Pending(command, args, self._expiry()))
             key = f"{command.plugin}.{command.name}.prompt"
             prompt = self.t(user, key) if self.services.catalogue.has(key) else self.t(user, "router.send_photo")
@@ -193,7 +197,9 @@ class Router:
         pending = self._get_pending(key)
         if pending and pending.command is not None and pending.wants_text:
             del self._pending[key]
-            await self._invoke(pending.command, incoming, transport, pending.args, [], pending.data)
+            await self._invoke(
+                pending.command, incoming, transport, pending.args, [], pending.data, counted=pending.started
+            )
             return
         await self._say(transport, incoming.chat, self.t(incoming.user, "router.text_hint"))
 
@@ -203,7 +209,15 @@ class Router:
         pending = self._get_pending(key)
         if pending and pending.command is not None and not pending.wants_text:
             del self._pending[key]
-            await self._invoke(pending.command, incoming, transport, pending.args, incoming.photos, pending.data)
+            await self._invoke(
+                pending.command,
+                incoming,
+                transport,
+                pending.args,
+                incoming.photos,
+                pending.data,
+                counted=pending.started,
+            )
             return
         default = self.config["default_photo_command"]
         if default and default in self.commands:
@@ -254,7 +268,9 @@ class Router:
         ctx: Context
 
         def keep_pending(wants_text: bool) -> None:
-            pending = _Pending(command, list(ctx.args), self._expiry(), data=ctx.pending, wants_text=wants_text)
+            pending = _Pending(
+                command, list(ctx.args), self._expiry(), data=ctx.pending, wants_text=wants_text, started=True
+            )
             self._set_pending(key, pending)
 
         ctx = Context(
@@ -280,11 +296,13 @@ class Router:
         args: list[str],
         photos: list[Photo],
         data: dict[str, Any],
+        *,
+        counted: bool = False,
     ) -> None:
+        """Run ``command``; ``counted``: this continues an invocation whose quota use was already counted."""
         user, chat = incoming.user, incoming.chat
-        if not await self._within_quota(command, user):
-            limit = self.config["access"]["daily_quota"][command.name]
-            await self._say(transport, chat, self.t(user, "quota.exhausted", command=f"/{command.name}", limit=limit))
+        if not counted and not await self._within_quota(command, user, consume=True):
+            await self._quota_refused(command, user, chat, transport)
             return
         if len(photos) > command.max_photos:
             await self._say(
@@ -298,15 +316,19 @@ class Router:
         else:
             await self._run(ctx, command.handler(ctx))
 
-    async def _within_quota(self, command: Command, user: User) -> bool:
+    async def _within_quota(self, command: Command, user: User, *, consume: bool) -> bool:
+        """Whether ``user`` may run ``command`` today; with ``consume``, count this use."""
         limit = self.config["access"]["daily_quota"].get(command.name)
         if limit is None or user.is_admin:
             return True
-        store = getattr(self.services, "store", None)
-        if store is None:
-            return True
-        day = dt.date.today().isoformat()
-        return await self.services.run_blocking(store.use_quota, user.id, command.name, day, limit)
+        store, day = self.services.store, dt.date.today().isoformat()
+        if consume:
+            return await self.services.run_blocking(store.use_quota, user.id, command.name, day, limit)
+        return await self.services.run_blocking(store.quota_used, user.id, command.name, day) < limit
+
+    async def _quota_refused(self, command: Command, user: User, chat: Chat, transport: Transport) -> None:
+        limit = self.config["access"]["daily_quota"][command.name]
+        await self._say(transport, chat, self.t(user, "quota.exhausted", command=f"/{command.name}", limit=limit))
 
     async def _run(self, ctx: Context, work: Awaitable[None]) -> None:
         try:
@@ -319,10 +341,12 @@ class Router:
 
     async def _alert_admins(self, ctx: Context, err: UserFacingError) -> None:
         """Tell the admins (in private, at most once an hour per problem) what only they can fix."""
-        key = (type(err).__name__, err.detail)
+        code = getattr(err, "code", None)  # a provider's error code; its detail carries a per-request log id
+        key = (type(err).__name__, f"code {code}" if code is not None else err.detail)
         now = self._clock()
         if now - self._alerted.get(key, -ALERT_EVERY) < ALERT_EVERY:
             return
+        self._alerted = {k: t for k, t in self._alerted.items() if now - t < ALERT_EVERY}
         self._alerted[key] = now
         for admin in self.config["access"]["admins"]:
             text = self.services.catalogue.text(
@@ -340,6 +364,9 @@ class Router:
             name, sep, payload = args[0].partition("-")
             command = self.commands.get(name)
             if sep and command is not None and command.on_deep_link is not None:
+                if command.admin_only and not user.is_admin:
+                    await self._say(transport, chat, self.t(user, "access.admin_only", command=f"/{name}"))
+                    return
                 ctx = self._context(command, incoming, transport, args[1:], [], {})
                 await self._run(ctx, command.on_deep_link(ctx, payload))
                 return

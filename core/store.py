@@ -48,6 +48,13 @@ class Store:
         with self._lock:
             return self._db.execute(sql, params).fetchall()
 
+    def quota_used(self, user_id: int, command: str, day: str) -> int:
+        """How many times ``user_id`` used ``command`` on ``day``."""
+        rows = self.execute(
+            "SELECT count FROM quota_use WHERE user_id=? AND command=? AND day=?", (user_id, command, day)
+        )
+        return rows[0][0] if rows else 0
+
     def use_quota(self, user_id: int, command: str, day: str, limit: int) -> bool:
         """Count one use of ``command`` by ``user_id`` on ``day`` if fewer than ``limit`` were used."""
         with self._lock:

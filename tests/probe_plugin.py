@@ -88,13 +88,15 @@ def aipbot_commands(config):
         raise BadImage("test refuses the image")
 
     async def broken(ctx: Context) -> None:
-        raise ProviderMisconfigured("Baidu rejected the API Key: check providers.baidu.api_key")
+        error = ProviderMisconfigured(f"Baidu error 6 (log_id {ctx.user.id}): enable the OCR API")
+        error.code = 6
+        raise error
 
     return [
         Command("echo", "probe.echo", echo),
         Command("snap", "probe.snap", snap, takes_photos=True, max_photos=3),
         Command("pair", "probe.pair", pair, takes_photos=True, max_photos=2),
-        Command("secret", "probe.secret", secret, admin_only=True),
+        Command("secret", "probe.secret", secret, admin_only=True, on_deep_link=on_deep_link),
         Command("name", "probe.name", name),
         Command("ask", "probe.ask", ask, on_callback=on_callback, on_deep_link=on_deep_link),
         Command("boom", "probe.boom", boom),

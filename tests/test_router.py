@@ -250,6 +250,29 @@ async def test_a_problem_only_an_admin_can_fix_is_sent_to_the_admins_once_an_hou
         later = [r.text for chat, r in b.transport.sent if chat == ADMIN]
     assert user_text.startswith("This feature is not set up correctly yet")
     assert alerts == [
-        "⚠️ aipbot needs its admin: /broken failed for a user. Baidu rejected the API Key: check providers.baidu.api_key"
+        "⚠️ aipbot needs its admin: /broken failed for a user. Baidu error 6 (log_id 5): enable the OCR API"
     ]
     assert len(later) == 2
+
+
+async def test_continuing_a_command_does_not_count_against_the_daily_quota():
+    async with bot(access={"admins": [ADMIN], "daily_quota": {"pair": 1, "name": 1}}) as b:
+        assert Harness.text(await b.send("/pair", photos=[PNG])) == "pair got the first photo"
+        assert Harness.text(await b.send(photos=[PNG])) == "pair got 2 photos"
+        assert Harness.text(await b.send("/name")) == "what is your name?"
+        assert Harness.text(await b.send("Grace")).startswith("hello Grace")
+        assert "daily limit" in Harness.text(await b.send("/pair", photos=[PNG]))
+
+
+async def test_a_user_over_quota_is_told_before_being_asked_for_a_photo():
+    async with bot(access={"admins": [ADMIN], "daily_quota": {"snap": 1}}) as b:
+        await b.send("/snap", photos=[PNG])
+        assert "daily limit" in Harness.text(await b.send("/snap"))
+
+
+async def test_an_admin_only_command_refuses_deep_links_from_others():
+    async with bot() as b:
+        refused = Harness.text(await b.send("/start secret-x", user_id=5))
+        allowed = Harness.text(await b.send("/start secret-x", user_id=ADMIN))
+    assert "admins only" in refused
+    assert allowed == f"deep link x for {ADMIN}"
