@@ -228,3 +228,15 @@ def test_split_text_cuts_overlong_lines_and_keeps_everything():
     pieces = split_text(text, limit=4096)
     assert [len(p) for p in pieces] == [4096, 906]
     assert "".join(pieces) == text
+
+
+async def test_an_edited_message_does_not_run_its_command_again(fake_telegram, running):
+    transport = await running()
+    from telegram import Update
+
+    message = fake_telegram.user_sends_text("/echo once")
+    assert (await fake_telegram.bot_replied()).text == "hi once"
+    edited = Update.de_json({"update_id": 99999, "edited_message": {**message, "text": "/echo twice"}}, None)
+    await transport.application.process_update(edited)
+    fake_telegram.user_sends_text("/echo after")
+    assert (await fake_telegram.bot_replied()).text == "hi after"

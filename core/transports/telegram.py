@@ -25,7 +25,7 @@ from telegram import (
 )
 from telegram import User as TgUser
 from telegram.constants import ChatAction, MessageLimit
-from telegram.error import BadRequest, Forbidden, TelegramError
+from telegram.error import BadRequest, TelegramError
 from telegram.ext import Application, ApplicationBuilder, CallbackQueryHandler, ContextTypes, MessageHandler, filters
 from telegram.helpers import create_deep_linked_url
 
@@ -93,7 +93,8 @@ class TelegramTransport:
             .build()
         )
         self.application.add_handler(CallbackQueryHandler(self._on_callback))
-        self.application.add_handler(MessageHandler(filters.ALL, self._on_message))
+        # new messages only: an edited caption must not run its command again
+        self.application.add_handler(MessageHandler(filters.UpdateType.MESSAGE, self._on_message))
         self.application.add_error_handler(self._on_error)
         self._albums: dict[tuple[int, str], list[Message]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -163,6 +164,8 @@ class TelegramTransport:
             size = message.photo[-1]
             file_id, meta = size.file_id, {"width": size.width, "height": size.height, "size": size.file_size}
             name, mime, as_document = None, "image/jpeg", False
+        elif message.animation or message.video or message.video_note or message.sticker:
+            return "error.animation"  # checked before documents: Telegram sets `document` on animations too
         elif message.document:
             doc = message.document
             name = doc.file_name or ""
@@ -170,8 +173,6 @@ class TelegramTransport:
             if not (mime.startswith("image/") or name.lower().endswith(IMAGE_SUFFIXES)):
                 return "error.not_an_image_file"
             file_id, meta, as_document = doc.file_id, {"size": doc.file_size}, True
-        elif message.animation or message.video or message.video_note or message.sticker:
-            return "error.animation"
         else:
             return None
         if meta.get("size") and meta["size"] > max_bytes:
@@ -289,8 +290,8 @@ class TelegramTransport:
     async def delete(self, chat_id: int, message_id: int) -> bool:
         try:
             return bool(await self.application.bot.delete_message(chat_id, message_id))
-        except (BadRequest, Forbidden) as err:
-            log.info("could not delete message %s in chat %s: %s", message_id, chat_id, err)
+        except TelegramError as err:  # not allowed, already gone, or the network failed: the caller says so
+            log.info("could not delete message %s in chat %s: %s", message_id, chat_id, type(err).__name__)
             return False
 
     async def chat_action(self, chat_id: int, action: str = "typing") -> None:
