@@ -6,6 +6,7 @@ import asyncio
 import functools
 import importlib
 import logging
+import sqlite3
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -103,9 +104,20 @@ class BotServices:
     def close(self) -> None:
         for job in self._jobs:
             job.cancel()
+        for client in self._providers.values():
+            if hasattr(client, "close"):
+                client.close()
         self.io_pool.shutdown(wait=False, cancel_futures=True)
         self.cpu_pool.shutdown(wait=False, cancel_futures=True)
         self.store.close()
+
+
+def _open_store(path: str) -> Store:
+    """The database, or a :class:`ConfigError` naming ``storage.path`` when it cannot be opened."""
+    try:
+        return Store(path)
+    except (OSError, sqlite3.Error) as err:
+        raise ConfigError("storage.path", f"cannot open the database {path!r} ({err})") from None
 
 
 class App:
@@ -118,8 +130,13 @@ class App:
         self.catalogue.add(core_catalogue().messages())
         for messages in self.plugins.messages():
             self.catalogue.add(messages)
-        self.services = BotServices(config, self.catalogue, Store(config["storage"]["path"]))
+        self.services = BotServices(config, self.catalogue, _open_store(config["storage"]["path"]))
         self.commands = self.plugins.commands(self.services)
+        names = {c.name for c in self.commands}
+        for name in config["access"]["daily_quota"]:
+            if name not in names:
+                enabled = ", ".join(sorted(names)) or "none"
+                raise ConfigError(f"access.daily_quota.{name}", f"no such command (enabled: {enabled})")
         default = config["default_photo_command"]
         photo_commands = sorted(c.name for c in self.commands if c.takes_photos)
         if default and default not in photo_commands:

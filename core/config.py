@@ -219,9 +219,25 @@ SCHEMA: dict[str, Field] = {
 }
 
 
+#: URLs that carry keys, tokens or signatures: https only (plain http is allowed to this machine, for tests).
+SECRET_URLS = ("providers.baidu.endpoint", "providers.baidu.h5_base_url", "providers.webank.endpoint")
+_LOOPBACK = re.compile(r"^http://(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?(/|$)")
+
+
+def check_secure_url(value: str, path: str) -> None:
+    """:class:`ConfigError` unless ``value`` is an absolute https URL (or http to this machine)."""
+    if not (value.startswith("https://") and len(value) > len("https://")) and not _LOOPBACK.match(value):
+        raise ConfigError(path, f"must be an https:// URL (plain http only to 127.0.0.1 or localhost; got {value!r})")
+
+
 def validate(raw: Any) -> dict[str, Any]:
     """The validated core configuration (plugin sections checked only for shape here)."""
     config = check_section(SCHEMA, substitute(raw), "")
+    for path in SECRET_URLS:
+        section: Any = config
+        for part in path.split("."):
+            section = section[part]
+        check_secure_url(section, path)
     for name, section in config["plugins"].items():
         path = f"plugins.{name}"
         if not isinstance(section, dict):

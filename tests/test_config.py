@@ -45,6 +45,11 @@ def test_an_unset_variable_is_named_in_the_error(monkeypatch):
         ({"access": {"daily_quota": {"ocr": -1}}}, "access.daily_quota.ocr: must be at least 0 (got -1)"),
         ({"plugins": {"ocr": {"enabled": "yes"}}}, "plugins.ocr.enabled: must be true or false (got 'yes')"),
         ({"telegram": "x"}, "telegram: must be a mapping (got 'x')"),
+        (
+            {"providers": {"baidu": {"endpoint": "http://aip.baidubce.com"}}},
+            "providers.baidu.endpoint: must be an https:// URL (plain http only to 127.0.0.1 or localhost",
+        ),
+        ({"providers": {"webank": {"endpoint": "kyc1.qcloud.com"}}}, "providers.webank.endpoint: must be an https://"),
     ],
 )
 def test_validation_errors_name_the_key_and_the_problem(raw, message):
@@ -89,9 +94,13 @@ def run_bot(tmp_path: Path, text: str, *args: str) -> subprocess.CompletedProces
         ("workers:\n  io: lots\n", "workers.io: must be an integer (got 'lots')"),
         ("telegram:\n  token: ${AIPBOT_SURELY_UNSET}\n", "environment variable AIPBOT_SURELY_UNSET is not set"),
         ("plugins:\n  nosuchplugin: {}\n", "plugins.nosuchplugin: unknown plugin (available:"),
+        ("storage:\n  path: /proc/nope/db.sqlite3\n", "storage.path: cannot open the database '/proc/nope/db.sqlite3'"),
+        ("access:\n  daily_quota: {OCR: 5}\n", "access.daily_quota.OCR: no such command (enabled: none)"),
     ],
 )
 def test_a_broken_config_stops_the_bot_with_one_clear_line(tmp_path, text, expected):
+    if "storage" not in text:
+        text += f"storage: {{path: {tmp_path / 'db.sqlite3'}}}\n"
     result = run_bot(tmp_path, text, "--check")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -113,3 +122,8 @@ def test_a_missing_config_file_is_one_clear_line(tmp_path):
         result.stderr.strip()
         == f"aipbot: configuration error: {tmp_path / 'nope.yaml'}: cannot read the file (No such file or directory)"
     )
+
+
+def test_plain_http_to_this_machine_is_allowed_for_local_fakes():
+    config = validate({"providers": {"baidu": {"endpoint": "http://127.0.0.1:8080"}}})
+    assert config["providers"]["baidu"]["endpoint"] == "http://127.0.0.1:8080"
