@@ -171,7 +171,8 @@ def test_the_fake_refuses_every_wrong_signature(fake):
         answer = requests.post(f"{fake.endpoint}{FACE_ID_PATH}?orderNo={order}", json={**face_body, "sign": wrong})
         assert answer.json()["code"] != "0" and "faceId" not in answer.text
     query_body = {**base, "orderNo": order}
-    wrong = sign([fake.app_id, order, "1.0.0", "x" + base["nonce"][1:]], ticket)
+    other_nonce = ("y" if base["nonce"][0] == "x" else "x") + base["nonce"][1:]  # never the nonce itself
+    wrong = sign([fake.app_id, order, "1.0.0", other_nonce], ticket)
     answer = requests.post(f"{fake.endpoint}{QUERY_PATH}?orderNo={order}", json={**query_body, "sign": wrong})
     assert answer.json()["code"] != "0"
     assert [r for _, r in fake.refused] == ["sign"] * 5 and fake.orders == {}
