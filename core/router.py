@@ -124,6 +124,9 @@ class Router:
         now = self._clock()
         for old in [k for k, p in self._pending.items() if p.expires < now and k != key]:
             self._drop_pending(old)
+        replaced = self._pending.get(key)
+        if replaced is not None and replaced.data is not pending.data:
+            self._drop_pending(key)  # superseded: wipe its photos and scratch data too
         self._pending[key] = pending
 
     def _expiry(self) -> float:
