@@ -189,6 +189,56 @@ async def test_cancel_forgets_the_pending_pair():
         assert not any("Similarity" in r.text for r in replies)
 
 
+@pytest.fixture
+def slow_check(monkeypatch):
+    """Hold every photo check until the test releases it: ``(started, release)`` events."""
+    started, release = asyncio.Event(), asyncio.Event()
+    read_side = facematch._read_side
+
+    async def held(*args):
+        started.set()
+        await release.wait()
+        return await read_side(*args)
+
+    monkeypatch.setattr(facematch, "_read_side", held)
+    return started, release
+
+
+def texts(bot: Harness) -> list[str]:
+    return [reply.text for _, reply in bot.transport.sent]
+
+
+async def test_cancel_while_the_first_photo_is_checked_says_cancelled_and_the_photo_is_not_kept(slow_check):
+    started, release = slow_check
+    async with Harness(LOCAL) as bot:
+        await bot.send("/facematch")
+        checking = asyncio.create_task(bot.send(photos=[photo("obama_1.jpg")]))
+        await started.wait()
+        (cancelled,) = await bot.send("/cancel")
+        release.set()
+        await checking
+        assert cancelled.text == "Cancelled. I'm not waiting for anything now."
+        assert not holding()
+        assert not any("Got the first photo" in text for text in texts(bot))
+        replies = await bot.send(photos=[photo("obama_2.jpg")])  # not the second of a pair any more
+        assert replies[0].text == "What should I do with this photo?"
+
+
+async def test_a_second_photo_sent_while_the_first_is_checked_is_asked_for_again(slow_check):
+    started, release = slow_check
+    async with Harness(LOCAL) as bot:
+        await bot.send("/facematch")
+        checking = asyncio.create_task(bot.send(photos=[photo("obama_1.jpg")]))
+        await started.wait()
+        (early,) = await bot.send(photos=[photo("obama_2.jpg")])
+        release.set()
+        await checking
+        assert early.text == "I'm still checking your first photo. Please send this one again once I have answered."
+        assert "Got the first photo" in texts(bot)[-1]
+        replies = await bot.send(photos=[photo("obama_2.jpg")])
+        assert "likely the same person" in replies[0].text
+
+
 async def test_the_plugin_itself_holds_the_first_photo_only_through_the_pending_data():
     """Once the router lets go of the pending data, the plugin's timer and registry do not keep the photo."""
     side = facematch.Side(Image.new("RGB", (40, 40)))

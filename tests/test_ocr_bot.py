@@ -284,12 +284,35 @@ async def test_baidu_bad_images_are_refused_before_any_request(fake_baidu):
 
 async def test_baidu_errors_reach_the_user_per_image(fake_baidu):
     fake_baidu.set_text(image("en_line.png"), ["Hello TSINGTAO 2026"])
-    fake_baidu.daily_limit = 1
+    fake_baidu.inject(18, times=3, path="/rest/2.0/ocr/")  # QPS limit, retries included: this image only
     async with Harness(baidu_config(fake_baidu)) as bot:
         (reply,) = await bot.send("/ocr", photos=[image("en_line.png"), image("en_line.png")])
         sections = reply.text.split("\n\n")
-        assert sections[0] == "Image 1:\nHello TSINGTAO 2026"
-        assert sections[1] == "Image 2:\n" + message(bot, "error.provider_quota")
+        assert sections[0] == "Image 1:\n" + message(bot, "error.rate_limited")
+        assert sections[1] == "Image 2:\nHello TSINGTAO 2026"
+
+
+async def test_quota_used_up_mid_album_sends_what_was_read_says_the_rest_was_not_and_alerts_the_admins(fake_baidu):
+    fake_baidu.set_text(image("en_line.png"), ["Hello TSINGTAO 2026"])
+    fake_baidu.daily_limit = 1
+    async with Harness(baidu_config(fake_baidu)) as bot:
+        read, problem, alert = await bot.send("/ocr", photos=[image("en_line.png")] * 4)  # user 1 is the admin
+        assert read.text.split("\n\n") == [
+            "Image 1:\nHello TSINGTAO 2026",
+            message(bot, "ocr.stopped", n=2, total=4),
+        ]
+        assert problem.text == message(bot, "error.provider_quota")
+        assert alert.text.startswith("⚠️ aipbot needs its admin: /ocr failed") and "daily request limit" in alert.text
+    assert fake_baidu.api_calls == 2  # images 3 and 4 were not sent to Baidu
+
+
+async def test_misconfigured_baidu_on_the_first_image_of_an_album_makes_one_call_and_alerts_the_admins(fake_baidu):
+    fake_baidu.inject(6, path="/rest/2.0/ocr/")  # no permission for OCR: only the admin can fix it
+    async with Harness(baidu_config(fake_baidu)) as bot:
+        problem, alert = await bot.send("/ocr", photos=[image("en_line.png")] * 3)
+        assert problem.text == message(bot, "error.misconfigured")
+        assert alert.text.startswith("⚠️ aipbot needs its admin: /ocr failed") and "no permission" in alert.text
+    assert fake_baidu.count("/rest/2.0/ocr/v1/general_basic") == 1
 
 
 async def test_engine_baidu_without_keys_tells_the_user_it_is_not_set_up():

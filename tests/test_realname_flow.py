@@ -79,6 +79,21 @@ async def test_verify_new_replaces_the_pending_one(fake_baidu):
         assert state(bot, old) == "passed"
 
 
+@pytest.mark.parametrize("fault", [{"http_status": 503, "times": 3}, {"code": 17}], ids=["baidu-503", "quota"])
+async def test_verify_new_that_fails_to_launch_keeps_the_pending_verification_alive(fake_baidu, fault):
+    async with harness(fake_baidu) as bot:
+        token, old = link_of(await bot.send("/verify"))
+        fake_baidu.inject(**fault, path=GENERATE)
+        failed = Harness.text(await bot.send("/verify new"))
+        assert not failed.startswith("Tap the button")
+        assert state(bot, old) == "pending"  # still theirs: polled, and reported when it ends
+        assert bot.app.services.store.execute("SELECT COUNT(*) FROM realname_sessions")[0][0] == 1
+        fake_baidu.finish_verification(token, name=NAME, id_number=ID_NUMBER)
+        await verifier(bot).poll()
+        assert bot.transport.sent[-1][1].text.startswith("✅ Real-name verification passed.")
+        assert state(bot, old) == "passed"
+
+
 async def test_a_pending_link_close_to_its_end_is_replaced_not_resent(fake_baidu):
     async with harness(fake_baidu, reuse_minutes=15) as bot:
         _, old = link_of(await bot.send("/verify"))
@@ -211,6 +226,49 @@ async def test_an_unknown_plan_is_the_admins_problem_and_no_session_is_left(fake
         text = Harness.text(await bot.send("/verify"))
         count = bot.app.services.store.execute("SELECT COUNT(*) FROM realname_sessions")[0][0]
     assert text.startswith("This feature is not set up correctly") and count == 0
+
+
+@pytest.mark.parametrize(
+    ("key", "url"),
+    [
+        ("return_url", "example.com/back/{session}"),
+        ("return_url", "http://example.com/back/{session}"),
+        ("return_url", "/start verify-{session}"),
+        ("h5_base_url", "brain.baidu.com/face/print/"),
+        ("h5_base_url", "ftp://brain.baidu.com/face/print/"),
+    ],
+)
+def test_a_return_url_or_h5_page_that_is_not_absolute_https_stops_start_up_and_is_named(key, url):
+    config = validate({"storage": {"path": ":memory:"}, "plugins": {"realname": {"plan_id": "p", key: url}}})
+    with pytest.raises(ConfigError, match=rf"plugins\.realname\.{key}: must be an absolute https URL"):
+        App(config)
+
+
+@pytest.mark.parametrize(
+    "url", ["https://example.com/back?s={session}", "http://127.0.0.1:8080/back/{session}", "http://localhost/b"]
+)
+def test_https_urls_and_local_http_ones_are_accepted_at_start_up(url):
+    plugin = {"plan_id": "p", "return_url": url, "h5_base_url": url.replace("{session}", "")}
+    App(validate({"storage": {"path": ":memory:"}, "plugins": {"realname": plugin}}))
+
+
+@pytest.mark.parametrize(("language", "answer"), [("en", "only works in Telegram"), ("zh", "只能在 Telegram 中进行")])
+async def test_on_the_console_verify_says_it_needs_telegram_and_asks_baidu_nothing(fake_baidu, language, answer):
+    async with harness(fake_baidu) as bot:
+        bot.transport.deep_link = lambda payload: f"/start {payload}"  # what the console transport builds
+        text = Harness.text(await bot.send("/verify", language=language))
+        count = bot.app.services.store.execute("SELECT COUNT(*) FROM realname_sessions")[0][0]
+    assert answer in text and count == 0
+    assert fake_baidu.api_calls == 0 and fake_baidu.token_fetches == 0
+
+
+def test_the_baidu_provider_checks_the_return_url_before_spending_a_verify_token(fake_baidu):
+    from core.providers.baidu import BaiduClient
+
+    provider = BaiduFaceprint(BaiduClient.from_config(fake_baidu.config()), "fake-plan", PassRule())
+    with pytest.raises(ValueError, match="absolute"):
+        provider.start("example.com/back/x")
+    assert fake_baidu.count(GENERATE) == 0
 
 
 def test_plan_id_is_required_and_named():

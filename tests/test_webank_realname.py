@@ -12,8 +12,10 @@ import requests
 
 import plugins.realname as realname
 from core.config import ConfigError
+from core.errors import TemporarilyUnavailable
 from plugins.realname.identity import IdentityProblem, check_digit, parse_identity, valid_id_number
-from plugins.realname.providers import WebankFaceId
+from plugins.realname.providers import Identity, WebankFaceId
+from tests.fakes.webank import FACE_ID_PATH
 from tests.harness import Harness
 
 ADMIN = 42
@@ -124,6 +126,40 @@ async def test_a_second_verify_asks_again_and_replaces_the_pending_one_only_once
         second = session_of(await bot.send(f"{NAME} {ID_NUMBER}"))
         assert (state(bot, first), state(bot, second)) == ("replaced", "pending")
     assert len(fake_webank.orders) == 2 and fake_webank.ticket_fetches("NONCE") == 2
+
+
+async def test_a_second_verify_whose_launch_webank_refuses_keeps_the_pending_one(fake_webank, monkeypatch):
+    async with harness(fake_webank) as bot:
+        first = session_of(await start(bot))
+        provider = realname._verifiers[bot.app.services].provider()
+
+        def refuse(*args, **kwargs):
+            raise TemporarilyUnavailable("getAdvFaceId: refused (test)")
+
+        monkeypatch.setattr(provider.client, "get_face_id", refuse)
+        assert Harness.text(await bot.send("/verify")).startswith(ASK)
+        text = Harness.text(await bot.send(f"{NAME} {ID_NUMBER}"))
+        count = bot.app.services.store.execute("SELECT COUNT(*) FROM realname_sessions")[0][0]
+        assert text == "The recognition service is temporarily unavailable. Please try again in a few minutes."
+        assert state(bot, first) == "pending" and count == 1
+
+
+async def test_the_webank_provider_checks_the_return_url_before_sending_the_identity(fake_webank):
+    async with harness(fake_webank) as bot:
+        provider = realname._verifiers[bot.app.services].provider()
+        with pytest.raises(ValueError, match="absolute"):
+            provider.start("example.com/back/x", Identity(NAME, ID_NUMBER))
+    assert fake_webank.count(FACE_ID_PATH) == 0 and fake_webank.api_calls() == 0
+
+
+async def test_on_the_console_verify_says_it_needs_telegram_before_asking_for_the_identity(fake_webank):
+    async with harness(fake_webank) as bot:
+        bot.transport.deep_link = lambda payload: f"/start {payload}"  # what the console transport builds
+        text = Harness.text(await bot.send("/verify"))
+        after = await bot.send(f"{NAME} {ID_NUMBER}")  # not taken as an answer: nothing was asked
+    assert "only works in Telegram" in text and ASK not in text
+    assert Harness.text(after).startswith("Send me a photo, or a command.")
+    assert fake_webank.api_calls() == 0
 
 
 async def test_status_check_button_and_verifystat(fake_webank):

@@ -1,9 +1,10 @@
 """Face match: ``/facematch`` compares the faces in two photos and answers with a 0–100 score.
 
 The user sends two photos in one album, or one photo and then the other (the first waits in the
-command's pending state, in memory, for at most ``pending_minutes``, and is dropped on ``/cancel``), as
-photos or as image files. The answer: the score, a verdict against ``threshold``, which engine answered,
-and a picture of the two compared faces side by side with the score under them.
+command's pending state, in memory, for at most ``pending_minutes``, and is dropped on ``/cancel``, also
+when the ``/cancel`` comes while the first photo is still being checked), as photos or as image files.
+The answer: the score, a verdict against ``threshold``, which engine answered, and a picture of the two
+compared faces side by side with the score under them.
 
 Engines (``engine``): ``local`` — dlib on this machine (see :mod:`plugins.facematch.engines`);
 ``baidu`` — Baidu face match V3; ``auto`` — Baidu when its keys are configured, else local. With Baidu
@@ -50,6 +51,10 @@ LOCAL_MAX_SIDE = 1920
 BAIDU_CONTROLS = ["NONE", "LOW", "NORMAL", "HIGH"]
 
 _engine = LocalFaceEngine()
+#: ``ctx.pending`` key while a first photo is being checked: an object only that invocation holds. The
+#: command stays pending meanwhile, so a ``/cancel`` (or another command) wipes ``ctx.pending``, and the
+#: check then knows the photo is no longer wanted.
+CHECKING = "checking_first"
 
 
 # ---------------------------------------------------------------------------------------------- hooks
@@ -216,10 +221,15 @@ async def facematch(ctx: Context) -> None:
         return
     if len(photos) >= 2:
         first = None  # a new album replaces a photo that was waiting
+        ctx.pending.pop(CHECKING, None)  # or one still being checked
         sides = []
         for index, photo in enumerate(photos[:2]):
             sides.append(await _read_side(ctx, photo, index, engine))
         a, b = sides
+    elif first is None and CHECKING in ctx.pending:  # sent while the first one is still being checked
+        ctx.expect_photo()
+        await ctx.reply(ctx.t("facematch.still_checking_first"))
+        return
     elif first is None:
         await _take_first(ctx, photos[0], engine)
         return
@@ -257,12 +267,24 @@ def _choose_engine(ctx: Context) -> LocalFaceEngine | BaiduFaceEngine:
 
 
 async def _take_first(ctx: Context, photo: Any, engine: LocalFaceEngine | BaiduFaceEngine) -> None:
-    """Check the first photo now (so a bad one is refused at once), keep it, and ask for the second."""
+    """Check the first photo now (so a bad one is refused at once), keep it, and ask for the second.
+
+    The command is pending while the photo is checked: a ``/cancel`` or another command meanwhile wipes
+    ``ctx.pending`` (and the router says "Cancelled"); the photo is then dropped and nothing more is said.
+    """
+    checking = ctx.pending[CHECKING] = object()
+    ctx.expect_photo()
     try:
         side = await _read_side(ctx, photo, 0, engine)
-    except UserFacingError:
+    except UserFacingError as err:
+        if not _still_wanted(ctx, checking):
+            log.info("facematch: user %s cancelled while the first photo was checked (%s)", ctx.user.id, err.detail)
+            return
         ctx.expect_photo()  # still waiting for a usable first photo
         raise
+    if not _still_wanted(ctx, checking):
+        log.info("facematch: user %s cancelled while the first photo was checked; it is dropped", ctx.user.id)
+        return
     if engine is _engine and side.scan is not None and side.scan.count == 0:
         ctx.expect_photo()
         await ctx.reply(ctx.t("facematch.no_face_first_retry"))
@@ -270,6 +292,15 @@ async def _take_first(ctx: Context, photo: Any, engine: LocalFaceEngine | BaiduF
     _keep_first(ctx, side)
     ctx.expect_photo()
     await ctx.reply(ctx.t("facematch.got_first", minutes=_fmt_minutes(ctx.services.config["pending_minutes"])))
+
+
+def _still_wanted(ctx: Context, checking: object) -> bool:
+    """Whether the check marked by ``checking`` is still wanted (no /cancel, no newer command or album);
+    ends the mark."""
+    if ctx.pending.get(CHECKING) is not checking:
+        return False
+    del ctx.pending[CHECKING]
+    return True
 
 
 def _keep_first(ctx: Context, side: Side) -> None:

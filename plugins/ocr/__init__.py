@@ -15,8 +15,10 @@ Chinese and English whatever the argument; naming another language only adds an 
 answer may be incomplete (accents for fr/de/es/pt/it, a script it cannot read for ja/ko/ru).
 
 Replies: the text; "no text found"; over 4096 characters a ``.txt`` file; an album gets one section per
-image ("Image 1", …); an unusable image gets its own clear message (per image in an album). Recognised
-text is never logged (it may be personal) and images are never written to disk.
+image ("Image 1", …); an unusable image gets its own clear message (per image in an album). A problem only
+the admin can fix (Baidu misconfigured or its quota used up) stops the album there: what was read so far is
+sent, then the error goes to the router, which tells the user and alerts the admins. Recognised text is
+never logged (it may be personal) and images are never written to disk.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any
 
 from core.chat import Command, Context, Document, Reply, Services
 from core.config import Field
-from core.errors import ProviderMisconfigured, UserFacingError
+from core.errors import ProviderMisconfigured, QuotaExhausted, UserFacingError
 from core.hookspecs import hookimpl
 from core.i18n import load_dir
 from plugins.ocr.engines import (
@@ -52,6 +54,9 @@ NAME = "ocr"
 MAX_MESSAGE = 4096
 #: ``/ocr boxes``: also send the photo with the recognised lines outlined.
 BOXES_ARGS = ("boxes", "box")
+#: Errors only an admin can fix: the rest of an album is not tried, and the error is left to the router
+#: (which tells the user and alerts the admins).
+STOP_ERRORS = (ProviderMisconfigured, QuotaExhausted)
 
 _warm_threads: list[threading.Thread] = []
 
@@ -199,10 +204,17 @@ async def handle(ctx: Context) -> None:
     pictures: list[Reply] = []
     album = len(ctx.photos) > 1
     lines = chars = failed = 0
+    stop: UserFacingError | None = None  # a STOP_ERRORS error: images from ``stopped_at`` on were not read
+    stopped_at = 0
     for number, photo in enumerate(ctx.photos, 1):
         head = [ctx.t("ocr.image_label", n=number) + ":"] if album else []
         try:
             page = await read_page(ctx, engine, await photo.read(), options.language, boxes)
+        except STOP_ERRORS as err:
+            stop, stopped_at = err, number  # the next images would fail the same way
+            if number > 1:
+                sections.append(ctx.t("ocr.stopped", n=number, total=len(ctx.photos)))
+            break
         except UserFacingError as err:
             failed += 1
             log.warning("/ocr image %d for user %s: %s: %s", number, ctx.user.id, type(err).__name__, err.detail)
@@ -217,7 +229,7 @@ async def handle(ctx: Context) -> None:
             caption = ctx.t("ocr.boxes_caption_n", n=number) if album else ctx.t("ocr.boxes_caption")
             pictures.append(Reply(caption, photo=page.annotated))
     log.info(
-        "/ocr for user %s: %d image(s), %d unreadable, %d lines, %d characters, engine %s, %.2f s",
+        "/ocr for user %s: %d image(s), %d unreadable, %d lines, %d characters, engine %s, %.2f s%s",
         ctx.user.id,
         len(ctx.photos),
         failed,
@@ -225,7 +237,10 @@ async def handle(ctx: Context) -> None:
         chars,
         engine.describe(),
         time.perf_counter() - started,
+        f"; stopped at image {stopped_at}: {type(stop).__name__}" if stop is not None else "",
     )
+    if stop is not None and not sections:
+        raise stop  # nothing was read: the router's answer is the whole answer
     text = "\n\n".join([*notes, *sections])
     if len(text) <= MAX_MESSAGE:
         await ctx.reply(text)
@@ -234,3 +249,5 @@ async def handle(ctx: Context) -> None:
         await ctx.reply(Reply(ctx.t("ocr.long_text", chars=len(text)), document=document))
     for picture in pictures:
         await ctx.reply(picture)
+    if stop is not None:
+        raise stop

@@ -35,6 +35,7 @@ import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from core.chat import Button, Command, Context, Reply, Services
 from core.config import ConfigError, Field
@@ -42,7 +43,7 @@ from core.errors import ProviderMisconfigured, UserFacingError
 from core.hookspecs import hookimpl
 from core.i18n import load_dir
 from plugins.realname.identity import IdentityProblem, parse_identity
-from plugins.realname.providers import Identity, RealnameProvider, Result, make_provider
+from plugins.realname.providers import Identity, RealnameProvider, Result, is_web_url, make_provider
 from plugins.realname.sessions import (
     EXPIRED,
     FAILED,
@@ -126,6 +127,11 @@ def aipbot_commands(config: dict[str, Any], services: Services) -> list[Command]
     """``/verify``, ``/forget`` and the admins' ``/verifystat``; creates the sessions table."""
     if config["provider"] == "baidu" and not config["plan_id"]:
         raise ConfigError("plugins.realname.plan_id", "is required")
+    for key, url in (("h5_base_url", config["h5_base_url"]), ("return_url", config["return_url"])):
+        if url and not secure_url(url.replace("{session}", new_id())):
+            raise ConfigError(
+                f"plugins.realname.{key}", "must be an absolute https URL (http only for 127.0.0.1 or localhost)"
+            )
     verifier = Verifier(config, services)
     _verifiers[services] = verifier
     return verifier.commands()
@@ -144,6 +150,15 @@ def aipbot_startup(services: Services) -> None:
     verifier = _verifiers.get(services)
     if verifier is not None:
         services.every(verifier.config["poll_seconds"], verifier.poll, name="realname-poll")
+
+
+# ---------------------------------------------------------------------------------------------- URLs
+def secure_url(url: str) -> bool:
+    """An absolute https URL (http only on this machine, for tests and local fakes)."""
+    parts = urlsplit(url)
+    if not parts.netloc:
+        return False
+    return parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost"))
 
 
 # ---------------------------------------------------------------------------------------------- masking
@@ -370,6 +385,12 @@ class Verifier:
             await self._begin_locked(ctx, fresh=fresh, identity=identity)
 
     async def _begin_locked(self, ctx: Context, *, fresh: bool, identity: Identity | None) -> None:
+        session_id = new_id()
+        return_url = self._return_url(session_id)
+        if not is_web_url(return_url):  # e.g. the console: its deep links are "/start …" lines, not web pages
+            log.info("realname: /verify from user %s on a transport the H5 page cannot return to", ctx.user.id)
+            await ctx.reply(ctx.t("realname.needs_telegram"))
+            return
         provider = self.provider()
         replace: Session | None = None
         pending: Session | None = await self._db(self.sessions.pending_of, ctx.user.id)
@@ -390,12 +411,8 @@ class Verifier:
         if provider.needs_identity and identity is None:
             await self._ask_identity(ctx, fresh=fresh)
             return
-        if replace is not None:
-            await self._db(self.sessions.close, replace.id, REPLACED, self.clock())
-            log.info("realname: user %s replaced verification %s", ctx.user.id, replace.id[:6])
-        session_id = new_id()
         async with ctx.progress():
-            launch = await ctx.run_blocking(provider.start, self._return_url(session_id), identity)
+            launch = await ctx.run_blocking(provider.start, return_url, identity)
         del identity  # the name and ID number are not needed any more
         now = self.clock()
         session = Session(
@@ -414,6 +431,9 @@ class Verifier:
         )
         await self._db(self.sessions.create, session)
         log.info("realname: user %s started verification %s", ctx.user.id, session_id[:6])
+        if replace is not None:  # only now: had the launch failed, the pending session would still be theirs
+            await self._db(self.sessions.close, replace.id, REPLACED, self.clock())
+            log.info("realname: user %s replaced verification %s", ctx.user.id, replace.id[:6])
         text = ctx.t(provider.started_key, minutes=int(launch.expires_in // 60))
         await ctx.reply(text, buttons=self._buttons(ctx, session_id, launch.url))
 

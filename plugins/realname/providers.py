@@ -173,7 +173,8 @@ class BaiduFaceprint(RealnameProvider):
         self.window = window
 
     def start(self, return_url: str, identity: Identity | None = None) -> Launch:
-        """A new verify_token and its H5 page."""
+        """A new verify_token and its H5 page (``return_url`` is checked first, so a bad one costs no token)."""
+        check_return_url(return_url)
         token = self.client.generate_verify_token(self.plan_id)
         if identity is not None:
             self.client.submit_idcard(token, identity.name, identity.id_number)
@@ -222,12 +223,22 @@ class BaiduFaceprint(RealnameProvider):
         )
 
 
+def is_web_url(url: str) -> bool:
+    """Whether ``url`` is an absolute http(s) URL: what the providers' pages can send a browser back to."""
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+def check_return_url(url: str, what: str = "return_url") -> None:
+    """``ValueError`` unless ``url`` is an absolute http(s) URL."""
+    if not is_web_url(url):
+        raise ValueError(f"{what} must be an absolute http(s) URL")
+
+
 def h5_url(base: str, verify_token: str, success_url: str, failed_url: str) -> str:
     """Baidu's H5 page URL on ``base`` (the format of ``BaiduClient.h5_url``, for an overridden base)."""
     for what, url in (("success_url", success_url), ("failed_url", failed_url)):
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"{what} must be an absolute http(s) URL")
+        check_return_url(url, what)
     query = urlencode({"token": verify_token, "successUrl": success_url, "failedUrl": failed_url}, quote_via=quote)
     return f"{base}{'&' if '?' in base else '?'}{query}"
 
@@ -258,6 +269,7 @@ class WebankFaceId(RealnameProvider):
 
         if identity is None:
             raise ValueError("WeBank needs the name and ID number before launch")
+        check_return_url(return_url)  # before getAdvFaceId sends the name and ID number anywhere
         order_no = new_order_no("tg")
         user_id = "u" + secrets.token_hex(15)
         face = self.client.get_face_id(order_no, identity.name, identity.id_number, user_id)
