@@ -3,6 +3,8 @@
 import importlib.util
 import os
 
+import pytest
+
 os.environ["NO_PROXY"] = "127.0.0.1,localhost"
 os.environ["no_proxy"] = "127.0.0.1,localhost"
 for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
@@ -14,3 +16,29 @@ pytest_plugins = [
     for name in ("tests.fakes.baidu", "tests.fakes.telegram", "tests.fakes.webank")
     if importlib.util.find_spec(name) is not None
 ]
+
+
+@pytest.fixture
+async def start_bot():
+    """``await start_bot(config, extra_plugins=None)`` runs the bot on the real python-telegram-bot stack
+    (``config``: a validated config dict, usually pointed at the ``fake_telegram`` server) and returns its
+    transport. Every bot started is stopped after the test; ``await start_bot.stop()`` stops them now
+    (to simulate a restart)."""
+    from core.app import App
+    from core.transports.telegram import TelegramTransport
+
+    running: list[TelegramTransport] = []
+
+    async def start(config: dict, extra_plugins: dict | None = None) -> TelegramTransport:
+        transport = TelegramTransport(App(config, extra_plugins))
+        await transport.start()
+        running.append(transport)
+        return transport
+
+    async def stop() -> None:
+        while running:
+            await running.pop().stop()
+
+    start.stop = stop  # type: ignore[attr-defined]
+    yield start
+    await stop()

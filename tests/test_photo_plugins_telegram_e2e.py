@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from core.app import App
 from core.config import validate
 from core.transports.telegram import TelegramTransport
 from tests.harness import merge
@@ -21,9 +20,8 @@ def read(name: str) -> bytes:
 
 
 @pytest.fixture
-async def bot(fake_telegram, fake_baidu):
-    """Start the bot with Baidu configured on the fake; ``await bot(plugins={...})`` returns the transport."""
-    started: list[TelegramTransport] = []
+def bot(fake_telegram, fake_baidu, start_bot):
+    """``await bot(plugins={...})`` starts the bot on the fake Bot API with Baidu configured on the fake."""
 
     async def start(**overrides) -> TelegramTransport:
         config = {
@@ -37,14 +35,9 @@ async def bot(fake_telegram, fake_baidu):
             "storage": {"path": ":memory:"},
             **fake_baidu.config(),
         }
-        transport = TelegramTransport(App(validate(merge(config, overrides))))
-        await transport.start()
-        started.append(transport)
-        return transport
+        return await start_bot(validate(merge(config, overrides)))
 
-    yield start
-    for transport in started:
-        await transport.stop()
+    return start
 
 
 async def test_ocr_photo_goes_through_baidu_and_the_user_gets_baidus_text(bot, fake_telegram, fake_baidu):

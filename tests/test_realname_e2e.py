@@ -17,7 +17,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from core.app import App
 from core.config import validate
 from core.transports.telegram import TelegramTransport
 from tests.harness import merge
@@ -56,23 +55,14 @@ def db(tmp_path) -> Path:
 
 
 @pytest.fixture
-async def bot(fake_telegram, fake_baidu, db):
+def bot(fake_telegram, fake_baidu, db, start_bot):
     """``await bot(**realname_config)`` starts a bot on the fake servers; ``await bot.stop()`` stops it."""
-    running: list[TelegramTransport] = []
 
     async def start(**plugin) -> TelegramTransport:
-        transport = TelegramTransport(App(config(fake_telegram, fake_baidu, db, **plugin)))
-        await transport.start()
-        running.append(transport)
-        return transport
+        return await start_bot(config(fake_telegram, fake_baidu, db, **plugin))
 
-    async def stop() -> None:
-        while running:
-            await running.pop().stop()
-
-    start.stop = stop  # type: ignore[attr-defined]
-    yield start
-    await stop()
+    start.stop = start_bot.stop  # type: ignore[attr-defined]
+    return start
 
 
 class Link:

@@ -7,7 +7,6 @@ import logging
 import pytest
 from PIL import Image
 
-from core.app import App
 from core.config import validate
 from core.transports.telegram import TelegramTransport, split_text
 from tests import probe_plugin
@@ -39,20 +38,13 @@ def telegram_config(fake, **overrides) -> dict:
 
 
 @pytest.fixture
-async def running(fake_telegram):
-    """Start the bot on the fake; ``await running(**config_overrides)`` returns the transport."""
-    transports: list[TelegramTransport] = []
+def running(fake_telegram, start_bot):
+    """``await running(**config_overrides)`` starts the bot (with the probe plugin) on the fake Bot API."""
 
     async def start(**overrides) -> TelegramTransport:
-        app = App(telegram_config(fake_telegram, **overrides), {"probe": probe_plugin})
-        transport = TelegramTransport(app)
-        await transport.start()
-        transports.append(transport)
-        return transport
+        return await start_bot(telegram_config(fake_telegram, **overrides), {"probe": probe_plugin})
 
-    yield start
-    for transport in transports:
-        await transport.stop()
+    return start
 
 
 async def test_start_up_registers_the_command_menu_in_english_and_chinese(fake_telegram, running):
