@@ -18,7 +18,7 @@ What every call does:
    faceprint paths) and then:
 
    - 100/110/111 (token invalid or expired): invalidates that token, fetches a new one, retries once;
-   - 1, 2, 4, 18, 282000, 216630, 216634, 222201, 222205, 222206, 2229xx, 283400, 283512 and a
+   - 1, 2, 4, 18, 216630, 216634, 222201, 222205, 222206, 2229xx, 283400, 283512 (282000: once) and a
      non-JSON answer: retried ``http.retries`` times with backoff (``http.backoff``, doubling);
    - anything else, or when retries run out: raises a typed :class:`BaiduError` (17 and 19 are never
      retried).
@@ -73,6 +73,8 @@ MAX_FACE_BASE64 = 2 * 1024 * 1024
 
 TOKEN_CODES = frozenset({100, 110, 111})
 RETRY_CODES = frozenset({1, 2, 4, 18, 282000, 216630, 216634, 222201, 222205, 222206, 283400, 283512})
+#: retried once only (PROVIDERS.md: 282000 is "too much text" on high-accuracy OCR more often than a glitch)
+RETRY_ONCE_CODES = frozenset({282000})
 BAD_IMAGE_KEYS = {
     216200: "error.bad_image",
     216201: "error.image_format",
@@ -513,7 +515,8 @@ class BaiduClient:
                 self.tokens.invalidate(self.token_key, token)
                 log.info("Baidu %s: token rejected (error %s), fetching a new one and retrying once", what, code)
                 continue
-            if (body is None or _retryable(code)) and attempt < retries:
+            limit = min(retries, 1) if code in RETRY_ONCE_CODES else retries
+            if (body is None or _retryable(code)) and attempt < limit:
                 attempt += 1
                 delay = self.http.backoff_delay(attempt)
                 log.warning(
