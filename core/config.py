@@ -227,7 +227,9 @@ _LOOPBACK = re.compile(r"^http://(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?(/
 def check_secure_url(value: str, path: str) -> None:
     """:class:`ConfigError` unless ``value`` is an absolute https URL (or http to this machine)."""
     if not (value.startswith("https://") and len(value) > len("https://")) and not _LOOPBACK.match(value):
-        raise ConfigError(path, f"must be an https:// URL (plain http only to 127.0.0.1 or localhost; got {value!r})")
+        raise ConfigError(
+            path, f"must be an absolute https URL (plain http only to 127.0.0.1 or localhost; got {value!r})"
+        )
 
 
 def validate(raw: Any) -> dict[str, Any]:

@@ -47,9 +47,12 @@ def test_an_unset_variable_is_named_in_the_error(monkeypatch):
         ({"telegram": "x"}, "telegram: must be a mapping (got 'x')"),
         (
             {"providers": {"baidu": {"endpoint": "http://aip.baidubce.com"}}},
-            "providers.baidu.endpoint: must be an https:// URL (plain http only to 127.0.0.1 or localhost",
+            "providers.baidu.endpoint: must be an absolute https URL (plain http only to 127.0.0.1 or localhost",
         ),
-        ({"providers": {"webank": {"endpoint": "kyc1.qcloud.com"}}}, "providers.webank.endpoint: must be an https://"),
+        (
+            {"providers": {"webank": {"endpoint": "kyc1.qcloud.com"}}},
+            "providers.webank.endpoint: must be an absolute https URL",
+        ),
     ],
 )
 def test_validation_errors_name_the_key_and_the_problem(raw, message):

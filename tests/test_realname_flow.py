@@ -15,7 +15,7 @@ import plugins.realname as realname
 from core.app import App
 from core.config import ConfigError, validate
 from core.errors import TemporarilyUnavailable
-from plugins.realname.providers import BaiduFaceprint, PassRule, Result, h5_url
+from plugins.realname.providers import BaiduFaceprint, PassRule, Result
 from plugins.realname.sessions import Session, SessionStore, looks_like_id, new_id
 from tests.harness import Harness, merge
 
@@ -325,14 +325,17 @@ def test_the_baidu_provider_has_no_result_while_pending_then_a_judged_one(fake_b
 
 
 def test_an_overridden_h5_base_url_is_used_with_the_same_query():
-    url = h5_url(
-        "https://h5-faceverify-plus.baidu.com/face/print/", "vt1", "https://t.me/b?start=verify-x", "https://x"
+    from core.providers.baidu import BaiduClient
+
+    client = BaiduClient("h5-test-api-key", "h5-test-secret-key")  # builds URLs only: no request is made
+    url = client.h5_url(
+        "vt1", "https://t.me/b?start=verify-x", "https://x", base="https://h5-faceverify-plus.baidu.com/face/print/"
     )
     query = parse_qs(urlsplit(url).query)
     assert url.startswith("https://h5-faceverify-plus.baidu.com/face/print/?token=vt1&")
     assert query == {"token": ["vt1"], "successUrl": ["https://t.me/b?start=verify-x"], "failedUrl": ["https://x"]}
     with pytest.raises(ValueError):
-        h5_url("https://h5.example/", "vt1", "t.me/relative", "https://x")
+        client.h5_url("vt1", "t.me/relative", "https://x", base="https://h5.example/")
 
 
 async def test_the_return_url_can_be_configured(fake_baidu):

@@ -430,15 +430,18 @@ class BaiduClient:
         """``result/stat``: per-step request counts by error code, as Baidu returns them."""
         return self._faceprint("result/stat", {"verify_token": verify_token}) or {}
 
-    def h5_url(self, verify_token: str, success_url: str, failed_url: str) -> str:
-        """The page the user opens on a phone; ``success_url``/``failed_url`` must be absolute http(s) URLs."""
+    def h5_url(self, verify_token: str, success_url: str, failed_url: str, *, base: str | None = None) -> str:
+        """The page the user opens on a phone; ``success_url``/``failed_url`` must be absolute http(s) URLs.
+
+        ``base``: another H5 page host (some plans use one) instead of the client's ``h5_base_url``.
+        """
         for name, url in (("success_url", success_url), ("failed_url", failed_url)):
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ValueError(f"{name} must be an absolute http(s) URL")
         query = urlencode({"token": verify_token, "successUrl": success_url, "failedUrl": failed_url}, quote_via=quote)
-        separator = "&" if "?" in self.h5_base_url else "?"
-        return f"{self.h5_base_url}{separator}{query}"
+        base = base or self.h5_base_url
+        return f"{base}{'&' if '?' in base else '?'}{query}"
 
     # -- internals ------------------------------------------------------------------------------------
 

@@ -35,10 +35,9 @@ import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from core.chat import Button, Command, Context, Reply, Services
-from core.config import ConfigError, Field
+from core.config import ConfigError, Field, check_secure_url
 from core.errors import ProviderMisconfigured, UserFacingError
 from core.hookspecs import hookimpl
 from core.i18n import load_dir
@@ -127,11 +126,9 @@ def aipbot_commands(config: dict[str, Any], services: Services) -> list[Command]
     """``/verify``, ``/forget`` and the admins' ``/verifystat``; creates the sessions table."""
     if config["provider"] == "baidu" and not config["plan_id"]:
         raise ConfigError("plugins.realname.plan_id", "is required")
-    for key, url in (("h5_base_url", config["h5_base_url"]), ("return_url", config["return_url"])):
-        if url and not secure_url(url.replace("{session}", new_id())):
-            raise ConfigError(
-                f"plugins.realname.{key}", "must be an absolute https URL (http only for 127.0.0.1 or localhost)"
-            )
+    for key in ("h5_base_url", "return_url"):
+        if config[key]:
+            check_secure_url(config[key], f"plugins.realname.{key}")
     verifier = Verifier(config, services)
     _verifiers[services] = verifier
     return verifier.commands()
@@ -153,14 +150,6 @@ def aipbot_startup(services: Services) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- URLs
-def secure_url(url: str) -> bool:
-    """An absolute https URL (http only on this machine, for tests and local fakes)."""
-    parts = urlsplit(url)
-    if not parts.netloc:
-        return False
-    return parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost"))
-
-
 # ---------------------------------------------------------------------------------------------- masking
 def mask_name(name: str) -> str:
     """The first character and a star for each other one (at least one): ``柴*``, ``张**``."""

@@ -30,7 +30,7 @@ import logging
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import urlsplit
 
 from core.errors import (
     ProviderError,
@@ -182,9 +182,7 @@ class BaiduFaceprint(RealnameProvider):
 
     def link(self, reference: str, return_url: str) -> str:
         """The H5 page of ``reference`` (a verify_token stays usable for its whole window)."""
-        if not self.h5_base_url:
-            return str(self.client.h5_url(reference, return_url, return_url))
-        return h5_url(self.h5_base_url, reference, return_url, return_url)
+        return str(self.client.h5_url(reference, return_url, return_url, base=self.h5_base_url or None))
 
     def result(self, reference: str) -> Result | None:
         """``result/detail`` judged by the rule; None while Baidu has no result."""
@@ -233,14 +231,6 @@ def check_return_url(url: str, what: str = "return_url") -> None:
     """``ValueError`` unless ``url`` is an absolute http(s) URL."""
     if not is_web_url(url):
         raise ValueError(f"{what} must be an absolute http(s) URL")
-
-
-def h5_url(base: str, verify_token: str, success_url: str, failed_url: str) -> str:
-    """Baidu's H5 page URL on ``base`` (the format of ``BaiduClient.h5_url``, for an overridden base)."""
-    for what, url in (("success_url", success_url), ("failed_url", failed_url)):
-        check_return_url(url, what)
-    query = urlencode({"token": verify_token, "successUrl": success_url, "failedUrl": failed_url}, quote_via=quote)
-    return f"{base}{'&' if '?' in base else '?'}{query}"
 
 
 class WebankFaceId(RealnameProvider):
