@@ -37,6 +37,9 @@ from core.errors import BadImage
 
 log = logging.getLogger(__name__)
 
+#: File-name suffixes of images, for transports deciding whether a file looks like an image. The bytes decide
+#: in the end (:func:`prepare`); a name only spares a download of what is plainly not one.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".heic", ".heif")
 #: Input formats we decode (Pillow's names). Anything else Pillow knows is refused as ``error.image_format``.
 ACCEPTED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")  # JPEG includes MPO (multi-picture JPEG)
 #: Largest decoded size in pixels; above it the image is refused before decoding (Pillow warns at ~89 M).

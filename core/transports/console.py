@@ -20,9 +20,8 @@ from typing import TextIO
 
 from core.app import App
 from core.chat import Button, Chat, Photo, Reply, User
+from core.images import IMAGE_SUFFIXES
 from core.router import Incoming
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".heic"}
 
 
 def _describe_image(data: bytes) -> str:

@@ -32,12 +32,12 @@ from telegram.helpers import create_deep_linked_url
 from core.app import App
 from core.chat import Button, Chat, Photo, Reply, User
 from core.i18n import resolve_language
+from core.images import IMAGE_SUFFIXES
 from core.router import Incoming
 
 log = logging.getLogger(__name__)
 
 MAX_SPLIT = 3  # a longer text is sent as a .txt file
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".heic", ".heif")
 
 
 def split_text(text: str, limit: int = MessageLimit.MAX_TEXT_LENGTH) -> list[str]:
