@@ -12,11 +12,15 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from core.chat import Reply, Transport
+from core.chat import Command, Reply, Transport
+from core.codec import Codec
 from core.config import ConfigError
+from core.conversation import Conversations
+from core.defaults import NAME as DEFAULT_PLUGIN
 from core.i18n import Catalogue, core_catalogue
 from core.plugins import PluginManager
 from core.router import Router
+from core.state import State, open_state
 from core.store import Store
 
 log = logging.getLogger(__name__)
@@ -32,13 +36,20 @@ PROVIDERS = {
 class BotServices:
     """The shared services plugins reach through ``ctx.services`` (see ``core.chat.Services``)."""
 
-    def __init__(self, config: dict[str, Any], catalogue: Catalogue, store: Store) -> None:
+    def __init__(self, config: dict[str, Any], catalogue: Catalogue, store: Store, state: State) -> None:
         self.config = config
         self.catalogue = catalogue
         self.store = store
+        self.state = state
+        self.conversations = Conversations(state, lambda: config["pending_minutes"])
+        self.codec = Codec.for_token(config["telegram"]["token"])
+        self.commands: list[Command] = []
+        self.plugin_status: Callable[[], dict[str, str]] = dict
         self.transport: Transport | None = None
         self.io_pool = ThreadPoolExecutor(config["workers"]["io"], thread_name_prefix="aipbot-io")
         self.cpu_pool = ThreadPoolExecutor(config["workers"]["cpu"], thread_name_prefix="aipbot-cpu")
+        # one thread: the store serialises its calls anyway, and they never queue behind provider calls
+        self.db_pool = ThreadPoolExecutor(1, thread_name_prefix="aipbot-db")
         self._jobs: list[asyncio.Task[None]] = []
         self._providers: dict[str, Any] = {}
         self._providers_lock = threading.Lock()
@@ -51,6 +62,10 @@ class BotServices:
     async def run_cpu(self, fn: Callable[..., T], *args: Any) -> T:
         """Run CPU-heavy work in the engine pool (``workers.cpu`` threads)."""
         return await asyncio.get_running_loop().run_in_executor(self.cpu_pool, functools.partial(fn, *args))
+
+    async def run_db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a database call in the database's own thread."""
+        return await asyncio.get_running_loop().run_in_executor(self.db_pool, functools.partial(fn, *args))
 
     async def send(self, chat_id: int, reply: Reply) -> int | None:
         """Send a message outside a command (background jobs)."""
@@ -74,10 +89,11 @@ class BotServices:
 
         self._jobs.append(asyncio.get_running_loop().create_task(loop(), name=f"aipbot-{name}"))
 
-    def deep_link(self, command: str, payload: str) -> str:
+    def deep_link(self, command: str, payload: str, *, signed: bool = False) -> str:
+        """The transport's link that comes back to ``command``'s ``on_deep_link`` with ``payload``."""
         if self.transport is None:
             raise RuntimeError("no transport is running")
-        return self.transport.deep_link(f"{command}-{payload}")
+        return self.transport.deep_link(self.codec.deep_link(command, payload, signed=signed))
 
     @property
     def tokens(self) -> Any:
@@ -109,13 +125,15 @@ class BotServices:
                 client.close()
         self.io_pool.shutdown(wait=False, cancel_futures=True)
         self.cpu_pool.shutdown(wait=False, cancel_futures=True)
+        self.db_pool.shutdown(wait=True, cancel_futures=True)
         self.store.close()
+        self.state.close()
 
 
-def _open_store(path: str) -> Store:
-    """The database, or a :class:`ConfigError` naming ``storage.path`` when it cannot be opened."""
+def _open_store(path: str) -> tuple[Store, State]:
+    """The database and the state store, or a :class:`ConfigError` naming ``storage.path``."""
     try:
-        return Store(path)
+        return Store(path), open_state(path)
     except (OSError, sqlite3.Error) as err:
         raise ConfigError("storage.path", f"cannot open the database {path!r} ({err})") from None
 
@@ -130,8 +148,10 @@ class App:
         self.catalogue.add(core_catalogue().messages())
         for messages in self.plugins.messages():
             self.catalogue.add(messages)
-        self.services = BotServices(config, self.catalogue, _open_store(config["storage"]["path"]))
-        self.commands = self.plugins.commands(self.services)
+        self.services = BotServices(config, self.catalogue, *_open_store(config["storage"]["path"]))
+        self.services.commands = self.plugins.commands(self.services)
+        self.services.plugin_status = lambda: self.plugins.status(self.services)
+        self.commands = [c for c in self.services.commands if c.plugin != DEFAULT_PLUGIN]  # the plugins' own
         names = {c.name for c in self.commands}
         for name in config["access"]["daily_quota"]:
             if name not in names:
@@ -144,7 +164,7 @@ class App:
                 "default_photo_command",
                 f"no enabled photo command /{default} (enabled: {', '.join(photo_commands) or 'none'})",
             )
-        self.router = Router(self.services, self.commands, status=lambda: self.plugins.status(self.services))
+        self.router = Router(self.services, self.services.commands)
         self._started = False
 
     def start(self, transport: Transport) -> None:

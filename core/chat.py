@@ -43,12 +43,19 @@ class Chat:
 
 
 class Photo:
-    """An image the user sent (a photo, or an image sent as a file). Its bytes load on first ``read``."""
+    """An image the user sent (a photo, or an image or PDF sent as a file). Its bytes load on first ``read``.
+
+    ``ref`` is the transport's reference to it (Telegram's ``file_id``, a console file path), from which the
+    transport can load it again later (see :mod:`core.conversation`); None for bytes with no source.
+    """
+
+    META = ("file_name", "mime_type", "size", "width", "height", "as_document")
 
     def __init__(
         self,
-        loader: Callable[[], Awaitable[bytes]],
+        loader: Callable[[], Awaitable[bytes]] | None,
         *,
+        ref: str | None = None,
         file_name: str | None = None,
         mime_type: str | None = None,
         size: int | None = None,
@@ -58,25 +65,40 @@ class Photo:
     ) -> None:
         self._loader = loader
         self._data: bytes | None = None
+        self.ref = ref
         self.file_name = file_name
         self.mime_type = mime_type
         self.size = size
         self.width = width
         self.height = height
         self.as_document = as_document
+        self.wiped = False
 
     async def read(self) -> bytes:
         """The image bytes (downloaded once, kept in memory only, never written to disk)."""
         if self._data is None:
+            if self._loader is None:
+                from core.errors import BadImage
+
+                raise BadImage("the photo was wiped", key="router.photo_expired")
             self._data = await self._loader()
         return self._data
 
+    def meta(self) -> dict[str, Any]:
+        """What the transport said about the photo (no bytes): name, type, size, dimensions."""
+        return {name: getattr(self, name) for name in self.META}
+
+    def wipe(self) -> None:
+        """Drop the bytes (and the means to fetch them again): the photo is no longer wanted."""
+        self._data = None
+        self._loader = None
+        self.wiped = True
+
     @classmethod
     def from_bytes(cls, data: bytes, **kwargs: Any) -> Photo:
-        async def load() -> bytes:
-            return data
-
-        return cls(load, size=len(data), **kwargs)
+        photo = cls(None, size=len(data), **kwargs)
+        photo._data = data
+        return photo
 
     def __repr__(self) -> str:  # never the bytes
         return f"Photo(file_name={self.file_name!r}, size={self.size}, {self.width}x{self.height})"
@@ -134,6 +156,11 @@ class Command:
     - ``max_photos``: how many photos one invocation takes (an album is cut to this many).
     - ``on_callback``: ``async def f(ctx, data)`` for presses of buttons made with ``ctx.button``.
     - ``on_deep_link``: ``async def f(ctx, payload)`` for ``/start`` links made with ``ctx.deep_link``.
+    - ``ends_conversation``: running it ends the user's conversation in progress (the built-in ``/help``
+      and ``/start`` do not, so a user can look something up and then send the awaited photo).
+    - ``signed``: the command's button data and deep links carry a MAC, so ``on_callback`` and
+      ``on_deep_link`` only ever see data the bot issued (see :mod:`core.codec`); leave it off for links
+      meant to be typed or shared.
     - ``plugin``: filled in by the plugin manager.
     """
 
@@ -145,6 +172,8 @@ class Command:
     max_photos: int = 1
     on_callback: PayloadHandler | None = None
     on_deep_link: PayloadHandler | None = None
+    ends_conversation: bool = True
+    signed: bool = False
     plugin: str = ""
 
 
@@ -167,7 +196,12 @@ class Services(Protocol):
 
     config: dict[str, Any]
     catalogue: Catalogue
-    store: Any  # core.store.Store
+    store: Any  # core.store.Store: durable records (quotas, verification sessions)
+    state: Any  # core.state.State: what the bot remembers between messages (expiring JSON values)
+    conversations: Any  # core.conversation.Conversations
+    codec: Any  # core.codec.Codec: callback data and deep-link payloads
+
+    async def run_db(self, fn: Callable[..., T], *args: Any) -> T: ...
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T: ...
 
@@ -179,11 +213,18 @@ class Services(Protocol):
 
     def every(self, seconds: float, job: Callable[[], Awaitable[None]], *, name: str = "job") -> None: ...
 
-    def deep_link(self, command: str, payload: str) -> str: ...
+    def deep_link(self, command: str, payload: str, *, signed: bool = False) -> str: ...
 
 
 class Context:
-    """One invocation of a command (or of a button press or deep link) as a plugin sees it."""
+    """One invocation of a command (or of a button press or deep link) as a plugin sees it.
+
+    A command that needs more than one message from the user keeps a *conversation*: it calls
+    :meth:`expect_photo` or :meth:`expect_text` (optionally naming a ``step`` and keeping photos), and the
+    user's next photo or text comes back to the same handler with :attr:`step`, :attr:`data` and
+    :attr:`kept` as it left them. Conversations live in the state store (they survive a restart with the
+    SQLite store) and end on ``/cancel``, on another command, or after ``pending_minutes``.
+    """
 
     def __init__(
         self,
@@ -197,9 +238,12 @@ class Context:
         text: str = "",
         photos: list[Photo] | None = None,
         message_id: int | None = None,
-        keep_pending: Callable[[bool], None] | None = None,
-        pending: dict[str, Any] | None = None,
+        conversation: Any = None,
+        kept: list[Photo] | None = None,
+        interrupted: bool = False,
     ) -> None:
+        from core.conversation import Conversation
+
         self.services = services
         self.transport = transport
         self.user = user
@@ -209,10 +253,11 @@ class Context:
         self.text = text
         self.photos = list(photos or [])
         self.message_id = message_id
-        self._keep_pending = keep_pending
-        self.pending: dict[str, Any] = pending if pending is not None else {}
-        """Scratch state of a pending command (e.g. the first photo of a pair): it lives while the command
-        stays pending (see :meth:`expect_photo`) and is dropped on ``/cancel`` or expiry. Memory only."""
+        self.kept: list[Photo] = list(kept or [])
+        """Photos an earlier step of this conversation kept (``expect_photo(keep=...)``)."""
+        self.interrupted = interrupted
+        """Whether this command ended another conversation in progress (``/cancel`` says so)."""
+        self._conversation: Conversation = conversation or Conversation(command.name, "")
 
     @property
     def lang(self) -> str:
@@ -222,6 +267,16 @@ class Context:
     def config(self) -> dict[str, Any]:
         """This plugin's validated section of config.yaml."""
         return self.services.config["plugins"].get(self.command.plugin, {})
+
+    @property
+    def step(self) -> str | None:
+        """The step this message continues (what the last ``expect_*`` named); None for a new command."""
+        return self._conversation.step
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The conversation's data: plain JSON values, saved by ``expect_*`` and given back at the next step."""
+        return self._conversation.data
 
     def t(self, key: str, **params: Any) -> str:
         """The catalogue text for ``key`` in the user's language."""
@@ -275,28 +330,49 @@ class Context:
             await asyncio.gather(task, return_exceptions=True)
 
     def button(self, text: str, data: str) -> Button:
-        """A button whose press calls this command's ``on_callback(ctx, data)`` (data ≤ 40 bytes)."""
-        return Button(text, callback_data=f"{self.command.name}:{data}")
+        """A button whose press calls this command's ``on_callback(ctx, data)``.
+
+        ``data`` plus the command name fits in 63 bytes (54 with ``Command.signed``).
+        """
+        return Button(
+            text, callback_data=self.services.codec.callback(self.command.name, data, signed=self.command.signed)
+        )
 
     def deep_link(self, payload: str) -> str:
         """A link that opens a private chat with the bot and calls ``on_deep_link(ctx, payload)``.
 
-        ``payload``: ``[A-Za-z0-9_-]``, at most 40 characters.
+        ``payload``: ``[A-Za-z0-9_-]``; with the command name it fits in 63 characters (54 with
+        ``Command.signed``).
         """
-        return self.services.deep_link(self.command.name, payload)
+        return self.services.deep_link(self.command.name, payload, signed=self.command.signed)
 
-    def expect_photo(self) -> None:
-        """Keep this command pending: the user's next photo in this chat comes back to it, with
-        :attr:`pending` as this call left it (until ``/cancel`` or ``pending_minutes`` pass)."""
-        if self._keep_pending:
-            self._keep_pending(False)
+    # ------------------------------------------------------------------ conversations
+    async def expect_photo(self, step: str | None = None, *, keep: list[Photo] | None = None) -> None:
+        """The user's next photo (or album) in this chat comes back to this handler, with :attr:`step` set
+        to ``step``, :attr:`data` as it is now and :attr:`kept` holding ``keep`` (by reference: nothing of a
+        photo is stored)."""
+        await self._expect("photo", step, keep or [])
 
-    def expect_text(self) -> None:
-        """Keep this command pending for the user's next plain text message in this chat (e.g. an answer
-        to a question): it comes back to the handler as :attr:`text`, with :attr:`message_id` set so the
-        plugin can delete it, and :attr:`pending` as this call left it. A command still ends the wait."""
-        if self._keep_pending:
-            self._keep_pending(True)
+    async def expect_text(self, step: str | None = None) -> None:
+        """The user's next plain text message in this chat comes back to this handler as :attr:`text`, with
+        :attr:`message_id` set so the plugin can delete it. A command still ends the wait."""
+        await self._expect("text", step, [])
+
+    async def _expect(self, wants: str, step: str | None, keep: list[Photo]) -> None:
+        conversation = self._conversation
+        conversation.command, conversation.wants, conversation.step = self.command.name, wants, step
+        conversation.args, conversation.counted = list(self.args), True
+        await self.services.conversations.save(self.chat.id, self.user.id, conversation, keep)
+
+    async def still_current(self) -> bool:
+        """Whether the conversation this invocation keeps is still the user's (no ``/cancel``, no newer
+        command or album meanwhile): check it after slow work, before answering."""
+        return await self.services.conversations.is_current(self.chat.id, self.user.id, self._conversation.id)
+
+    async def finish(self) -> None:
+        """End this conversation now (it also ends when the handler returns without ``expect_*``)."""
+        if await self.still_current():
+            await self.services.conversations.drop(self.chat.id, self.user.id)
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking I/O (a provider call) in the I/O worker pool."""
@@ -305,3 +381,7 @@ class Context:
     async def run_cpu(self, fn: Callable[..., T], *args: Any) -> T:
         """Run CPU-heavy work (a local engine) in the engine worker pool."""
         return await self.services.run_cpu(fn, *args)
+
+    async def run_db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a database call (``services.store``) in the database's own thread: never behind provider calls."""
+        return await self.services.run_db(fn, *args)

@@ -1,6 +1,8 @@
 """The plugin contract: aipbot's pluggy hook specifications.
 
-A plugin is a module (or object) with functions marked ``@hookimpl`` whose names are the hooks below.
+A plugin is an object (recommended: a class whose methods are marked ``@hookimpl``; a module named as a
+plugin may define it as ``Plugin``, and one instance is made per bot) or a module with functions marked
+``@hookimpl``, whose names are the hooks below.
 Built-in plugins live in ``plugins/<name>/``; third-party plugins are registered by the entry-point
 group ``aipbot`` (``name = "package.module"``). Both load the same way, and only when
 ``plugins.<name>.enabled`` is true in config.yaml: a disabled plugin is never imported.
@@ -59,8 +61,8 @@ def aipbot_status(config: dict[str, Any], services: Services) -> str:
 
 
 @hookspec
-def aipbot_startup(services: Services) -> None:
-    """Called once when the bot starts, before the first update.
+def aipbot_startup(config: dict[str, Any], services: Services) -> None:
+    """Called once when the bot starts, before the first update, with this plugin's config section.
 
     Open clients, start warming engines *in the background* (``services.run_cpu`` or a thread: start-up
     must not wait for a model), schedule periodic jobs. Must return quickly.
@@ -68,5 +70,8 @@ def aipbot_startup(services: Services) -> None:
 
 
 @hookspec
-def aipbot_shutdown(services: Services) -> None:
-    """Called once when the bot stops: release what ``aipbot_startup`` acquired."""
+def aipbot_shutdown(config: dict[str, Any], services: Services) -> None:
+    """Called once when the bot stops: release what ``aipbot_startup`` acquired (engines, clients, threads).
+
+    A plugin object keeps what it acquired on ``self``, so two bots in one process never share it.
+    """

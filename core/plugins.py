@@ -21,12 +21,13 @@ import pluggy
 from core import hookspecs
 from core.chat import Command, Services
 from core.config import ConfigError, check_section
+from core.defaults import NAME as DEFAULT_PLUGIN
+from core.defaults import DefaultPlugin
 
 log = logging.getLogger(__name__)
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "plugins"
 ENTRY_POINT_GROUP = hookspecs.PROJECT
-RESERVED_COMMANDS = {"start", "help", "cancel", "plugins"}
 _COMMAND_NAME = re.compile(r"^[a-z0-9_]{1,32}$")
 
 
@@ -44,6 +45,13 @@ def builtin_plugins() -> dict[str, str]:
 def entry_point_plugins() -> dict[str, importlib.metadata.EntryPoint]:
     """Third-party plugin name → entry point (group ``aipbot``; nothing imported)."""
     return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def instantiate(module: Any) -> Any:
+    """What pluggy registers for a plugin module: an instance of its ``Plugin`` class when it has one (so
+    each bot gets its own engines, clients and state), else the module itself (hooks as functions)."""
+    factory = getattr(module, "Plugin", None)
+    return factory() if isinstance(factory, type) else module
 
 
 def enabled_names(config: dict[str, Any]) -> list[str]:
@@ -70,12 +78,15 @@ class PluginManager:
         for name in known:
             if name not in self.enabled:
                 self.pm.set_blocked(name)
+        self.pm.register(DefaultPlugin(), name=DEFAULT_PLUGIN)
         for name in self.enabled:
             if name in extra:
-                self.pm.register(extra[name], name=name)
+                self.pm.register(instantiate(extra[name]), name=name)
             elif name in builtins:
-                self.pm.register(importlib.import_module(builtins[name]), name=name)
-        self.pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+                self.pm.register(instantiate(importlib.import_module(builtins[name])), name=name)
+        for name, entry_point in third_party.items():
+            if name in self.enabled and not self.pm.has_plugin(name):
+                self.pm.register(instantiate(entry_point.load()), name=name)
         self.pm.check_pending()
         self._validate_sections()
 
@@ -103,12 +114,12 @@ class PluginManager:
         """All plugin commands, each tagged with its plugin; clashes and bad names stop start-up."""
         out: dict[str, Command] = {}
         for plugin, impl in self._impls("aipbot_commands"):
-            for command in self._call(impl, config=self.config["plugins"][plugin], services=services) or []:
+            for command in self._call(impl, config=self.config["plugins"].get(plugin, {}), services=services) or []:
                 command.plugin = plugin
                 where = f"plugins.{plugin}"
                 if not _COMMAND_NAME.match(command.name):
                     raise ConfigError(where, f"command name {command.name!r} must match [a-z0-9_]{{1,32}}")
-                if command.name in RESERVED_COMMANDS:
+                if command.name in out and out[command.name].plugin == DEFAULT_PLUGIN:
                     raise ConfigError(where, f"command /{command.name} is built in")
                 if command.name in out:
                     raise ConfigError(where, f"command /{command.name} is also offered by {out[command.name].plugin}")
@@ -123,7 +134,14 @@ class PluginManager:
         return lines
 
     def startup(self, services: Services) -> None:
-        self.pm.hook.aipbot_startup(services=services)
+        """Every plugin's ``aipbot_startup``, in load order, with its own config section."""
+        for plugin, impl in self._impls("aipbot_startup"):
+            self._call(impl, config=self.config["plugins"].get(plugin, {}), services=services)
 
     def shutdown(self, services: Services) -> None:
-        self.pm.hook.aipbot_shutdown(services=services)
+        """Every plugin's ``aipbot_shutdown``, in reverse load order; one failing does not stop the others."""
+        for plugin, impl in reversed(self._impls("aipbot_shutdown")):
+            try:
+                self._call(impl, config=self.config["plugins"].get(plugin, {}), services=services)
+            except Exception:
+                log.exception("plugin %s failed to shut down", plugin)

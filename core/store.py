@@ -24,18 +24,29 @@ CREATE TABLE IF NOT EXISTS quota_use (
 """
 
 
+def connect(path: str) -> sqlite3.Connection:
+    """A connection to the database file ``path`` (created owner-only, in a private folder), in WAL mode,
+    in autocommit mode (callers open their transactions), with ``secure_delete`` so deleted rows are
+    overwritten. ``path`` may be ``:memory:``."""
+    if path != ":memory:":
+        folder = Path(path).parent
+        if not folder.exists():
+            folder.mkdir(mode=0o700, parents=True)
+        if not Path(path).exists():
+            Path(path).touch(mode=0o600)
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+    db.execute("PRAGMA journal_mode=WAL" if path != ":memory:" else "PRAGMA journal_mode=MEMORY")
+    db.execute("PRAGMA secure_delete=ON")
+    return db
+
+
 class Store:
     """The bot's database. ``path`` may be ``:memory:``."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            if not Path(self.path).exists():
-                Path(self.path).touch(mode=0o600)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL" if self.path != ":memory:" else "PRAGMA journal_mode=MEMORY")
+        self._db = connect(self.path)
         self.executescript(_SCHEMA)
 
     def executescript(self, script: str) -> None:

@@ -51,18 +51,16 @@ def aipbot_commands(config):
         await ctx.reply(f"snap got {len(ctx.photos)} photos {sizes} args={ctx.args}")
 
     async def pair(ctx: Context) -> None:
-        photos = ctx.pending.get("first", []) + ctx.photos
+        photos = ctx.kept + ctx.photos
         if len(photos) < 2:
-            ctx.pending["first"] = photos
-            ctx.expect_photo()
+            await ctx.expect_photo(keep=photos)
             await ctx.reply("pair got the first photo")
             return
         await ctx.reply(f"pair got {len(photos)} photos")
 
     async def name(ctx: Context) -> None:
-        if not ctx.pending.get("asked"):
-            ctx.pending["asked"] = True
-            ctx.expect_text()
+        if ctx.step != "asked":
+            await ctx.expect_text("asked")
             await ctx.reply("what is your name?")
             return
         deleted = await ctx.delete_message()

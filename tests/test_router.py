@@ -90,9 +90,9 @@ async def test_plugin_prompt_text_replaces_the_generic_one():
 async def test_pending_command_expires():
     async with bot(pending_minutes=1) as b:
         await b.send("/snap")
-        router = b.app.router
-        now = router._clock()
-        router._clock = lambda: now + 61
+        state = b.app.services.state
+        now = state.clock()
+        state.clock = lambda: now + 61
         answer = Harness.text(await b.send(photos=[PNG]))
     assert "What should I do with this photo?" in answer
 
@@ -243,9 +243,9 @@ async def test_a_problem_only_an_admin_can_fix_is_sent_to_the_admins_once_an_hou
         user_text = Harness.text(await b.send("/broken", user_id=5))
         await b.send("/broken", user_id=6)
         alerts = [r.text for chat, r in b.transport.sent if chat == ADMIN]
-        router = b.app.router
-        now = router._clock()
-        router._clock = lambda: now + 3601
+        state = b.app.services.state
+        now = state.clock()
+        state.clock = lambda: now + 3601
         await b.send("/broken", user_id=7)
         later = [r.text for chat, r in b.transport.sent if chat == ADMIN]
     assert user_text.startswith("This feature is not set up correctly yet")

@@ -89,12 +89,19 @@ class ConsoleTransport:
     def deep_link(self, payload: str) -> str:
         return f"/start {payload}"
 
+    def photo_from_ref(self, ref: str, meta: dict[str, object]) -> Photo | None:
+        """The file at ``ref`` again (a conversation kept it by its path), or None if it is gone."""
+        path = Path(ref)
+        return _file_photo(path) if path.is_file() else None
+
 
 def _file_photo(path: Path) -> Photo:
+    path = path.resolve()
+
     async def load() -> bytes:
         return await asyncio.get_running_loop().run_in_executor(None, path.read_bytes)
 
-    return Photo(load, file_name=path.name, size=path.stat().st_size, as_document=True)
+    return Photo(load, ref=str(path), file_name=path.name, size=path.stat().st_size, as_document=True)
 
 
 def parse_line(line: str, user: User, chat: Chat, buttons: list[Button], max_file_mb: float) -> Incoming | str:

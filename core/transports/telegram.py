@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 from telegram import (
@@ -31,9 +30,11 @@ from telegram.helpers import create_deep_linked_url
 
 from core.app import App
 from core.chat import Button, Chat, Photo, Reply, User
+from core.errors import BadImage
 from core.i18n import resolve_language
 from core.images import IMAGE_SUFFIXES
 from core.router import Incoming
+from core.state import key
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,6 @@ class TelegramTransport:
         # new messages only: an edited caption must not run its command again
         self.application.add_handler(MessageHandler(filters.UpdateType.MESSAGE, self._on_message))
         self.application.add_error_handler(self._on_error)
-        self._albums: dict[tuple[int, str], list[Message]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ lifecycle
@@ -156,73 +156,79 @@ class TelegramTransport:
             is_admin=tg_user.id in self.app.config["access"]["admins"],
         )
 
-    def _photo(self, message: Message) -> Photo | str | None:
-        """The image in ``message``, an error key when it cannot be used, or None when there is none."""
+    def _photo_ref(self, message: Message) -> tuple[str, dict[str, Any]] | str | None:
+        """``(file_id, meta)`` of the image in ``message``, an error key when it cannot be used, or None."""
         max_bytes = self.config["max_file_mb"] * 1024 * 1024
-        bot = self.application.bot
         if message.photo:
             size = message.photo[-1]
-            file_id, meta = size.file_id, {"width": size.width, "height": size.height, "size": size.file_size}
-            name, mime, as_document = None, "image/jpeg", False
+            file_id = size.file_id
+            meta = {"width": size.width, "height": size.height, "size": size.file_size, "mime_type": "image/jpeg"}
         elif message.animation or message.video or message.video_note or message.sticker:
             return "error.animation"  # checked before documents: Telegram sets `document` on animations too
         elif message.document:
             doc = message.document
-            name = doc.file_name or ""
-            mime = doc.mime_type or ""
+            name, mime = doc.file_name or "", doc.mime_type or ""
             if not (mime.startswith("image/") or name.lower().endswith(IMAGE_SUFFIXES)):
                 return "error.not_an_image_file"
-            file_id, meta, as_document = doc.file_id, {"size": doc.file_size}, True
+            file_id = doc.file_id
+            meta = {"size": doc.file_size, "file_name": name, "mime_type": mime, "as_document": True}
         else:
             return None
         if meta.get("size") and meta["size"] > max_bytes:
             return "error.file_too_large"
+        return file_id, meta
+
+    def photo_from_ref(self, ref: str, meta: dict[str, Any]) -> Photo:
+        """The photo Telegram keeps under ``file_id`` ``ref``, downloaded (into memory) when read."""
+        max_bytes = self.config["max_file_mb"] * 1024 * 1024
+        bot = self.application.bot
 
         async def load() -> bytes:
-            tg_file = await bot.get_file(file_id)
+            tg_file = await bot.get_file(ref)
             if tg_file.file_size and tg_file.file_size > max_bytes:
-                from core.errors import BadImage
-
                 raise BadImage("file over the download limit", key="error.file_too_large")
             return bytes(await tg_file.download_as_bytearray())
 
-        return Photo(load, file_name=name, mime_type=mime, as_document=as_document, **meta)
+        return Photo(load, ref=ref, **{k: v for k, v in meta.items() if k in Photo.META})
+
+    def _part(self, message: Message) -> dict[str, Any]:
+        """One message of an update as plain data (what an album buffer keeps: no bytes, no names)."""
+        found = self._photo_ref(message)
+        part: dict[str, Any] = {"message_id": message.message_id, "text": message.text or message.caption or ""}
+        if isinstance(found, str):
+            part["error"] = found
+        elif found is not None:
+            part["photo"] = {"ref": found[0], "meta": found[1]}
+        return part
 
     async def _on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
         if message is None or update.effective_chat is None:
             return
-        if message.media_group_id:
-            key = (update.effective_chat.id, message.media_group_id)
-            first = key not in self._albums
-            self._albums.setdefault(key, []).append(message)
-            if first:
-                task = asyncio.create_task(self._deliver_album(key, update))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+        if not message.media_group_id:
+            await self._deliver([self._part(message)], update)
             return
-        await self._deliver([message], update)
+        # the photos of an album arrive as separate updates: collect them (in the state store) for album_wait
+        album = key("album", update.effective_chat.id, message.media_group_id)
+        wait = self.config["album_wait"]
+        if await self.app.services.state.append(album, self._part(message), ttl=wait * 4 + 60) == 1:
+            task = asyncio.create_task(self._deliver_album(album, update))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
-    async def _deliver_album(self, key: tuple[int, str], update: Update) -> None:
+    async def _deliver_album(self, album: str, update: Update) -> None:
         await asyncio.sleep(self.config["album_wait"])
-        messages = sorted(self._albums.pop(key, []), key=lambda m: m.message_id)
-        await self._deliver(messages, update)
+        parts = await self.app.services.state.delete(album) or []
+        await self._deliver(sorted(parts, key=lambda p: p["message_id"]), update)
 
-    async def _deliver(self, messages: Sequence[Message], update: Update) -> None:
-        first = messages[0]
-        assert update.effective_chat is not None
+    async def _deliver(self, parts: list[dict[str, Any]], update: Update) -> None:
+        assert update.effective_chat is not None and update.effective_message is not None
         chat = Chat(update.effective_chat.id, update.effective_chat.type)
-        user = self._user(first.from_user)
-        text = next((m.text or m.caption for m in messages if m.text or m.caption), "") or ""
-        photos: list[Photo] = []
-        error: str | None = None
-        for message in messages:
-            found = self._photo(message)
-            if isinstance(found, str):
-                error = error or found
-            elif found is not None:
-                photos.append(found)
-        incoming = Incoming(user, chat, text, photos, first.message_id, error=error if not photos else None)
+        user = self._user(update.effective_message.from_user)
+        text = next((p["text"] for p in parts if p["text"]), "")
+        photos = [self.photo_from_ref(p["photo"]["ref"], p["photo"]["meta"]) for p in parts if "photo" in p]
+        error = next((p["error"] for p in parts if "error" in p), None)
+        incoming = Incoming(user, chat, text, photos, parts[0]["message_id"], error=error if not photos else None)
         if error and photos:
             await self.send(chat.id, Reply(self.app.catalogue.text(user.language, error)))
         await self.app.router.handle(incoming, self)

@@ -1,0 +1,128 @@
+"""Conversations: the commands that wait for a user's next photo or text, kept in the state port.
+
+One conversation per (chat, user) at most, under ``conv:<chat>:<user>``, expiring after
+``pending_minutes``. It records which command waits, its arguments, what it waits for (a photo, a text,
+or — the router's own — a choice of command for photos already sent), the plugin's step name and its data
+(plain JSON), and the photos it keeps, **by reference**: the transport's reference (Telegram's ``file_id``,
+which Telegram keeps; a console file path) plus a token for the bytes held in this process's memory.
+Nothing of a photo reaches the database. After a restart a photo comes back from its reference; one
+without a reference (sent as bytes, as tests do) is gone with the process.
+
+Expiry, ``/cancel`` and replacement are handled here, once: the held bytes are wiped with the
+conversation.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from cachetools import TTLCache
+
+from core.chat import Photo
+from core.state import State, key
+
+PHOTO, TEXT, CHOICE = "photo", "text", "choice"
+
+
+class PhotoSource(Protocol):
+    """A transport that can bring a photo back from its reference (after a restart)."""
+
+    def photo_from_ref(self, ref: str, meta: dict[str, Any]) -> Photo | None: ...
+
+
+@dataclass
+class Conversation:
+    """One command waiting for the user (serialisable: :meth:`to_json` / :meth:`from_json`)."""
+
+    command: str | None  # None: the router asks which command the photos are for
+    wants: str  # PHOTO, TEXT or CHOICE
+    args: list[str] = field(default_factory=list)
+    step: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    photos: list[dict[str, Any]] = field(default_factory=list)
+    counted: bool = False  # the command already ran once: its quota use was counted
+    id: str = field(default_factory=lambda: secrets.token_hex(8))
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> Conversation:
+        return cls(**value)
+
+
+class Conversations:
+    """The conversations of every chat, in ``state``; photo bytes in a bounded in-memory table."""
+
+    def __init__(self, state: State, minutes: Callable[[], float], *, max_photos: int = 10_000) -> None:
+        self.state = state
+        self._minutes = minutes
+        self.held: TTLCache[str, Photo] = TTLCache(max_photos, self.ttl, timer=lambda: state.clock())
+
+    @property
+    def ttl(self) -> float:
+        return self._minutes() * 60
+
+    @staticmethod
+    def _key(chat_id: int, user_id: int) -> str:
+        return key("conv", chat_id, user_id)
+
+    async def get(self, chat_id: int, user_id: int) -> Conversation | None:
+        value = await self.state.get(self._key(chat_id, user_id))
+        return None if value is None else Conversation.from_json(value)
+
+    async def save(self, chat_id: int, user_id: int, conversation: Conversation, photos: list[Photo]) -> None:
+        """Store ``conversation`` (replacing, and wiping, any other) keeping ``photos`` by reference."""
+        conversation.photos = [self._hold(photo) for photo in photos]
+        old = await self.state.get(self._key(chat_id, user_id))
+        await self.state.set(self._key(chat_id, user_id), conversation.to_json(), self.ttl)
+        if old is not None and old["id"] != conversation.id:
+            self._wipe(old["photos"], keep=conversation.photos)
+
+    async def take(self, chat_id: int, user_id: int, transport: PhotoSource | None) -> tuple[Conversation, list[Photo]]:
+        """Remove the conversation to continue it: it and its photos (brought back from their references)."""
+        value = await self.state.delete(self._key(chat_id, user_id))
+        if value is None:
+            raise LookupError("no conversation")
+        conversation = Conversation.from_json(value)
+        photos = [p for p in (self._restore(ref, transport) for ref in conversation.photos) if p is not None]
+        for ref in conversation.photos:  # the handler holds them now; it keeps them again if it still needs them
+            self.held.pop(ref["mem"], None)
+        return conversation, photos
+
+    async def drop(self, chat_id: int, user_id: int) -> Conversation | None:
+        """Forget the conversation (``/cancel``, a new command): its photos are wiped."""
+        value = await self.state.delete(self._key(chat_id, user_id))
+        if value is None:
+            return None
+        self._wipe(value["photos"])
+        return Conversation.from_json(value)
+
+    async def is_current(self, chat_id: int, user_id: int, conversation_id: str) -> bool:
+        value = await self.state.get(self._key(chat_id, user_id))
+        return value is not None and value["id"] == conversation_id
+
+    # ------------------------------------------------------------------ photos by reference
+    def _hold(self, photo: Photo) -> dict[str, Any]:
+        token = secrets.token_hex(8)
+        self.held[token] = photo
+        return {"mem": token, "ref": photo.ref, **photo.meta()}
+
+    def _restore(self, ref: dict[str, Any], transport: PhotoSource | None) -> Photo | None:
+        photo = self.held.get(ref["mem"])
+        if photo is not None and not photo.wiped:
+            return photo
+        if ref.get("ref") and transport is not None and hasattr(transport, "photo_from_ref"):
+            meta = {k: v for k, v in ref.items() if k not in ("mem", "ref")}
+            return transport.photo_from_ref(ref["ref"], meta)
+        return None
+
+    def _wipe(self, refs: list[dict[str, Any]], keep: list[dict[str, Any]] | None = None) -> None:
+        kept = {id(self.held.get(r["mem"])) for r in keep or []}
+        for ref in refs:
+            photo = self.held.pop(ref["mem"], None)
+            if photo is not None and id(photo) not in kept:
+                photo.wipe()

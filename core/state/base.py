@@ -1,0 +1,89 @@
+"""The interface every state implementation offers (see :mod:`core.state`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+#: A JSON value: what the state port stores.
+Value = Any
+
+
+def key(*parts: object) -> str:
+    """A state key from its parts: ``key("conv", 5, 7) == "conv:5:7"``."""
+    return ":".join(str(p) for p in parts)
+
+
+def dump(value: Value) -> str:
+    """``value`` as JSON text; a value that is not plain JSON (a live object) is a ``TypeError`` at once."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+class State(ABC):
+    """Asynchronous key → JSON value store with expiry; every method is atomic on its key.
+
+    ``clock`` gives Unix seconds (wall time, so expiry survives a restart); tests replace it.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+
+    @abstractmethod
+    async def get(self, key: str) -> Value | None:
+        """The value under ``key``, or None when there is none or it expired."""
+
+    @abstractmethod
+    async def set(self, key: str, value: Value, ttl: float) -> None:
+        """Store ``value`` under ``key`` for ``ttl`` seconds (replacing what was there)."""
+
+    @abstractmethod
+    async def add(self, key: str, value: Value, ttl: float) -> bool:
+        """Store ``value`` only if ``key`` holds nothing (or only something expired); True if stored."""
+
+    @abstractmethod
+    async def replace(self, key: str, expected: Value | None, value: Value | None, ttl: float) -> bool:
+        """Compare and set: if ``key`` holds ``expected`` (None: nothing), store ``value`` (None: delete)."""
+
+    @abstractmethod
+    async def delete(self, key: str) -> Value | None:
+        """Remove ``key``; returns what it held (None if nothing)."""
+
+    @abstractmethod
+    async def append(self, key: str, item: Value, ttl: float) -> int:
+        """Append ``item`` to the list under ``key`` (created empty) and restart its ``ttl``; the new length."""
+
+    @abstractmethod
+    async def purge(self) -> int:
+        """Forget every expired entry now (they are also ignored when read); how many were removed."""
+
+    def close(self) -> None:
+        """Release connections and threads (at shutdown)."""
+
+    def lock(self, key: str, ttl: float = 60.0, *, poll: float = 0.02) -> StateLock:
+        """``async with state.lock(key):`` — one holder at a time across everything sharing this state.
+
+        The lock expires after ``ttl`` seconds (a holder that died does not block forever).
+        """
+        return StateLock(self, key, ttl, poll)
+
+
+class StateLock:
+    """A lock built on :meth:`State.add` and :meth:`State.replace` (owner token, expiry)."""
+
+    def __init__(self, state: State, key: str, ttl: float, poll: float) -> None:
+        self.state, self.key, self.ttl, self.poll = state, f"lock:{key}", ttl, poll
+        self.token = secrets.token_hex(8)
+
+    async def __aenter__(self) -> StateLock:
+        while not await self.state.add(self.key, self.token, self.ttl):
+            await asyncio.sleep(self.poll)
+        return self
+
+    async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        await self.state.replace(self.key, self.token, None, self.ttl)
