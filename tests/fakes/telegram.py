@@ -63,13 +63,16 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, TypedDict, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pytest
 from PIL import Image
 
 from tests.fakes.server import Hangup, LocalServer, Upload, parse_form
+
+if TYPE_CHECKING:  # Python 3.11+; never imported at run time (annotations are strings)
+    from typing import Unpack
 
 __all__ = ["Call", "Delivery", "FakeTelegram", "Who", "decode_params", "fake_telegram"]
 
