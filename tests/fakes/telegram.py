@@ -53,50 +53,46 @@ import asyncio
 import contextlib
 import copy
 import http.client
-import io
 import itertools
 import json
 import math
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import pytest
-from PIL import Image
 
-from tests.fakes.server import Hangup, LocalServer, Upload, parse_form
+from tests.fakes.botapi import (
+    MAX_GETFILE_SIZE,
+    ApiError,
+    Call,
+    JSONDict,
+    bad_request,
+    check_caption,
+    check_commands,
+    check_text,
+    command_entities,
+    decode_params,
+    inline_keyboard,
+    json_response,
+    photo_variants,
+    scope_key,
+    too_many_requests,
+)
+from tests.fakes.server import Hangup, LocalServer, Upload
 
 if TYPE_CHECKING:  # Python 3.11+; never imported at run time (annotations are strings)
     from typing import Unpack
 
 __all__ = ["Call", "Delivery", "FakeTelegram", "Who", "decode_params", "fake_telegram"]
 
-JSONDict = dict[str, Any]
 T = TypeVar("T")
 
-#: Parameters whose value is a plain string even when it looks like a number or JSON ("123", "true").
-# fmt: off
-STRING_PARAMS = frozenset({
-    "text", "caption", "parse_mode", "callback_query_id", "file_id", "language_code", "action", "url", "title",
-    "description", "short_description", "name", "emoji", "business_connection_id", "message_effect_id",
-    "inline_message_id", "secret_token", "inline_query_id", "question", "address", "ip_address",
-})
-#: Tags Telegram accepts in ``parse_mode=HTML``.
-HTML_TAGS = frozenset({
-    "b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "span", "tg-spoiler", "a", "tg-emoji", "code", "pre",
-    "blockquote",
-})
-# fmt: on
-#: Telegram's limits (https://core.telegram.org/bots/api).
-MAX_TEXT = 4096
-MAX_CAPTION = 1024
-MAX_CALLBACK_DATA = 64
-MAX_GETFILE_SIZE = 20 * 1024 * 1024
 #: Methods that send a message, and so count against :meth:`FakeTelegram.limit_rate`.
 SENDING_METHODS = frozenset({"sendmessage", "sendphoto", "senddocument"})
 FAULT_KINDS = ("429", "5xx", "400", "drop", "stall")
@@ -107,34 +103,7 @@ NGINX_502 = (
 WEBHOOK_CONFLICT = (
     "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first"
 )
-_COMMAND_RE = re.compile(r"^[a-z0-9_]{1,32}$")
-_BOT_COMMAND_RE = re.compile(r"^/[A-Za-z0-9_]{1,32}(@[A-Za-z0-9_]+)?")
 _SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
-
-
-class ApiError(Exception):
-    """An error answer: ``{"ok": false, "error_code": status, "description": description[, "parameters": ...]}``."""
-
-    def __init__(self, status: int, description: str, parameters: JSONDict | None = None) -> None:
-        super().__init__(description)
-        self.status = status
-        self.description = description
-        self.parameters = parameters
-
-    def answer(self) -> JSONDict:
-        """The JSON answer Telegram gives."""
-        answer = {"ok": False, "error_code": self.status, "description": self.description}
-        return answer | {"parameters": self.parameters} if self.parameters else answer
-
-
-def bad_request(reason: str) -> ApiError:
-    """A ``400 Bad Request: <reason>`` error, worded like Telegram's."""
-    return ApiError(400, reason if reason.startswith("Bad Request") else f"Bad Request: {reason}")
-
-
-def too_many_requests(retry_after: int) -> ApiError:
-    """Telegram's flood-control answer: ``429`` with ``parameters.retry_after``."""
-    return ApiError(429, f"Too Many Requests: retry after {retry_after}", {"retry_after": retry_after})
 
 
 class Who(TypedDict, total=False):
@@ -148,82 +117,6 @@ class Who(TypedDict, total=False):
     language_code: str | None
     first_name: str
     username: str | None
-
-
-@dataclass
-class Call:
-    """One Bot API request the bot made, as the server understood it and answered it.
-
-    Attributes:
-        method: The method name as the bot spelled it (``"sendMessage"``).
-        params: The decoded parameters (ints, bools, dicts and lists already JSON-decoded).
-        files: Uploaded files by multipart field name: ``{"document": ("report.pdf", b"...")}``.
-        at: When it arrived (``time.monotonic()``).
-        result: The ``result`` answered (e.g. the sent Message dict), ``None`` when the call failed.
-        error: The error description answered (``"Bad Request: message can't be deleted"``), else ``None``.
-        status: The HTTP status answered; ``None`` when the connection was dropped.
-        fault: Why it failed when it was not the request's fault: a :meth:`FakeTelegram.fail` kind
-            (``"429"``, ``"5xx"``, ``"400"``, ``"drop"``, ``"stall"``) or ``"rate"`` (:meth:`FakeTelegram.limit_rate`).
-    """
-
-    method: str
-    params: JSONDict
-    files: dict[str, Upload] = field(default_factory=dict)
-    at: float = field(default_factory=time.monotonic)
-    result: Any = None
-    error: str | None = None
-    status: int | None = None
-    fault: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        """Whether the server answered ``ok: true``."""
-        return self.error is None
-
-    @property
-    def chat_id(self) -> int | str | None:
-        """The ``chat_id`` parameter, if any."""
-        return self.params.get("chat_id")
-
-    @property
-    def text(self) -> str | None:
-        """The ``text`` parameter, else the ``caption``."""
-        text = self.params.get("text")
-        return text if text is not None else self.params.get("caption")
-
-    @property
-    def reply_markup(self) -> JSONDict | None:
-        """The ``reply_markup`` parameter as a dict."""
-        markup = self.params.get("reply_markup")
-        return json.loads(markup) if isinstance(markup, str) else markup
-
-    @property
-    def buttons(self) -> list[list[JSONDict]]:
-        """The inline keyboard as rows of button dicts (``{"text": ..., "callback_data": ...}``); ``[]`` if none."""
-        return [list(row) for row in (self.reply_markup or {}).get("inline_keyboard", [])]
-
-    @property
-    def callback_data(self) -> list[str]:
-        """The ``callback_data`` of every inline button, row by row."""
-        return [b["callback_data"] for row in self.buttons for b in row if "callback_data" in b]
-
-    @property
-    def file(self) -> Upload | None:
-        """The first uploaded file as ``(filename, bytes)``, if any."""
-        return next(iter(self.files.values()), None)
-
-    def __str__(self) -> str:
-        """A short one-line description for failure messages."""
-        bits = [self.method]
-        if self.chat_id is not None:
-            bits.append(f"chat_id={self.chat_id}")
-        if self.text is not None:
-            bits.append(f"text={self.text if len(self.text) <= 80 else self.text[:77] + '...'!r}")
-        if self.files:
-            bits.append("files=" + ",".join(f"{k}:{name}({len(data)} B)" for k, (name, data) in self.files.items()))
-        if self.error:
-            bits.append(f"error={self.error!r}")
-        return " ".join(bits)
 
 
 @dataclass
@@ -285,146 +178,6 @@ class _StoredFile:
     file_size: int
 
 
-# -- request decoding -------------------------------------------------------------------------------------------------
-
-
-def _decode_value(name: str, value: Any) -> Any:
-    if not isinstance(value, str) or name in STRING_PARAMS:
-        return value
-    try:
-        decoded = json.loads(value)
-    except ValueError:
-        return value
-    return decoded if isinstance(decoded, dict | list | bool | int | float) else value
-
-
-def decode_params(
-    body: bytes, content_type: str, query: Mapping[str, str] | str = ""
-) -> tuple[JSONDict, dict[str, Upload]]:
-    """Decode a Bot API request's parameters from its query and its JSON / urlencoded / multipart body.
-
-    Form values are JSON-decoded (PTB JSON-encodes every non-string value) except :data:`STRING_PARAMS`.
-    """
-    raw: dict[str, Any] = dict(parse_qsl(query, keep_blank_values=True) if isinstance(query, str) else query)
-    if body and content_type.split(";")[0].strip().lower() == "application/json":
-        payload = json.loads(body)
-        if not isinstance(payload, dict):
-            raise bad_request("JSON body is not an object")
-        return {**{k: _decode_value(k, v) for k, v in raw.items()}, **payload}, {}
-    fields, files = parse_form(body, content_type)
-    return {k: _decode_value(k, v) for k, v in (raw | fields).items()}, files
-
-
-# -- formatting checks, the way Telegram rejects messages it cannot parse ---------------------------------------------
-
-
-def check_html(text: str) -> None:
-    """Raise the ``can't parse entities`` error Telegram gives for invalid ``parse_mode=HTML`` text."""
-    stack: list[str] = []
-    pos = 0
-    while pos < len(text):
-        if text[pos] == "<":
-            match = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9-]*)((?:\s+[^<>]*)?)\s*>").match(text, pos)
-            if not match:
-                raise bad_request(f"can't parse entities: Unexpected end of name token at byte offset {pos}")
-            closing, tag = match.group(1), match.group(2).lower()
-            if tag not in HTML_TAGS:
-                kind = "end" if closing else "start"
-                raise bad_request(f'can\'t parse entities: Unsupported {kind} tag "{tag}" at byte offset {pos}')
-            if not closing:
-                stack.append(tag)
-            elif not stack:
-                raise bad_request(f'can\'t parse entities: Unexpected end tag at byte offset {pos}: "</{tag}>"')
-            elif stack[-1] != tag:
-                raise bad_request(
-                    f'can\'t parse entities: Unmatched end tag at byte offset {pos}, expected "</{stack[-1]}>", '
-                    f'found "</{tag}>"'
-                )
-            else:
-                stack.pop()
-            pos = match.end()
-        elif text[pos] == "&":
-            match = re.compile(r"&(#\d+|#x[0-9a-fA-F]+|[a-zA-Z]+);").match(text, pos)
-            if not match:
-                raise bad_request(f"can't parse entities: Character entity expected at byte offset {pos}")
-            if match.group(1)[0] != "#" and match.group(1) not in ("lt", "gt", "amp", "quot"):
-                raise bad_request(f"can't parse entities: Unsupported HTML entity at byte offset {pos}")
-            pos = match.end()
-        else:  # a bare ">" is tolerated by Telegram in practice
-            pos += 1
-    if stack:
-        raise bad_request(f"can't parse entities: Can't find end tag corresponding to start tag \"{stack[-1]}\"")
-
-
-def check_markdown_v2(text: str) -> None:
-    """Raise the error Telegram gives for a ``parse_mode=MarkdownV2`` text with an unescaped reserved character.
-
-    A best-effort check: code spans/blocks and link URLs are skipped; ``# + - = | { } . ! ( )`` and a ``>`` that does
-    not start a line (quote) must be escaped elsewhere. Unpaired ``_ * [ ] ~`` are not checked.
-    """
-    stripped = re.sub(r"```.*?```|`[^`]*`", "", text, flags=re.S)
-    stripped = re.sub(r"\]\((?:\\.|[^)\\])*\)", "]", stripped)
-    pos = 0
-    while pos < len(stripped):
-        char = stripped[pos]
-        if char == "\\" or stripped[pos : pos + 2] == "||":
-            pos += 2
-            continue
-        if char in "#+-={}.!()|" or (char == ">" and pos > 0 and stripped[pos - 1] != "\n"):
-            raise bad_request(
-                f"can't parse entities: Character '{char}' is reserved and must be escaped with the preceding '\\'"
-            )
-        pos += 1
-
-
-def check_formatting(text: str, parse_mode: str | None) -> None:
-    """Check *text* against *parse_mode* (HTML and MarkdownV2; legacy Markdown is not checked)."""
-    mode = (parse_mode or "").lower()
-    if mode == "html":
-        check_html(text)
-    elif mode == "markdownv2":
-        check_markdown_v2(text)
-
-
-def check_text(text: Any, parse_mode: str | None, limit: int = MAX_TEXT, too_long: str = "message is too long") -> str:
-    """*text* if Telegram would send it: not empty, parseable, at most *limit* characters."""
-    if not isinstance(text, str) or not text.strip():
-        raise bad_request("message text is empty")
-    check_formatting(text, parse_mode)
-    if len(text) > limit:
-        raise bad_request(too_long)
-    return text
-
-
-def _photo_variants(data: bytes) -> list[tuple[bytes, int, int]]:
-    """The PhotoSizes Telegram makes of an image, smallest first: 90 and 320 px JPEG thumbnails where the image is
-    larger, then the image itself; always at least two. Bytes Pillow cannot read pass for an 800x600 image."""
-    try:
-        with Image.open(io.BytesIO(data)) as opened:
-            image: Image.Image | None = opened.convert("RGB")
-    except Exception:  # not an image Pillow knows
-        image = None
-    width, height = image.size if image else (800, 600)
-    variants = []
-    for side in (90, 320):
-        if max(width, height) <= side:
-            break
-        if image is None:
-            scale = side / max(width, height)
-            variants.append((data, max(1, round(width * scale)), max(1, round(height * scale))))
-            continue
-        thumb, out = image.copy(), io.BytesIO()
-        thumb.thumbnail((side, side))
-        thumb.save(out, "JPEG", quality=80)
-        variants.append((out.getvalue(), thumb.width, thumb.height))
-    variants.append((data, width, height))
-    return variants if len(variants) > 1 else variants * 2  # a tiny image gets a same-size "thumbnail"
-
-
-def _json(status: int, answer: JSONDict) -> tuple[int, str, bytes]:
-    return status, "application/json", json.dumps(answer).encode()
-
-
 def _check_local_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme != "http" or parts.hostname not in ("127.0.0.1", "localhost"):
@@ -433,7 +186,7 @@ def _check_local_url(url: str) -> str:
 
 
 def _post_json(url: str, update: JSONDict, secret: str | None, timeout: float) -> tuple[int | None, str | None]:
-    """POST *update* to *url* as Telegram does: ``(status, None)``, or ``(None, error)`` if unreachable."""
+    """POST *update* to *url* as Telegram does: ``(status, None)`` for a 2xx, else ``(status or None, error)``."""
     parts = urlsplit(url)
     headers = {"Content-Type": "application/json"} | ({"X-Telegram-Bot-Api-Secret-Token": secret} if secret else {})
     connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=timeout)
@@ -588,21 +341,24 @@ class FakeTelegram(LocalServer):
     @contextlib.asynccontextmanager
     async def polling(self, app: Any, *, timeout: int = 1) -> AsyncIterator[Any]:
         """Run *app* (a PTB ``Application``) polling this server for the ``async with`` block, then shut it down."""
-        async with contextlib.AsyncExitStack() as stack:
-            await app.initialize()
-            stack.push_async_callback(app.shutdown)
+        await app.initialize()
+        try:
             await app.start()
-            stack.push_async_callback(lambda: app.stop() if app.running else asyncio.sleep(0))
             await app.updater.start_polling(poll_interval=0, timeout=timeout)
-            stack.push_async_callback(lambda: app.updater.stop() if app.updater.running else asyncio.sleep(0))
             yield app
+        finally:
+            if app.updater.running:
+                await app.updater.stop()
+            if app.running:
+                await app.stop()
+            await app.shutdown()
 
     # -- the users' side ---------------------------------------------------------------------------------------------
 
     def user_sends_text(self, text: str, *, reply_to: JSONDict | None = None, **who: Unpack[Who]) -> JSONDict:
         """Queue a text message from a user (*who*: :class:`Who`); a leading ``/command`` gets its ``bot_command``
         entity. *reply_to* is a message dict the user replies to. Returns the Message dict."""
-        content: JSONDict = {"text": text, **_command_entities("entities", text)}
+        content: JSONDict = {"text": text, **command_entities("entities", text)}
         if reply_to is not None:
             content["reply_to_message"] = reply_to
         return self._user_message(content, who)
@@ -731,7 +487,7 @@ class FakeTelegram(LocalServer):
     def _photo_sizes(self, data: bytes) -> list[JSONDict]:
         return [
             {**self._new_file(thumb, "photos", "jpg", kind="Ag"), "width": width, "height": height}
-            for thumb, width, height in _photo_variants(data)
+            for thumb, width, height in photo_variants(data)
         ]
 
     # -- scripted faults and flood control ---------------------------------------------------------------------------
@@ -939,24 +695,24 @@ class FakeTelegram(LocalServer):
     ) -> tuple[int, str, bytes]:
         """Serve ``/bot<token>/<method>`` and ``/file/bot<token>/<file path>``."""
         path = unquote(path)  # PTB's File.download quotes the path: the token's ':' arrives as %3A
-        prefix = "/file/bot" if path.startswith("/file/bot") else "/bot"
-        token, _, name = path.removeprefix(prefix).partition("/")
-        if not path.startswith(prefix):
-            return _json(404, ApiError(404, "Not Found").answer())
-        if token != self.TOKEN:
-            return _json(401, ApiError(401, "Unauthorized").answer())
-        if prefix == "/file/bot":
-            with self._cond:
-                stored = self._files_by_path.get(name)
-            return (
-                (200, "application/octet-stream", stored.data)
-                if stored
-                else _json(404, ApiError(404, "Not Found").answer())
-            )
+        kind, _, rest = path.partition("bot")
+        token, _, name = rest.partition("/")
         try:
+            if kind not in ("/", "/file/"):
+                raise ApiError(404, "Not Found")
+            if token != self.TOKEN:
+                raise ApiError(401, "Unauthorized")
+            if kind == "/file/":
+                with self._cond:
+                    stored = self._files_by_path.get(name)
+                if stored is None:
+                    raise ApiError(404, "Not Found")
+                return 200, "application/octet-stream", stored.data
             params, files = decode_params(body, content_type, query)
-        except (ValueError, ApiError) as exc:
-            return _json(400, bad_request(str(exc)).answer())
+        except ApiError as exc:
+            return exc.response()
+        except ValueError as exc:
+            return bad_request(str(exc)).response()
         call = Call(name, params, files)
         try:
             response = self._answer(call)
@@ -983,11 +739,11 @@ class FakeTelegram(LocalServer):
                     call.result = handler(call.params, call.files)
         except ApiError as exc:
             call.error = exc.description
-            return _json(exc.status, exc.answer())
+            return exc.response()
         except (KeyError, TypeError, ValueError) as exc:
             call.error = f"Bad Request: {exc!r}"
-            return _json(400, ApiError(400, call.error).answer())
-        return _json(200, {"ok": True, "result": call.result})
+            return ApiError(400, call.error).response()
+        return json_response(200, {"ok": True, "result": call.result})
 
     # Each _api_<lowercased method> takes (params, files) and returns the result or raises ApiError.
     # All but getUpdates run holding self._cond.
@@ -1057,25 +813,17 @@ class FakeTelegram(LocalServer):
             return list(self._updates[:limit])
 
     def _api_setmycommands(self, params: JSONDict, files: dict) -> bool:
-        commands = params.get("commands")
-        if not isinstance(commands, list) or len(commands) > 100:
-            raise bad_request("commands must be a list of at most 100 BotCommand")
-        for command in commands:
-            if not _COMMAND_RE.match(str(command.get("command", ""))):
-                raise bad_request("BOT_COMMAND_INVALID")
-            if not 1 <= len(str(command.get("description", ""))) <= 256:
-                raise bad_request("command description must be 1-256 characters")
-        key = _scope_key(params)
-        self.scoped_commands[key] = [{"command": c["command"], "description": c["description"]} for c in commands]
+        key = scope_key(params)
+        self.scoped_commands[key] = check_commands(params.get("commands"))
         if key[0] == "default":
             self.commands[key[1]] = self.scoped_commands[key]
         return True
 
     def _api_getmycommands(self, params: JSONDict, files: dict) -> list[JSONDict]:
-        return list(self.scoped_commands.get(_scope_key(params), []))
+        return list(self.scoped_commands.get(scope_key(params), []))
 
     def _api_deletemycommands(self, params: JSONDict, files: dict) -> bool:
-        key = _scope_key(params)
+        key = scope_key(params)
         self.scoped_commands.pop(key, None)
         if key[0] == "default":
             self.commands.pop(key[1], None)
@@ -1096,7 +844,7 @@ class FakeTelegram(LocalServer):
                 content["reply_to_message"] = {k: v for k, v in target.items() if k != "reply_to_message"}
             elif not (reply.get("allow_sending_without_reply") or params.get("allow_sending_without_reply")):
                 raise bad_request("message to be replied not found")
-        if markup := _inline_keyboard(params):
+        if markup := inline_keyboard(params):
             content["reply_markup"] = markup
         chat = self._chats.get(chat_id) or {"id": chat_id, "type": "private" if chat_id > 0 else "supergroup"}
         return self._store_message(chat, self.bot_user, content)
@@ -1118,11 +866,11 @@ class FakeTelegram(LocalServer):
     def _api_senddocument(self, params: JSONDict, files: dict) -> JSONDict:
         filename, data = self._upload(params, files, "document")
         document = {**self._new_file(data, "documents", _extension(filename)), "file_name": filename}
-        return self._bot_message(params, {"document": document, **_caption(params)})
+        return self._bot_message(params, {"document": document, **check_caption(params)})
 
     def _api_sendphoto(self, params: JSONDict, files: dict) -> JSONDict:
         _, data = self._upload(params, files, "photo")
-        return self._bot_message(params, {"photo": self._photo_sizes(data), **_caption(params)})
+        return self._bot_message(params, {"photo": self._photo_sizes(data), **check_caption(params)})
 
     def _api_sendchataction(self, params: JSONDict, files: dict) -> bool:
         if params.get("chat_id") in (None, ""):
@@ -1159,7 +907,7 @@ class FakeTelegram(LocalServer):
             raise bad_request("message to edit not found")
         old = {k: v for k, v in message.items() if k not in ("edit_date", "reply_markup")}
         new = {k: v for k, v in (old | changes).items() if v is not None}
-        if markup := _inline_keyboard(params):  # no reply_markup in an edit: Telegram drops the keyboard
+        if markup := inline_keyboard(params):  # no reply_markup in an edit: Telegram drops the keyboard
             new["reply_markup"] = markup
         if new == {k: v for k, v in message.items() if k != "edit_date"}:
             raise bad_request(
@@ -1175,7 +923,7 @@ class FakeTelegram(LocalServer):
         return self._edit(params, {"text": text})
 
     def _api_editmessagecaption(self, params: JSONDict, files: dict) -> JSONDict | bool:
-        return self._edit(params, _caption(params) or {"caption": None})
+        return self._edit(params, check_caption(params) or {"caption": None})
 
     def _api_editmessagereplymarkup(self, params: JSONDict, files: dict) -> JSONDict | bool:
         return self._edit(params, {})
@@ -1201,22 +949,8 @@ def _user(who: Who) -> JSONDict:
     return user
 
 
-def _command_entities(key: str, text: str | None) -> JSONDict:
-    match = _BOT_COMMAND_RE.match(text or "")
-    return {key: [{"type": "bot_command", "offset": 0, "length": len(match.group(0))}]} if match else {}
-
-
-def _caption(source: JSONDict | str | None) -> JSONDict:
-    """The caption fields of a message: from a user's caption string, or from the bot's request params (checked)."""
-    if isinstance(source, dict):
-        caption = source.get("caption")
-        if not caption:
-            return {}
-        check_formatting(caption, source.get("parse_mode"))
-        if len(caption) > MAX_CAPTION:
-            raise bad_request("message caption is too long")
-        return {"caption": caption}
-    return {} if source is None else {"caption": source, **_command_entities("caption_entities", source)}
+def _caption(caption: str | None) -> JSONDict:
+    return {} if caption is None else {"caption": caption, **command_entities("caption_entities", caption)}
 
 
 def _extension(filename: str) -> str:
@@ -1225,34 +959,6 @@ def _extension(filename: str) -> str:
 
 def _same(actual: Any, expected: Any) -> bool:
     return actual == expected or (actual is not None and str(actual) == str(expected))
-
-
-def _scope_key(params: JSONDict) -> tuple[str, str]:
-    scope = params.get("scope")
-    scope = (json.loads(scope) if isinstance(scope, str) else scope) or {}
-    kind = scope.get("type", "default")
-    if kind in ("chat", "chat_administrators"):
-        kind = f"{kind}:{scope.get('chat_id')}"
-    elif kind == "chat_member":
-        kind = f"chat_member:{scope.get('chat_id')}:{scope.get('user_id')}"
-    return kind, params.get("language_code") or ""
-
-
-def _inline_keyboard(params: JSONDict) -> JSONDict | None:
-    """The request's inline keyboard (checked as Telegram does), ``None`` when there is none."""
-    markup = params.get("reply_markup")
-    if not (isinstance(markup, dict) and "inline_keyboard" in markup):
-        return None
-    rows = markup["inline_keyboard"]
-    if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
-        raise bad_request('field "inline_keyboard" of the InlineKeyboardMarkup must be an Array of Arrays')
-    for button in (button for row in rows for button in row):
-        if not button.get("text"):
-            raise bad_request("BUTTON_TEXT_EMPTY")  # hypothetical wording, close to Telegram's
-        data = button.get("callback_data")
-        if data is not None and not 1 <= len(str(data).encode()) <= MAX_CALLBACK_DATA:
-            raise bad_request("BUTTON_DATA_INVALID")
-    return markup
 
 
 @pytest.fixture
