@@ -512,12 +512,12 @@ async def test_rate_limit_per_chat_and_overall(bot: Bot, fake_telegram: FakeTele
     assert "too fast" not in [m["text"] for m in fake_telegram.messages[CHAT]]
     assert fake_telegram.calls_of("sendMessage")[-2].fault == "rate"
 
-    fake_telegram.limit_rate(None, overall=10, overall_burst=2)
+    fake_telegram.limit_rate(None, overall=4, overall_burst=2)
     await bot.send_message(3003, "a")
     await bot.send_message(3004, "b")
     with pytest.raises(RetryAfter):
         await bot.send_message(3005, "c")
-    await asyncio.sleep(0.15)  # 10/s: a token is back after 0.1 s
+    await asyncio.sleep(0.3)  # 4/s: a send is allowed again after 0.25 s
     await bot.send_message(3005, "c")
 
     fake_telegram.limit_rate(None, None)

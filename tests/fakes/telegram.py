@@ -1,8 +1,8 @@
 """A fake Telegram Bot API server for end-to-end tests (real HTTP on ``127.0.0.1``, no network).
 
-:class:`FakeTelegram` (on :class:`tests.fakes.server.LocalServer`) answers the Bot API methods aipbot uses the way
-``api.telegram.org`` does, so the real python-telegram-bot stack can be pointed at it with ``base_url`` /
-``base_file_url``::
+:class:`FakeTelegram` (a :class:`tests.fakes.server.LocalServer`) answers the Bot API methods aipbot uses the way
+``api.telegram.org`` does (the rules it applies are in :mod:`tests.fakes.botapi`), so the real python-telegram-bot
+stack can be pointed at it with ``base_url`` / ``base_file_url``::
 
     async def test_echo(fake_telegram):
         app = fake_telegram.app_builder().build()
@@ -516,6 +516,8 @@ class FakeTelegram(LocalServer):
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"kind must be one of {FAULT_KINDS}, not {kind!r}")
+        if times < 1 or not 500 <= status <= 599:
+            raise ValueError("times must be at least 1 and status a 5xx")
         fault = _Fault(kind, times, retry_after, bad_request(description).description, status, html, delay)
         with self._cond:
             self._faults.setdefault(method.lower(), []).append(fault)
@@ -580,10 +582,11 @@ class FakeTelegram(LocalServer):
 
     def balance_webhook(self, *urls: str) -> None:
         """Stand a load balancer in front of the webhook: successive delivery attempts (redeliveries included) go to
-        *urls* in turn instead of the URL set with ``setWebhook`` (which still needs to be set). No *urls*: back to
-        that URL."""
+        *urls* in turn, the first one first, instead of the URL set with ``setWebhook`` (which must still be set).
+        No *urls*: back to that URL."""
         with self._cond:
             self._targets = [_check_local_url(url) for url in urls]
+            self._target_turn = itertools.count()  # the next attempt goes to urls[0]
 
     async def webhook_done(self, count: int = 1, *, timeout: float = 10) -> list[Delivery]:
         """Wait until *count* updates in all have left the webhook queue (delivered with a 2xx, or given up after
@@ -617,14 +620,14 @@ class FakeTelegram(LocalServer):
                 self.deliveries.append(delivery)
                 if delivery.error:
                     self._webhook_error = (int(time.time()), delivery.error)
-                if delivery.ok or attempt > self.webhook_retries:
+                if delivery.ok or attempt > self.webhook_retries:  # done with this update
                     if self._updates and self._updates[0] is update:
                         self._updates.pop(0)
                     self._webhook_done += 1
-                    continue
-                deadline = time.monotonic() + self.webhook_backoff * 2 ** (attempt - 1)
-                while not self._stopped.is_set() and (left := deadline - time.monotonic()) > 0:
-                    self._cond.wait(left)
+                else:  # back off before redelivering it
+                    deadline = time.monotonic() + self.webhook_backoff * 2 ** (attempt - 1)
+                    while not self._stopped.is_set() and (left := deadline - time.monotonic()) > 0:
+                        self._cond.wait(left)
 
     # -- the bot's side, for assertions ------------------------------------------------------------------------------
 
