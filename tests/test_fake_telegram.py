@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import http.client
 import io
 import json
 import socket
@@ -655,3 +656,22 @@ async def test_webhook_validation_and_delete(bot: Bot, fake_telegram: FakeTelegr
 
     await bot.set_webhook(receiver.url, drop_pending_updates=True)
     assert fake_telegram.pending_updates == []
+
+
+def test_chunked_request_body(fake_telegram: FakeTelegram) -> None:
+    """The shared server base reads ``Transfer-Encoding: chunked`` bodies like any other."""
+    connection = http.client.HTTPConnection(fake_telegram.host, timeout=5)
+    body = iter([b"chat_id=1001&", b"text=in+two+chunks"])
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    connection.request("POST", f"/bot{FakeTelegram.TOKEN}/sendMessage", body, headers, encode_chunked=True)
+    answer = json.loads(connection.getresponse().read())
+    connection.close()
+    assert answer["result"]["text"] == "in two chunks"
+
+
+def test_user_parameters_are_checked(fake_telegram: FakeTelegram) -> None:
+    with pytest.raises(TypeError, match="user_name"):
+        fake_telegram.user_sends_text("hi", user_name="ada")  # type: ignore[call-arg]
+    group = fake_telegram.user_sends_text("hi", chat_type="supergroup", user_id=5, username="ada", language_code=None)
+    assert group["chat"] == {"id": FakeTelegram.DEFAULT_GROUP_ID, "type": "supergroup", "title": "aipbot test group"}
+    assert group["from"] == {"id": 5, "is_bot": False, "first_name": "Ada", "username": "ada"}
