@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import http.client
 import io
+import json
+import socket
 
 import httpx
 import pytest
 from PIL import Image
 from telegram import Bot, BotCommand, BotCommandScopeAllPrivateChats, InlineKeyboardButton, InlineKeyboardMarkup
 from telegram.constants import ParseMode
-from telegram.error import BadRequest, EndPointNotFound, InvalidToken
+from telegram.error import BadRequest, Conflict, EndPointNotFound, InvalidToken, NetworkError, RetryAfter, TimedOut
 from telegram.ext import CallbackQueryHandler, CommandHandler, ContextTypes, MessageHandler, filters
 
+from tests.fakes.server import LocalServer, Request
 from tests.fakes.telegram import Call, FakeTelegram, decode_params
 
 CHAT = 1001  # the default user's id, which is the id of their private chat
@@ -379,3 +384,294 @@ async def test_application_button_press(app, fake_telegram: FakeTelegram) -> Non
     assert fake_telegram.messages[CHAT][-1]["text"] == "Language: zh"
     with pytest.raises(AssertionError, match="no button"):
         fake_telegram.user_presses_button(menu, "lang:en")  # the edit removed the keyboard
+
+
+# -- scripted faults --------------------------------------------------------------------------------------------------
+
+
+#: PTB 22 warns that ``RetryAfter.retry_after`` becomes a timedelta (PTB_TIMEDELTA); both are fine here.
+ptb_timedelta_warning = pytest.mark.filterwarnings("ignore:.*retry_after.*:telegram.warnings.PTBDeprecationWarning")
+
+
+def retry_seconds(error: RetryAfter) -> float:
+    """``RetryAfter.retry_after`` in seconds, whether PTB gives an int or a timedelta."""
+    value = error.retry_after
+    return value.total_seconds() if isinstance(value, dt.timedelta) else value
+
+
+@ptb_timedelta_warning
+async def test_fail_429_has_no_side_effect_and_the_retry_succeeds(bot: Bot, fake_telegram: FakeTelegram) -> None:
+    fake_telegram.fail("sendMessage", times=2, kind="429", retry_after=2)
+    for _ in range(2):
+        with pytest.raises(RetryAfter) as error:
+            await bot.send_message(CHAT, "hello")
+        assert retry_seconds(error.value) == 2
+    assert fake_telegram.messages.get(CHAT, []) == []  # nothing delivered
+    sent = await bot.send_message(CHAT, "hello")
+
+    calls = fake_telegram.calls_of("sendMessage")
+    assert [(c.status, c.fault) for c in calls] == [(429, "429"), (429, "429"), (200, None)]
+    assert calls[0].error == "Too Many Requests: retry after 2"
+    assert calls[0].at <= calls[1].at <= calls[2].at
+    assert [m["message_id"] for m in fake_telegram.messages[CHAT]] == [sent.message_id]
+    assert (await fake_telegram.bot_replied()).result["message_id"] == sent.message_id  # faulted calls are skipped
+
+
+async def test_fail_429_raw_answer_and_timing(fake_telegram: FakeTelegram) -> None:
+    fake_telegram.fail("sendMessage", kind="429", retry_after=1)
+    url = f"{fake_telegram.base_url}{FakeTelegram.TOKEN}/sendMessage"
+    async with httpx.AsyncClient() as client:
+        first = await client.post(url, json={"chat_id": CHAT, "text": "x"})
+        assert first.status_code == 429
+        assert first.json() == {
+            "ok": False,
+            "error_code": 429,
+            "description": "Too Many Requests: retry after 1",
+            "parameters": {"retry_after": 1},
+        }
+        await asyncio.sleep(first.json()["parameters"]["retry_after"])
+        assert (await client.post(url, json={"chat_id": CHAT, "text": "x"})).status_code == 200
+    failed, retried = fake_telegram.calls_of("sendMessage")
+    assert retried.at - failed.at >= 1
+
+
+async def test_fail_5xx_html_and_json(bot: Bot, fake_telegram: FakeTelegram) -> None:
+    fake_telegram.fail("sendDocument", kind="5xx")
+    with pytest.raises(NetworkError, match=r"Bad Gateway \(502\)"):
+        await bot.send_document(CHAT, b"data", filename="a.txt")
+    fake_telegram.fail("sendMessage", kind="5xx", status=500, html=False)
+    with pytest.raises(NetworkError, match="Internal Server Error"):
+        await bot.send_message(CHAT, "x")
+    assert fake_telegram.messages.get(CHAT, []) == []
+    assert [c.status for c in fake_telegram.calls if c.method.startswith("send")] == [502, 500]
+    await bot.send_document(CHAT, b"data", filename="a.txt")
+    async with httpx.AsyncClient() as client:
+        fake_telegram.fail("getMe", kind="5xx")
+        page = await client.get(f"{fake_telegram.base_url}{FakeTelegram.TOKEN}/getMe")
+    assert page.status_code == 502
+    assert page.headers["content-type"] == "text/html"
+    assert b"<center>nginx" in page.content
+
+
+async def test_fail_400_with_a_chosen_description(bot: Bot, fake_telegram: FakeTelegram) -> None:
+    fake_telegram.fail("sendPhoto", kind="400", description="wrong file identifier/HTTP URL specified")
+    with pytest.raises(BadRequest, match="Wrong file identifier/http url specified"):
+        await bot.send_photo(CHAT, png(10, 10))
+    assert fake_telegram.calls_of("sendPhoto")[0].error == "Bad Request: wrong file identifier/HTTP URL specified"
+    assert fake_telegram.messages.get(CHAT, []) == []
+    assert (await bot.send_photo(CHAT, png(10, 10))).photo
+
+
+async def test_fail_drop_and_stall(bot: Bot, fake_telegram: FakeTelegram) -> None:
+    fake_telegram.fail("sendMessage", kind="drop")
+    with pytest.raises(NetworkError) as error:
+        await bot.send_message(CHAT, "lost")
+    assert not isinstance(error.value, TimedOut)
+    fake_telegram.fail("sendMessage", kind="stall", delay=0.3)
+    with pytest.raises(TimedOut):
+        await bot.send_message(CHAT, "slow", read_timeout=0.1)
+    assert (await bot.send_message(CHAT, "finally")).text == "finally"
+    await asyncio.sleep(0.4)  # a stalled call is recorded when the server gives up on it
+    calls = sorted(fake_telegram.calls_of("sendMessage"), key=lambda call: call.at)
+    assert [(c.text, c.fault, c.status) for c in calls] == [
+        ("lost", "drop", None),
+        ("slow", "stall", None),
+        ("finally", None, 200),
+    ]
+    assert [m["text"] for m in fake_telegram.messages[CHAT]] == ["finally"]
+
+
+async def test_failed_get_updates_confirms_nothing(bot: Bot, fake_telegram: FakeTelegram) -> None:
+    fake_telegram.long_poll_cap = 0
+    fake_telegram.user_sends_text("one")
+    first = await bot.get_updates()
+    fake_telegram.fail("getUpdates", kind="5xx")
+    with pytest.raises(NetworkError):
+        await bot.get_updates(offset=first[0].update_id + 1)
+    assert [u["message"]["text"] for u in fake_telegram.pending_updates] == ["one"]
+
+
+def test_fail_refuses_unknown_kinds(fake_telegram: FakeTelegram) -> None:
+    with pytest.raises(ValueError, match="kind must be one of"):
+        fake_telegram.fail("sendMessage", kind="teapot")
+
+
+# -- flood control ----------------------------------------------------------------------------------------------------
+
+
+@ptb_timedelta_warning
+async def test_rate_limit_per_chat_and_overall(bot: Bot, fake_telegram: FakeTelegram) -> None:
+    for _ in range(5):
+        await bot.send_message(CHAT, "free")  # off by default
+    fake_telegram.limit_rate(per_chat=1.0, chat_burst=3)
+    for _ in range(3):
+        await bot.send_message(CHAT, "burst")
+    with pytest.raises(RetryAfter) as error:
+        await bot.send_message(CHAT, "too fast")
+    assert retry_seconds(error.value) == 1
+    await bot.send_message(2002, "another chat is fine")
+    assert "too fast" not in [m["text"] for m in fake_telegram.messages[CHAT]]
+    assert fake_telegram.calls_of("sendMessage")[-2].fault == "rate"
+
+    fake_telegram.limit_rate(None, overall=4, overall_burst=2)
+    await bot.send_message(3003, "a")
+    await bot.send_message(3004, "b")
+    with pytest.raises(RetryAfter):
+        await bot.send_message(3005, "c")
+    await asyncio.sleep(0.3)  # 4/s: a send is allowed again after 0.25 s
+    await bot.send_message(3005, "c")
+
+    fake_telegram.limit_rate(None, None)
+    for _ in range(5):
+        await bot.send_message(CHAT, "free again")
+
+
+# -- webhooks ---------------------------------------------------------------------------------------------------------
+
+
+class Receiver(LocalServer):
+    """A webhook target: records every request (headers, JSON update) and answers the scripted *statuses*, then 200."""
+
+    def __init__(self, *statuses: int) -> None:
+        self.statuses = list(statuses)
+        self.received: list[tuple[dict[str, str], dict]] = []
+
+    def handle_request(self, request: Request) -> tuple[int, str, bytes]:
+        self.received.append((dict(request.headers), json.loads(request.body)))
+        status = self.statuses.pop(0) if self.statuses else 200
+        return status, "text/plain", b""
+
+    @property
+    def url(self) -> str:
+        return f"{self.endpoint}/hook"
+
+    @property
+    def texts(self) -> list[str]:
+        return [update["message"]["text"] for _, update in self.received]
+
+
+@pytest.fixture
+def receiver():
+    with Receiver() as server:
+        yield server
+
+
+def free_port() -> int:
+    """A port nobody listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def test_webhook_delivery_with_secret(bot: Bot, fake_telegram: FakeTelegram, receiver: Receiver) -> None:
+    fake_telegram.user_sends_text("before")  # pending updates are delivered once the webhook is set
+    assert await bot.set_webhook(receiver.url, secret_token="s3cret-Token_1", max_connections=5)
+    info = await bot.get_webhook_info()
+    assert (info.url, info.max_connections, info.has_custom_certificate) == (receiver.url, 5, False)
+    with pytest.raises(Conflict, match="can't use getUpdates method while webhook is active"):
+        await bot.get_updates()
+
+    fake_telegram.user_sends_text("after")
+    deliveries = await fake_telegram.webhook_done(2)
+    assert receiver.texts == ["before", "after"]
+    headers, update = receiver.received[0]
+    assert headers["X-Telegram-Bot-Api-Secret-Token"] == "s3cret-Token_1"
+    assert headers["Content-Type"] == "application/json"
+    assert update["update_id"] == deliveries[0].update["update_id"]
+    assert [(d.status, d.attempt, d.url) for d in deliveries] == [(200, 1, receiver.url)] * 2
+    assert fake_telegram.pending_updates == []
+    assert (await bot.get_webhook_info()).pending_update_count == 0
+
+
+async def test_webhook_redelivers_after_500(bot: Bot, fake_telegram: FakeTelegram) -> None:
+    with Receiver(500, 503) as receiver:
+        await bot.set_webhook(receiver.url)
+        fake_telegram.user_sends_text("again")
+        fake_telegram.user_sends_text("next")
+        deliveries = await fake_telegram.webhook_done(2)
+        assert [(d.status, d.attempt) for d in deliveries] == [(500, 1), (503, 2), (200, 3), (200, 1)]
+        assert receiver.texts == ["again", "again", "again", "next"]  # in order: "next" waited
+        assert "X-Telegram-Bot-Api-Secret-Token" not in receiver.received[0][0]
+        assert deliveries[1].at - deliveries[0].at >= fake_telegram.webhook_backoff
+        info = await bot.get_webhook_info()
+        assert info.last_error_message == "Wrong response from the webhook: 503 Service Unavailable"
+
+
+async def test_webhook_redelivers_after_refused_connection(bot: Bot, fake_telegram: FakeTelegram) -> None:
+    port = free_port()
+    fake_telegram.webhook_retries = 2
+    await bot.set_webhook(f"http://127.0.0.1:{port}/hook")
+    fake_telegram.user_sends_text("nobody home")
+    deliveries = await fake_telegram.webhook_done()
+    assert [(d.status, d.error, d.attempt) for d in deliveries] == [(None, "Connection refused", n) for n in (1, 2, 3)]
+    assert (await bot.get_webhook_info()).last_error_message == "Connection refused"
+    assert fake_telegram.pending_updates == []  # given up after the retries
+
+    with Receiver() as receiver:  # the receiver comes up: the next update gets through after one refusal
+        fake_telegram.balance_webhook(f"http://127.0.0.1:{port}/hook", receiver.url)
+        fake_telegram.user_sends_text("second try")
+        deliveries = (await fake_telegram.webhook_done(2))[3:]
+        assert [(d.error, d.url) for d in deliveries] == [
+            ("Connection refused", f"http://127.0.0.1:{port}/hook"),
+            (None, receiver.url),
+        ]
+        assert receiver.texts == ["second try"]
+
+
+async def test_webhook_balanced_over_two_front_ends(bot: Bot, fake_telegram: FakeTelegram) -> None:
+    with Receiver() as one, Receiver() as two:
+        await bot.set_webhook(one.url, secret_token="lb")
+        fake_telegram.balance_webhook(one.url, two.url)
+        for n in range(4):
+            fake_telegram.user_sends_text(f"m{n}")
+        await fake_telegram.webhook_done(4)
+        assert (one.texts, two.texts) == (["m0", "m2"], ["m1", "m3"])
+        assert all(headers["X-Telegram-Bot-Api-Secret-Token"] == "lb" for headers, _ in one.received + two.received)
+
+
+async def test_webhook_validation_and_delete(bot: Bot, fake_telegram: FakeTelegram, receiver: Receiver) -> None:
+    with pytest.raises(BadRequest, match="Bad webhook"):
+        await bot.set_webhook("https://example.org/hook")
+    with pytest.raises(BadRequest, match="Secret token contains unallowed characters"):
+        await bot.set_webhook(receiver.url, secret_token="not allowed!")
+    with pytest.raises(BadRequest, match="Invalid max_connections"):
+        await bot.set_webhook(receiver.url, max_connections=101)
+    assert (await bot.get_webhook_info()).url == ""
+
+    await bot.set_webhook(receiver.url, allowed_updates=["callback_query"])
+    assert (await bot.get_webhook_info()).allowed_updates == ("callback_query",)
+    fake_telegram.user_sends_text("not asked for")
+    menu = await bot.send_message(
+        CHAT, "menu", reply_markup=InlineKeyboardMarkup.from_button(InlineKeyboardButton("Go", callback_data="go"))
+    )
+    fake_telegram.user_presses_button(menu.to_dict(), "go")
+    await fake_telegram.webhook_done(1)
+    assert [list(update)[1] for _, update in receiver.received] == ["callback_query"]
+
+    await bot.delete_webhook()
+    assert (await bot.get_webhook_info()).url == ""
+    fake_telegram.user_sends_text("polled")
+    fake_telegram.long_poll_cap = 0
+    assert [u.message.text for u in await bot.get_updates()] == ["polled"]
+
+    await bot.set_webhook(receiver.url, drop_pending_updates=True)
+    assert fake_telegram.pending_updates == []
+
+
+def test_chunked_request_body(fake_telegram: FakeTelegram) -> None:
+    """The shared server base reads ``Transfer-Encoding: chunked`` bodies like any other."""
+    connection = http.client.HTTPConnection(fake_telegram.host, timeout=5)
+    body = iter([b"chat_id=1001&", b"text=in+two+chunks"])
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    connection.request("POST", f"/bot{FakeTelegram.TOKEN}/sendMessage", body, headers, encode_chunked=True)
+    answer = json.loads(connection.getresponse().read())
+    connection.close()
+    assert answer["result"]["text"] == "in two chunks"
+
+
+def test_user_parameters_are_checked(fake_telegram: FakeTelegram) -> None:
+    with pytest.raises(TypeError, match="user_name"):
+        fake_telegram.user_sends_text("hi", user_name="ada")  # type: ignore[call-arg]
+    group = fake_telegram.user_sends_text("hi", chat_type="supergroup", user_id=5, username="ada", language_code=None)
+    assert group["chat"] == {"id": FakeTelegram.DEFAULT_GROUP_ID, "type": "supergroup", "title": "aipbot test group"}
+    assert group["from"] == {"id": 5, "is_bot": False, "first_name": "Ada", "username": "ada"}
