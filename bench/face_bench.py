@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from PIL import Image
 
 from core.images import open_image
-from plugins.facematch import LOCAL_MAX_SIDE
+from plugins.facematch.sides import LOCAL_MAX_SIDE
 from plugins.facematch.engines import (
     DEFAULT_THRESHOLD,
     DLIB_SAME_DISTANCE,
@@ -37,7 +37,7 @@ DEFAULT_FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces
 
 
 def side(engine: LocalFaceEngine, data: bytes) -> tuple[Image.Image, FaceScan]:
-    """What the plugin does with one photo (``plugins.facematch._local_side``)."""
+    """What the plugin does with one photo (``plugins.facematch.sides._local_side``)."""
     image = open_image(data)
     if max(image.size) > LOCAL_MAX_SIDE:
         image.thumbnail((LOCAL_MAX_SIDE, LOCAL_MAX_SIDE), Image.BILINEAR)

@@ -126,6 +126,7 @@ class BotServices:
         self.io_pool.shutdown(wait=False, cancel_futures=True)
         self.cpu_pool.shutdown(wait=False, cancel_futures=True)
         self.db_pool.shutdown(wait=True, cancel_futures=True)
+        self.conversations.close()
         self.store.close()
         self.state.close()
 

@@ -79,8 +79,8 @@ class Conversations:
         conversation.photos = [self._hold(photo) for photo in photos]
         old = await self.state.get(self._key(chat_id, user_id))
         await self.state.set(self._key(chat_id, user_id), conversation.to_json(), self.ttl)
-        if old is not None and old["id"] != conversation.id:
-            self._wipe(old["photos"], keep=conversation.photos)
+        if old is not None:
+            self._wipe(old["photos"], keep=photos)
 
     async def take(self, chat_id: int, user_id: int, transport: PhotoSource | None) -> tuple[Conversation, list[Photo]]:
         """Remove the conversation to continue it: it and its photos (brought back from their references)."""
@@ -120,9 +120,16 @@ class Conversations:
             return transport.photo_from_ref(ref["ref"], meta)
         return None
 
-    def _wipe(self, refs: list[dict[str, Any]], keep: list[dict[str, Any]] | None = None) -> None:
-        kept = {id(self.held.get(r["mem"])) for r in keep or []}
+    def _wipe(self, refs: list[dict[str, Any]], keep: list[Photo] | None = None) -> None:
+        """Forget the photos of ``refs`` and drop their bytes, except those in ``keep`` (held again)."""
+        kept = {id(photo) for photo in keep or []}
         for ref in refs:
             photo = self.held.pop(ref["mem"], None)
             if photo is not None and id(photo) not in kept:
                 photo.wipe()
+
+    def close(self) -> None:
+        """At shutdown: drop every photo held in memory (conversations keep their references)."""
+        for photo in self.held.values():
+            photo.wipe()
+        self.held.clear()

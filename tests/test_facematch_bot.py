@@ -17,7 +17,9 @@ import pytest
 from PIL import Image
 
 import plugins.facematch as facematch
+from core.chat import Photo
 from core.config import ConfigError
+from core.conversation import Conversations
 from plugins.facematch.engines import LocalFaceEngine
 from tests.harness import Harness
 
@@ -37,10 +39,13 @@ def models() -> None:
     LocalFaceEngine().load()
 
 
-def holding() -> list[facematch.FirstPhoto]:
-    """First photos still held in memory (alive and not cleared)."""
+def holding() -> list[Photo]:
+    """First photos still held in memory by a conversation (alive, not expired and not wiped)."""
     gc.collect()
-    return [first for first in facematch.FirstPhoto.live if first.side is not None]
+    tables = [obj for obj in gc.get_objects() if isinstance(obj, Conversations)]
+    for table in tables:
+        table.held.expire()
+    return [photo for table in tables for photo in table.held.values() if not photo.wiped]
 
 
 @pytest.fixture(autouse=True)
@@ -193,14 +198,14 @@ async def test_cancel_forgets_the_pending_pair():
 def slow_check(monkeypatch):
     """Hold every photo check until the test releases it: ``(started, release)`` events."""
     started, release = asyncio.Event(), asyncio.Event()
-    read_side = facematch._read_side
+    read_side = facematch.read_side
 
     async def held(*args):
         started.set()
         await release.wait()
         return await read_side(*args)
 
-    monkeypatch.setattr(facematch, "_read_side", held)
+    monkeypatch.setattr(facematch, "read_side", held)
     return started, release
 
 
@@ -239,26 +244,27 @@ async def test_a_second_photo_sent_while_the_first_is_checked_is_asked_for_again
         assert "likely the same person" in replies[0].text
 
 
-async def test_the_plugin_itself_holds_the_first_photo_only_through_the_pending_data():
-    """Once the router lets go of the pending data, the plugin's timer and registry do not keep the photo."""
-    side = facematch.Side(Image.new("RGB", (40, 40)))
-    pending = {"first": facematch.FirstPhoto(side)}
-    pending["first"].arm(300)
-    assert len(holding()) == 1
-    pending.clear()
-    assert not holding()
+async def test_the_plugin_itself_holds_the_first_photo_only_through_the_conversation():
+    """The plugin object keeps no photo of its own: when the conversation lets go, nothing holds it."""
+    async with Harness(LOCAL) as bot:
+        await bot.send("/facematch", photos=[photo("obama_1.jpg")])
+        (first,) = holding()
+        plugin = bot.app.plugins.pm.get_plugin("facematch")
+        assert first not in gc.get_referents(*vars(plugin).values())
+        await bot.app.services.conversations.drop(1, 1)
+        assert not holding() and first.wiped
 
 
 async def test_first_photo_is_dropped_when_the_pending_window_ends():
     async with Harness(LOCAL) as bot:
         await bot.send("/facematch", photos=[photo("obama_1.jpg")])
-        (first,) = holding()
-        first.arm(0)  # the window ends now (the real one is pending_minutes)
-        for _ in range(100):
-            if first.side is None:
-                break
-            await asyncio.sleep(0)
-        assert first.side is None
+        assert len(holding()) == 1
+        state = bot.app.services.state
+        now = state.clock()
+        state.clock = lambda: now + 5 * 60 + 1  # the window (pending_minutes) ends
+        assert not holding()
+        replies = await bot.send(photos=[photo("obama_2.jpg")])  # not the second of a pair any more
+        assert replies[0].text == "What should I do with this photo?"
 
 
 async def test_shutdown_drops_waiting_first_photos():
@@ -296,8 +302,9 @@ def test_startup_returns_before_the_models_are_warm(monkeypatch):
         release.wait(30)
         warmed.set()
 
-    monkeypatch.setattr(facematch._engine, "warm", slow_warm)
-    facematch.aipbot_startup(services=None)  # must not wait for slow_warm
+    plugin = facematch.Plugin()
+    monkeypatch.setattr(plugin.engine, "warm", slow_warm)
+    plugin.aipbot_startup()  # must not wait for slow_warm
     assert not warmed.is_set()
     release.set()
     assert warmed.wait(30)

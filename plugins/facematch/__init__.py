@@ -19,337 +19,206 @@ import logging
 import math
 import threading
 import time
-import weakref
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
-from PIL import Image
-
-from core.chat import Command, Context, Services
+from core.chat import Command, Context, Photo, Services
 from core.config import Field
-from core.errors import BadImage, NoFace, ProviderMisconfigured, UserFacingError
+from core.errors import NoFace, ProviderMisconfigured, UserFacingError
 from core.hookspecs import hookimpl
 from core.i18n import load_dir
-from core.images import FACE_LIMITS, open_image, prepare
+from core.providers import choose_engine
 from plugins.facematch.engines import (
     DEFAULT_THRESHOLD,
     BaiduFaceEngine,
     Box,
     EngineUnavailable,
-    FaceScan,
     LocalFaceEngine,
     MatchResult,
 )
 from plugins.facematch.picture import render_pair
+from plugins.facematch.sides import Side, detect_boxes, read_side
 
 log = logging.getLogger(__name__)
 
 NAME = "facematch"
-#: Largest side of the image the local engine works on (photos sent as files can be much larger).
-LOCAL_MAX_SIDE = 1920
 BAIDU_CONTROLS = ["NONE", "LOW", "NORMAL", "HIGH"]
 
-_engine = LocalFaceEngine()
-#: ``ctx.pending`` key while a first photo is being checked: an object only that invocation holds. The
-#: command stays pending meanwhile, so a ``/cancel`` (or another command) wipes ``ctx.pending``, and the
-#: check then knows the photo is no longer wanted.
-CHECKING = "checking_first"
+#: Conversation steps: the first photo is being checked; the first photo is kept, the second is awaited.
+CHECKING, SECOND = "checking", "second"
 
 
-# ---------------------------------------------------------------------------------------------- hooks
-@hookimpl
-def aipbot_config_schema() -> dict[str, Field]:
-    """``plugins.facematch``: engine, threshold, Baidu's face options, and the reply picture."""
-    return {
-        "engine": Field(
-            str,
-            default="auto",
-            choices=["auto", "baidu", "local"],
-            help="auto: Baidu when providers.baidu has keys, else local (dlib)",
-        ),
-        "threshold": Field(
-            float,
-            default=DEFAULT_THRESHOLD,
-            min=0,
-            max=100,
-            help="same person at or above this score (0–100), for both engines; Baidu advises 80",
-        ),
-        "face_type": Field(
-            str,
-            default="LIVE",
-            choices=["LIVE", "IDCARD", "WATERMARK", "CERT"],
-            help="Baidu: kind of photo (LIVE everyday photo, IDCARD chip photo, CERT document photo)",
-        ),
-        "quality_control": Field(
-            str,
-            default="NONE",
-            choices=BAIDU_CONTROLS,
-            help="Baidu: refuse faces below this quality (covered, blurred, badly lit)",
-        ),
-        "liveness_control": Field(
-            str,
-            default="NONE",
-            choices=BAIDU_CONTROLS,
-            help="Baidu: refuse faces that fail this liveness level (photos of photos)",
-        ),
-        "picture": Field(bool, default=True, help="answer with the two faces side by side and the score"),
-    }
+# ---------------------------------------------------------------------------------------------- the plugin
+class Plugin:
+    """``/facematch`` for one bot: its local engine and its config belong to this instance."""
 
+    def __init__(self) -> None:
+        self.engine = LocalFaceEngine()
+        self.config: dict[str, Any] = {}
+        self._warm: threading.Thread | None = None
 
-@hookimpl
-def aipbot_messages() -> dict[str, dict[str, str]]:
-    """The plugin's catalogue (``locale/en.yaml``, ``locale/zh.yaml``)."""
-    return load_dir(Path(__file__).parent / "locale")
+    @hookimpl
+    def aipbot_config_schema(self) -> dict[str, Field]:
+        """``plugins.facematch``: engine, threshold, Baidu's face options, and the reply picture."""
+        return {
+            "engine": Field(
+                str,
+                default="auto",
+                choices=["auto", "baidu", "local"],
+                help="auto: Baidu when providers.baidu has keys, else local (dlib)",
+            ),
+            "threshold": Field(
+                float,
+                default=DEFAULT_THRESHOLD,
+                min=0,
+                max=100,
+                help="same person at or above this score (0–100), for both engines; Baidu advises 80",
+            ),
+            "face_type": Field(
+                str,
+                default="LIVE",
+                choices=["LIVE", "IDCARD", "WATERMARK", "CERT"],
+                help="Baidu: kind of photo (LIVE everyday photo, IDCARD chip photo, CERT document photo)",
+            ),
+            "quality_control": Field(
+                str,
+                default="NONE",
+                choices=BAIDU_CONTROLS,
+                help="Baidu: refuse faces below this quality (covered, blurred, badly lit)",
+            ),
+            "liveness_control": Field(
+                str,
+                default="NONE",
+                choices=BAIDU_CONTROLS,
+                help="Baidu: refuse faces that fail this liveness level (photos of photos)",
+            ),
+            "picture": Field(bool, default=True, help="answer with the two faces side by side and the score"),
+        }
 
+    @hookimpl
+    def aipbot_messages(self) -> dict[str, dict[str, str]]:
+        """The plugin's catalogue (``locale/en.yaml``, ``locale/zh.yaml``)."""
+        return load_dir(Path(__file__).parent / "locale")
 
-@hookimpl
-def aipbot_commands(config: dict[str, Any], services: Services) -> list[Command]:
-    """``/facematch``: two photos per invocation (an album is cut to two)."""
-    return [Command(NAME, help="facematch.help", handler=facematch, takes_photos=True, max_photos=2)]
+    @hookimpl
+    def aipbot_commands(self, config: dict[str, Any]) -> list[Command]:
+        """``/facematch``: two photos per invocation (an album is cut to two)."""
+        self.config = config
+        return [Command(NAME, help="facematch.help", handler=self.facematch, takes_photos=True, max_photos=2)]
 
-
-@hookimpl
-def aipbot_status(config: dict[str, Any], services: Services) -> str:
-    """Which engine answers now, and whether the local models are in memory."""
-    local = "local (dlib: HOG detector, 5-point landmarks, ResNet descriptor)"
-    models = "models loaded" if _engine.loaded() else "models not loaded yet"
-    threshold = f"threshold {config['threshold']:g}"
-    if config["engine"] == "local":
-        return f"{local}, {models}, {threshold}"
-    try:
-        client = services.provider("baidu")
-    except Exception as exc:  # a broken provider module must not break /plugins
-        return f"engine {config['engine']}: Baidu client unavailable ({type(exc).__name__}), {threshold}"
-    if client is None:
-        if config["engine"] == "baidu":
-            return f"baidu — NOT CONFIGURED (providers.baidu has no keys), {threshold}"
-        return f"auto → {local} (no Baidu keys), {models}, {threshold}"
-    return f"{config['engine']} → Baidu face match V3 (face_type {config['face_type']}), {threshold}; crops: {models}"
-
-
-@hookimpl
-def aipbot_startup(services: Services) -> None:
-    """Start loading and warming the local models in a background thread; returns at once."""
-    threading.Thread(target=_warm, name="facematch-warm", daemon=True).start()
-
-
-@hookimpl
-def aipbot_shutdown(services: Services) -> None:
-    """Forget every first photo still waiting for its pair."""
-    for first in list(FirstPhoto.live):
-        first.clear()
-
-
-def _warm() -> None:
-    try:
-        _engine.warm()
-    except EngineUnavailable as exc:
-        log.warning("facematch: local engine unavailable (%s); Baidu answers will show whole photos", exc)
-    except Exception:
-        log.exception("facematch: warming the local engine failed")
-
-
-# ---------------------------------------------------------------------------------------------- state
-@dataclass
-class Side:
-    """One photo of the pair, in memory: the RGB image, the bytes for Baidu, what the local engine found."""
-
-    image: Image.Image
-    data: bytes | None = None  # encoded within Baidu's limits; only for the Baidu engine
-    scan: FaceScan | None = None
-    boxes: list[Box] | None = None  # local detection for the picture (None: not run or unavailable)
-
-    def __repr__(self) -> str:  # never the pixels, bytes or descriptor
-        return f"Side({self.image.width}x{self.image.height}, faces={None if self.boxes is None else len(self.boxes)})"
-
-
-class FirstPhoto:
-    """The first photo of a pair while the command waits for the second.
-
-    It lives in ``ctx.pending`` (the router drops it on ``/cancel``, on expiry, and when another command
-    starts) and also clears itself when ``pending_minutes`` pass, so the photo is never kept longer than
-    the pending window even if nobody touches the router again. The timer holds only a weak reference.
-    """
-
-    live: ClassVar[weakref.WeakSet[FirstPhoto]] = weakref.WeakSet()
-
-    def __init__(self, side: Side) -> None:
-        self.side: Side | None = side
-        self._timer: asyncio.TimerHandle | None = None
-        FirstPhoto.live.add(self)
-
-    def arm(self, seconds: float) -> None:
-        """Clear this photo ``seconds`` from now (replacing an earlier timer)."""
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_later(seconds, FirstPhoto._expire, weakref.ref(self))
-
-    def clear(self) -> None:
-        """Drop the photo now."""
-        self.side = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    @staticmethod
-    def _expire(ref: weakref.ref[FirstPhoto]) -> None:
-        first = ref()
-        if first is not None:
-            first.side = None
-            first._timer = None
-
-    def __repr__(self) -> str:
-        return f"FirstPhoto({self.side!r})"
-
-
-# ---------------------------------------------------------------------------------------------- handler
-async def facematch(ctx: Context) -> None:
-    """Compare two photos (an album of two, or one photo now and one later)."""
-    started = time.perf_counter()
-    held = ctx.pending.pop("first", None)
-    first = held.side if isinstance(held, FirstPhoto) else None
-    if isinstance(held, FirstPhoto):
-        held.clear()
-    photos = ctx.photos
-    engine = _choose_engine(ctx)
-    if not photos:
-        await ctx.reply(ctx.t("facematch.facematch.prompt"))
-        if first is not None:
-            _keep_first(ctx, first)
-        ctx.expect_photo()
-        return
-    if len(photos) >= 2:
-        first = None  # a new album replaces a photo that was waiting
-        ctx.pending.pop(CHECKING, None)  # or one still being checked
-        sides = []
-        for index, photo in enumerate(photos[:2]):
-            sides.append(await _read_side(ctx, photo, index, engine))
-        a, b = sides
-    elif first is None and CHECKING in ctx.pending:  # sent while the first one is still being checked
-        ctx.expect_photo()
-        await ctx.reply(ctx.t("facematch.still_checking_first"))
-        return
-    elif first is None:
-        await _take_first(ctx, photos[0], engine)
-        return
-    else:
-        a = first
+    @hookimpl
+    def aipbot_status(self, config: dict[str, Any], services: Services) -> str:
+        """Which engine answers now, and whether the local models are in memory."""
+        local = "local (dlib: HOG detector, 5-point landmarks, ResNet descriptor)"
+        models = "models loaded" if self.engine.loaded() else "models not loaded yet"
+        threshold = f"threshold {config['threshold']:g}"
         try:
-            b = await _read_side(ctx, photos[0], 1, engine)
-        except UserFacingError:
-            _keep_first(ctx, a)  # the first photo was fine: let the user send another second one
-            ctx.expect_photo()
+            client = choose_engine(services, config["engine"], "plugins.facematch.engine")
+        except ProviderMisconfigured:
+            return f"baidu — NOT CONFIGURED (providers.baidu has no keys), {threshold}"
+        except Exception as exc:  # a broken provider module must not break /plugins
+            return f"engine {config['engine']}: Baidu client unavailable ({type(exc).__name__}), {threshold}"
+        if client is None:
+            why = "" if config["engine"] == "local" else "auto → "
+            return f"{why}{local}{' (no Baidu keys)' if why else ''}, {models}, {threshold}"
+        return (
+            f"{config['engine']} → Baidu face match V3 (face_type {config['face_type']}), {threshold}; crops: {models}"
+        )
+
+    @hookimpl
+    def aipbot_startup(self) -> None:
+        """Start loading and warming the local models in a background thread; returns at once."""
+        self._warm = threading.Thread(target=self._warm_engine, name="facematch-warm", daemon=True)
+        self._warm.start()
+
+    @hookimpl
+    def aipbot_shutdown(self) -> None:
+        """Wait (briefly) for a warm-up still loading, so no native thread outlives the bot."""
+        if self._warm is not None:
+            self._warm.join(timeout=30)
+
+    def _warm_engine(self) -> None:
+        try:
+            self.engine.warm()
+        except EngineUnavailable as exc:
+            log.warning("facematch: local engine unavailable (%s); Baidu answers will show whole photos", exc)
+        except Exception:
+            log.exception("facematch: warming the local engine failed")
+
+    def choose(self, ctx: Context) -> LocalFaceEngine | BaiduFaceEngine:
+        config = ctx.config
+        client = choose_engine(ctx.services, config["engine"], "plugins.facematch.engine")
+        if client is None:
+            return self.engine
+        return BaiduFaceEngine(
+            client,
+            face_type=config["face_type"],
+            quality_control=config["quality_control"],
+            liveness_control=config["liveness_control"],
+        )
+
+    # ------------------------------------------------------------------------------------------ handler
+    async def facematch(self, ctx: Context) -> None:
+        """Compare two photos (an album of two, or one photo now and one later)."""
+        started = time.perf_counter()
+        engine = self.choose(ctx)
+        first = ctx.kept[0] if ctx.kept else None
+        if not ctx.photos:
+            await ctx.expect_photo(ctx.step, keep=ctx.kept)
+            await ctx.reply(ctx.t("facematch.facematch.prompt"))
+            return
+        if len(ctx.photos) >= 2:  # a new album replaces a photo that was waiting, or one still being checked
+            a, b = [await read_side(ctx, photo, index, engine) for index, photo in enumerate(ctx.photos[:2])]
+        elif ctx.step == CHECKING:  # sent while the first one is still being checked
+            await ctx.expect_photo(CHECKING, keep=ctx.kept)
+            await ctx.reply(ctx.t("facematch.still_checking_first"))
+            return
+        elif first is None:
+            await self._take_first(ctx, ctx.photos[0], engine)
+            return
+        else:
+            try:
+                a = await read_side(ctx, first, 0, engine)
+                b = await read_side(ctx, ctx.photos[0], 1, engine)
+            except UserFacingError:
+                await ctx.expect_photo(SECOND, keep=[first])  # the first photo was fine: send another second
+                raise
+            if engine is self.engine and b.scan is not None and b.scan.count == 0:
+                await ctx.expect_photo(SECOND, keep=[first])
+                await ctx.reply(ctx.t("facematch.no_face_second_retry"))
+                return
+        await _compare(ctx, engine, self.engine, a, b, started)
+
+    async def _take_first(self, ctx: Context, photo: Photo, engine: LocalFaceEngine | BaiduFaceEngine) -> None:
+        """Check the first photo now (so a bad one is refused at once), keep it, and ask for the second.
+
+        The conversation waits while the photo is checked: a ``/cancel`` or another command meanwhile ends
+        it (and the router says "Cancelled"); the photo is then dropped and nothing more is said.
+        """
+        await ctx.expect_photo(CHECKING, keep=[photo])
+        try:
+            side = await read_side(ctx, photo, 0, engine)
+        except UserFacingError as err:
+            if not await ctx.still_current():
+                log.info("facematch: user %s cancelled while the first photo was checked (%s)", ctx.user.id, err.detail)
+                return
+            await ctx.expect_photo()  # still waiting for a usable first photo
             raise
-        if engine is _engine and b.scan is not None and b.scan.count == 0:
-            _keep_first(ctx, a)
-            ctx.expect_photo()
-            await ctx.reply(ctx.t("facematch.no_face_second_retry"))
+        if not await ctx.still_current():
+            log.info("facematch: user %s cancelled while the first photo was checked; it is dropped", ctx.user.id)
             return
-    await _compare(ctx, engine, a, b, started)
-
-
-def _choose_engine(ctx: Context) -> LocalFaceEngine | BaiduFaceEngine:
-    config = ctx.config
-    if config["engine"] == "local":
-        return _engine
-    client = ctx.services.provider("baidu")
-    if client is None:
-        if config["engine"] == "baidu":
-            raise ProviderMisconfigured("plugins.facematch.engine is baidu, but providers.baidu has no keys")
-        return _engine
-    return BaiduFaceEngine(
-        client,
-        face_type=config["face_type"],
-        quality_control=config["quality_control"],
-        liveness_control=config["liveness_control"],
-    )
-
-
-async def _take_first(ctx: Context, photo: Any, engine: LocalFaceEngine | BaiduFaceEngine) -> None:
-    """Check the first photo now (so a bad one is refused at once), keep it, and ask for the second.
-
-    The command is pending while the photo is checked: a ``/cancel`` or another command meanwhile wipes
-    ``ctx.pending`` (and the router says "Cancelled"); the photo is then dropped and nothing more is said.
-    """
-    checking = ctx.pending[CHECKING] = object()
-    ctx.expect_photo()
-    try:
-        side = await _read_side(ctx, photo, 0, engine)
-    except UserFacingError as err:
-        if not _still_wanted(ctx, checking):
-            log.info("facematch: user %s cancelled while the first photo was checked (%s)", ctx.user.id, err.detail)
+        if engine is self.engine and side.scan is not None and side.scan.count == 0:
+            await ctx.expect_photo()
+            await ctx.reply(ctx.t("facematch.no_face_first_retry"))
             return
-        ctx.expect_photo()  # still waiting for a usable first photo
-        raise
-    if not _still_wanted(ctx, checking):
-        log.info("facematch: user %s cancelled while the first photo was checked; it is dropped", ctx.user.id)
-        return
-    if engine is _engine and side.scan is not None and side.scan.count == 0:
-        ctx.expect_photo()
-        await ctx.reply(ctx.t("facematch.no_face_first_retry"))
-        return
-    _keep_first(ctx, side)
-    ctx.expect_photo()
-    await ctx.reply(ctx.t("facematch.got_first", minutes=_fmt_minutes(ctx.services.config["pending_minutes"])))
+        await ctx.expect_photo(SECOND, keep=[photo])
+        await ctx.reply(ctx.t("facematch.got_first", minutes=_fmt_minutes(ctx.services.config["pending_minutes"])))
 
 
-def _still_wanted(ctx: Context, checking: object) -> bool:
-    """Whether the check marked by ``checking`` is still wanted (no /cancel, no newer command or album);
-    ends the mark."""
-    if ctx.pending.get(CHECKING) is not checking:
-        return False
-    del ctx.pending[CHECKING]
-    return True
-
-
-def _keep_first(ctx: Context, side: Side) -> None:
-    first = FirstPhoto(side)
-    first.arm(ctx.services.config["pending_minutes"] * 60)
-    ctx.pending["first"] = first
-
-
-async def _read_side(ctx: Context, photo: Any, index: int, engine: LocalFaceEngine | BaiduFaceEngine) -> Side:
-    """Download, validate and (local engine) scan one photo; a bad image names the photo."""
-    data = await photo.read()
-    try:
-        if isinstance(engine, LocalFaceEngine):
-            return await ctx.run_cpu(_local_side, data)
-        return await ctx.run_cpu(_baidu_side, data)
-    except BadImage as err:
-        which = "first" if index == 0 else "second"
-        raise BadImage(
-            f"{which} photo: {err.detail}", key=f"facematch.bad_{which}", problem=ctx.t(err.key, **err.params)
-        ) from None
-
-
-def _local_side(data: bytes) -> Side:
-    """(worker thread) Decode, downscale to :data:`LOCAL_MAX_SIDE`, find faces, describe the largest."""
-    image = open_image(data)
-    if max(image.size) > LOCAL_MAX_SIDE:
-        image.thumbnail((LOCAL_MAX_SIDE, LOCAL_MAX_SIDE), Image.BILINEAR)
-    try:
-        scan = _engine.scan(image)
-    except EngineUnavailable as exc:
-        raise UserFacingError(str(exc), key="facematch.local_unavailable") from exc
-    return Side(image, scan=scan, boxes=scan.boxes)
-
-
-def _baidu_side(data: bytes) -> Side:
-    """(worker thread) Fit the photo to Baidu's limits (1920×1080, 2 MB base64)."""
-    prepared = prepare(data, FACE_LIMITS)
-    return Side(prepared.image, data=prepared.data)
-
-
-def _detect_boxes(side: Side) -> list[Box] | None:
-    """(worker thread) Local face boxes for the picture; None when the local engine is unavailable."""
-    try:
-        return _engine.detect(side.image)
-    except EngineUnavailable:
-        return None
-
-
-async def _compare(ctx: Context, engine: LocalFaceEngine | BaiduFaceEngine, a: Side, b: Side, started: float) -> None:
+# ---------------------------------------------------------------------------------------------- the answer
+async def _compare(
+    ctx: Context, engine: LocalFaceEngine | BaiduFaceEngine, local: LocalFaceEngine, a: Side, b: Side, started: float
+) -> None:
     config = ctx.config
     threshold = config["threshold"]
     if isinstance(engine, LocalFaceEngine):
@@ -366,8 +235,8 @@ async def _compare(ctx: Context, engine: LocalFaceEngine | BaiduFaceEngine, a: S
         assert a.data is not None and b.data is not None
         match, boxes_a, boxes_b = await asyncio.gather(
             ctx.run_blocking(engine.match, a.data, b.data, threshold),
-            ctx.run_cpu(_detect_boxes, a),
-            ctx.run_cpu(_detect_boxes, b),
+            ctx.run_cpu(detect_boxes, local, a),
+            ctx.run_cpu(detect_boxes, local, b),
             return_exceptions=True,
         )
         for found in (boxes_a, boxes_b):

@@ -186,7 +186,7 @@ async def handle(ctx: Context) -> None:
         await ctx.reply(ctx.t("ocr.usage", arg=options.bad_arg, languages=", ".join(LANGUAGES)))
         return
     if not ctx.photos:  # the router delivers photos; be safe if a transport ever calls without
-        ctx.expect_photo()
+        await ctx.expect_photo()
         await ctx.reply(ctx.t("ocr.ocr.prompt"))
         return
     engine = choose_engine(ctx.config, ctx.services)
