@@ -8,6 +8,9 @@ of 20 runs, and in every run that ended right after a ``/facematch``. See ``core
 
 from __future__ import annotations
 
+import os
+import pty
+import select
 import subprocess
 import sys
 import threading
@@ -88,3 +91,46 @@ def test_a_thread_still_running_after_the_wait_cannot_abort_the_exit(tmp_path):
     assert result.stdout == "done\n"
     assert "exiting without waiting any longer for threads still running: endless-warm-up" in result.stderr
     assert time.monotonic() - started < 10
+
+
+def test_ctrl_c_on_a_terminal_quits_at_once_with_status_0(tmp_path):
+    """On a terminal the console reads in the event loop: Ctrl-C does not wait for one more line."""
+    config = tmp_path / "config.yaml"
+    config.write_text(f"plugins: {{}}\nstorage: {{path: {tmp_path / 'db.sqlite3'}}}\n", encoding="utf-8")
+    argv = [sys.executable, str(ROOT / "bot.py"), "--config", str(config), "--console"]
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: become the bot, on the pseudo-terminal
+        try:
+            os.execve(sys.executable, argv, {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8"})
+        finally:
+            os._exit(127)
+    seen = b""
+
+    def read_until(marker: bytes, seconds: float = 30) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + seconds
+        while marker not in seen and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.1)[0]:
+                try:
+                    seen += os.read(fd, 65536)
+                except OSError:  # the bot closed the terminal
+                    return
+
+    waited = (0, 0)
+    try:
+        read_until(b"you> ")
+        os.write(fd, b"/help\r")
+        read_until(b"Commands:")
+        read_until(b"you> ", 5)
+        os.write(fd, b"\x03")  # Ctrl-C
+        deadline = time.monotonic() + 15
+        while (waited := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            read_until(b"never", 0.1)
+        assert waited[0] == pid, f"still running 15 s after Ctrl-C: {seen[-300:]!r}"
+        assert os.waitstatus_to_exitcode(waited[1]) == 0, seen[-2000:]
+        assert b"bot> Commands:" in seen
+    finally:
+        if waited[0] != pid:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        os.close(fd)

@@ -17,6 +17,7 @@ file name in any encoding still opens) and shown as U+FFFD; control characters a
 from __future__ import annotations
 
 import asyncio
+import codecs
 import io
 import logging
 import os
@@ -235,6 +236,52 @@ def _read_line(stdin: TextIO) -> tuple[str, int] | None:
     return line.rstrip("\n"), length
 
 
+class _TerminalLines:
+    """Lines typed on a terminal, read by the event loop (``add_reader``) rather than by a thread.
+
+    A thread blocked reading a terminal cannot be stopped, and ``asyncio.run`` waits for its executor's
+    threads: Ctrl-C would wait for one more line. Same results as :func:`_read_line`.
+    """
+
+    def __init__(self, stdin: TextIO, loop: asyncio.AbstractEventLoop) -> None:
+        self._fd = stdin.fileno()
+        self._loop = loop
+        self._decoder = codecs.getincrementaldecoder(stdin.encoding or "utf-8")(errors="surrogateescape")
+        self._text = ""  # the line so far, at most MAX_LINE + 1 characters
+        self._length = 0
+        self._lines: asyncio.Queue[tuple[str, int] | None] = asyncio.Queue()
+        loop.add_reader(self._fd, self._readable)  # NotImplementedError where the loop cannot
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self._fd, 1 << 16)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # the terminal went away: end of input
+            data = b""
+        self._add(self._decoder.decode(data, final=not data))
+        if not data:  # Ctrl-D at the start of a line
+            if self._text or self._length:
+                self._lines.put_nowait((self._text, self._length))
+            self._lines.put_nowait(None)
+            self.close()
+
+    def _add(self, chunk: str) -> None:
+        while chunk:
+            head, newline, chunk = chunk.partition("\n")
+            self._length += len(head)
+            self._text += head[: max(0, MAX_LINE + 1 - len(self._text))]
+            if newline:
+                self._lines.put_nowait((self._text, self._length))
+                self._text, self._length = "", 0
+
+    async def next(self) -> tuple[str, int] | None:
+        return await self._lines.get()
+
+    def close(self) -> None:
+        self._loop.remove_reader(self._fd)
+
+
 def _tolerant(stream: TextIO, errors: str) -> None:
     """Make a text stream of the process decode or encode without raising (``errors``)."""
     if isinstance(stream, io.TextIOWrapper) and stream.errors != errors:
@@ -264,12 +311,21 @@ async def run_console(
     out.flush()
     loop = asyncio.get_running_loop()
     max_file_mb = app.config["telegram"]["max_file_mb"]
+    terminal: _TerminalLines | None = None
+    if not echo:
+        try:
+            terminal = _TerminalLines(stdin, loop)
+        except (NotImplementedError, OSError, ValueError) as err:
+            log.debug("console: reading the terminal in a thread (%s)", err)
     try:
         while True:
             if not echo:
                 out.write("you> ")
                 out.flush()
-            read = await loop.run_in_executor(None, _read_line, stdin)
+            if terminal is not None:
+                read = await terminal.next()
+            else:
+                read = await loop.run_in_executor(None, _read_line, stdin)
             if read is None:
                 break
             line, length = read
@@ -292,4 +348,6 @@ async def run_console(
                 continue
             await app.router.handle(parsed, transport)
     finally:
+        if terminal is not None:
+            terminal.close()
         app.stop()
