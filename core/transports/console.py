@@ -187,10 +187,10 @@ def parse_line(line: str, user: User, chat: Chat, buttons: list[Button], max_fil
     if len(line) > MAX_LINE:
         return f"that line is too long ({len(line)} characters; a message holds at most {MAX_LINE})"
     if buttons and line.isascii() and line.isdigit():
-        n = int(line)
+        n = int(line) if len(line) <= 9 else 0
         if not 1 <= n <= len(buttons):
             choices = "1" if len(buttons) == 1 else f"1 to {len(buttons)}"
-            return f"there is no button {n} (type {choices})"
+            return f"there is no button {_visible(line, 12)} (type {choices})"
         button = buttons[n - 1]
         if button.url:
             return f"(open this link in a browser: {button.url})"
@@ -300,7 +300,7 @@ async def run_console(
 ) -> None:
     """Chat on the terminal until EOF (Ctrl-D) or Ctrl-C."""
     _tolerant(stdin, "surrogateescape")  # invalid UTF-8 must not raise; a file name in any encoding opens
-    _tolerant(out, "backslashreplace")  # a terminal that is not UTF-8 gets \\u escapes, not a crash
+    _tolerant(out, "backslashreplace")  # a terminal that is not UTF-8 gets \uXXXX escapes, not a crash
     transport = ConsoleTransport(out)
     app.start(transport)
     lang = language or app.config["language"]["default"]
