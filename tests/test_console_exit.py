@@ -68,7 +68,8 @@ def test_the_shutdown_waits_for_threads_that_are_finishing_and_names_the_ones_th
         started = time.monotonic()
         left = wait_for_threads(0.5)
         assert not quick.is_alive()
-        assert left == [slow]
+        assert slow in left  # (other tests' threads may be listed too: this runs inside pytest)
+        assert quick not in left
         assert time.monotonic() - started < 2
     finally:
         stuck.set()
