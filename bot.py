@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import os
 import sys
+import threading
 
 from core import redact
 from core.config import ConfigError, load
@@ -71,7 +74,31 @@ def main(argv: list[str] | None = None) -> int:
             run_telegram(app)
     except KeyboardInterrupt:
         pass
-    return 0
+    return finish(0)
+
+
+def finish(status: int) -> int:
+    """``status``, once no thread of the bot is running any more; see :func:`core.app.wait_for_threads`.
+
+    A thread still alive after the bounded wait would abort the interpreter's finalization (exit 134),
+    so then the process leaves without finalizing: streams flushed, ``os._exit(status)``.
+    """
+    from core.app import SHUTDOWN_WAIT, wait_for_threads
+
+    try:
+        left = wait_for_threads(SHUTDOWN_WAIT)
+    except KeyboardInterrupt:  # a second Ctrl-C: stop waiting
+        left = [t for t in threading.enumerate() if t is not threading.current_thread()]
+    if not left:
+        return status
+    logging.getLogger("aipbot").warning(
+        "exiting without waiting any longer for threads still running: %s", ", ".join(t.name for t in left)
+    )
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed or broken stdout must not stop the exit
+            stream.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":

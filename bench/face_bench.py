@@ -23,7 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from PIL import Image
 
 from core.images import open_image
-from plugins.facematch.sides import LOCAL_MAX_SIDE
 from plugins.facematch.engines import (
     DEFAULT_THRESHOLD,
     DLIB_SAME_DISTANCE,
@@ -32,6 +31,7 @@ from plugins.facematch.engines import (
     distance_to_score,
 )
 from plugins.facematch.picture import render_pair
+from plugins.facematch.sides import LOCAL_MAX_SIDE
 
 DEFAULT_FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces"
 

@@ -8,6 +8,7 @@ import importlib
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -129,6 +130,40 @@ class BotServices:
         self.conversations.close()
         self.store.close()
         self.state.close()
+
+
+#: Seconds the shutdown waits, in all, for the threads still running (engine warm-ups, the worker pools).
+SHUTDOWN_WAIT = 30.0
+
+
+def wait_for_threads(timeout: float = SHUTDOWN_WAIT) -> list[threading.Thread]:
+    """Join every other thread still running, for at most ``timeout`` seconds in all; those still alive.
+
+    Call after :meth:`App.stop`, outside the event loop, just before the process exits. Why: the
+    plugins warm their engines in daemon threads (``aipbot_startup`` must return at once), and the CPU
+    pool runs engine calls; those threads spend their time inside onnxruntime (OCR) and dlib (faces),
+    which release the GIL around native work. When the interpreter finalizes while such a thread is
+    still inside native code, CPython 3.11 ends that thread with ``pthread_exit`` as soon as it tries to
+    take the GIL back (core dumps show ``take_gil`` → ``PyThread_exit_thread`` → ``pthread_exit`` under
+    ``_dlib_pybind11`` and ``onnxruntime_pybind11_state`` frames). glibc implements ``pthread_exit`` as a
+    forced stack unwind; the unwind reaches a C++ frame that must not throw (pybind11's
+    ``gil_scoped_release`` destructor, which retakes the GIL, is ``noexcept``: pybind/pybind11#2215), so
+    C++ calls ``std::terminate``: "terminate called without an active exception", SIGABRT, exit status
+    134. It happened whenever the console chat reached end of input while a warm-up was still
+    loading (``import dlib``, ``InferenceSession``). Joining the threads first means no thread is left
+    in native code when finalization starts. The caller must not finalize the interpreter while any
+    thread returned here is alive (``bot.py`` leaves with ``os._exit`` after flushing).
+    """
+    deadline = time.monotonic() + timeout
+    current = threading.current_thread()
+    left: list[threading.Thread] = []
+    for thread in threading.enumerate():
+        if thread is current or thread is threading.main_thread() or isinstance(thread, threading._DummyThread):
+            continue  # a dummy thread (started outside Python) cannot be joined, nor is it ended at exit
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            left.append(thread)
+    return left
 
 
 def _open_store(path: str) -> tuple[Store, State]:

@@ -220,7 +220,14 @@ SCHEMA: dict[str, Field] = {
 
 
 #: URLs that carry keys, tokens or signatures: https only (plain http is allowed to this machine, for tests).
-SECRET_URLS = ("providers.baidu.endpoint", "providers.baidu.h5_base_url", "providers.webank.endpoint")
+# URLs that carry secrets (the bot token is part of every Telegram Bot API URL): https, or http to this machine only
+SECRET_URLS = (
+    "telegram.base_url",
+    "telegram.base_file_url",
+    "providers.baidu.endpoint",
+    "providers.baidu.h5_base_url",
+    "providers.webank.endpoint",
+)
 _LOOPBACK = re.compile(r"^http://(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?(/|$)")
 
 

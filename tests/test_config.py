@@ -50,6 +50,15 @@ def test_an_unset_variable_is_named_in_the_error(monkeypatch):
             "providers.baidu.endpoint: must be an absolute https URL (plain http only to 127.0.0.1 or localhost",
         ),
         (
+            {"telegram": {"base_url": "http://example.com/bot"}},
+            "telegram.base_url: must be an absolute https URL (plain http only to 127.0.0.1 or localhost; "
+            "got 'http://example.com/bot')",
+        ),
+        (
+            {"telegram": {"base_file_url": "http://192.168.1.5:8081/file/bot"}},
+            "telegram.base_file_url: must be an absolute https URL (plain http only to 127.0.0.1 or localhost",
+        ),
+        (
             {"providers": {"webank": {"endpoint": "kyc1.qcloud.com"}}},
             "providers.webank.endpoint: must be an absolute https URL",
         ),
@@ -59,6 +68,18 @@ def test_validation_errors_name_the_key_and_the_problem(raw, message):
     with pytest.raises(ConfigError) as err:
         validate(raw)
     assert str(err.value).startswith(message)
+
+
+def test_telegram_base_urls_may_be_plain_http_only_to_this_machine():
+    config = validate(
+        {"telegram": {"base_url": "http://127.0.0.1:8081/bot", "base_file_url": "http://localhost:8081/file/bot"}}
+    )
+    assert config["telegram"]["base_url"] == "http://127.0.0.1:8081/bot"
+    assert config["telegram"]["base_file_url"] == "http://localhost:8081/file/bot"
+    for url in ("http://127.0.0.1.example.com/bot", "http://localhost.example.com/bot", "https://"):
+        with pytest.raises(ConfigError) as err:
+            validate({"telegram": {"base_url": url}})
+        assert str(err.value).startswith("telegram.base_url: must be an absolute https URL")
 
 
 def test_secrets_from_config_are_registered_for_redaction(monkeypatch):

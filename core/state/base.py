@@ -62,7 +62,7 @@ class State(ABC):
     async def purge(self) -> int:
         """Forget every expired entry now (they are also ignored when read); how many were removed."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional: an implementation with nothing to release keeps it)
         """Release connections and threads (at shutdown)."""
 
     def lock(self, key: str, ttl: float = 60.0, *, poll: float = 0.02) -> StateLock:
