@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import importlib
 import logging
 import sqlite3
 import threading
@@ -20,18 +19,14 @@ from core.conversation import Conversations
 from core.defaults import NAME as DEFAULT_PLUGIN
 from core.i18n import Catalogue, core_catalogue
 from core.plugins import PluginManager
+from core.providers import make_client
 from core.router import Router
 from core.state import State, open_state
 from core.store import Store
+from core.tokens import TokenService
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-# provider name -> "module:factory"; the factory takes (config, tokens) and returns a client or None
-PROVIDERS = {
-    "baidu": "core.providers.baidu:BaiduClient.from_config",
-    "webank": "core.providers.webank:WebankClient.from_config",
-}
 
 
 class BotServices:
@@ -54,7 +49,7 @@ class BotServices:
         self._jobs: list[asyncio.Task[None]] = []
         self._providers: dict[str, Any] = {}
         self._providers_lock = threading.Lock()
-        self._tokens: Any = None
+        self.tokens = TokenService()  # the one token service: every credential of every provider client
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking I/O in the I/O pool (``workers.io`` threads)."""
@@ -96,27 +91,12 @@ class BotServices:
             raise RuntimeError("no transport is running")
         return self.transport.deep_link(self.codec.deep_link(command, payload, signed=signed))
 
-    @property
-    def tokens(self) -> Any:
-        """The token service shared by every provider client."""
-        with self._providers_lock:
-            if self._tokens is None:
-                from core.tokens import TokenService
-
-                self._tokens = TokenService()
-            return self._tokens
-
     def provider(self, name: str) -> Any:
         """The shared client of provider ``name`` (e.g. ``baidu``), or None when it is not configured."""
-        if name not in self._providers:
-            module, _, attr = PROVIDERS[name].partition(":")
-            factory: Any = importlib.import_module(module)
-            for part in attr.split("."):
-                factory = getattr(factory, part)
-            client = factory(self.config, self.tokens)
-            with self._providers_lock:
-                self._providers.setdefault(name, client)
-        return self._providers[name]
+        with self._providers_lock:
+            if name not in self._providers:
+                self._providers[name] = make_client(name, self.config, self.tokens)
+            return self._providers[name]
 
     def close(self) -> None:
         for job in self._jobs:

@@ -139,6 +139,23 @@ class Reply:
     document: Document | None = None
 
 
+@dataclass
+class Incoming:
+    """One thing a user did, in transport-neutral form.
+
+    ``error`` is a catalogue key the transport already decided on (e.g. a file over the download
+    limit); the router tells the user and does nothing else.
+    """
+
+    user: User
+    chat: Chat
+    text: str = ""
+    photos: list[Photo] = field(default_factory=list)
+    message_id: int | None = None
+    callback_data: str | None = None
+    error: str | None = None
+
+
 Handler = Callable[["Context"], Awaitable[None]]
 PayloadHandler = Callable[["Context", str], Awaitable[None]]
 

@@ -42,6 +42,8 @@ class Field:
     - ``item``: the ``Field`` of each list element; ``schema``: the fixed keys of a dict;
       ``values``: the ``Field`` of each value of a dict with free keys;
     - ``secret``: the value is registered for log redaction;
+    - ``url``: a URL that carries keys, tokens or signatures (the bot token is in every Bot API URL): it
+      must be ``https://`` (plain http only to this machine, for tests and a local server); empty is allowed;
     - ``help``: one line for the configuration reference.
     """
 
@@ -54,6 +56,7 @@ class Field:
     schema: Mapping[str, Field] | None = None
     values: Field | None = None
     secret: bool = False
+    url: bool = False
     help: str = ""
 
 
@@ -137,6 +140,8 @@ def check(field: Field, value: Any, path: str) -> Any:
         value = {str(k): check(field.values, v, _join(path, k)) for k, v in value.items()}
     if field.secret and isinstance(value, str):
         register_secret(value)
+    if field.url and value:
+        check_secure_url(value, path)
     return str(value) if isinstance(value, _Substituted) else value
 
 
@@ -169,9 +174,9 @@ SCHEMA: dict[str, Field] = {
     "telegram": _section(
         token=Field(str, default="", secret=True, help="bot token from @BotFather; empty: console chat"),
         base_url=Field(
-            str, default="https://api.telegram.org/bot", help="Bot API base (a local Bot API server, tests)"
+            str, default="https://api.telegram.org/bot", url=True, help="Bot API base (a local Bot API server, tests)"
         ),
-        base_file_url=Field(str, default="https://api.telegram.org/file/bot", help="file download base"),
+        base_file_url=Field(str, default="https://api.telegram.org/file/bot", url=True, help="file download base"),
         poll_timeout=Field(int, default=30, min=0, max=60, help="getUpdates long-poll seconds"),
         album_wait=Field(float, default=0.8, min=0.05, max=10, help="seconds to wait for the rest of an album"),
         max_file_mb=Field(float, default=20, min=1, max=2000, help="largest file to download (Bot API: 20 MB)"),
@@ -194,40 +199,14 @@ SCHEMA: dict[str, Field] = {
         retries=Field(int, default=2, min=0, max=10, help="retries of connection errors, timeouts and 5xx"),
         backoff=Field(float, default=0.5, min=0, help="first retry delay in seconds, doubled each time"),
     ),
-    "providers": _section(
-        baidu=_section(
-            api_key=Field(str, default="", secret=True, help="Baidu AI Cloud API Key"),
-            secret_key=Field(str, default="", secret=True, help="Baidu AI Cloud Secret Key"),
-            endpoint=Field(str, default="https://aip.baidubce.com", help="API base URL"),
-            qps=Field(float, default=2, min=0.1, help="client-side request rate limit per credential"),
-            token_refresh_margin=Field(float, default=86400, min=0, help="refresh the token this early (s)"),
-            h5_base_url=Field(str, default="https://brain.baidu.com/face/print/", help="H5 verification page"),
-        ),
-        webank=_section(
-            app_id=Field(str, default="", secret=True, help="WeBank / Tencent FaceID app id (WBappid)"),
-            secret=Field(str, default="", secret=True, help="WeBank / Tencent FaceID app secret"),
-            endpoint=Field(str, default="https://kyc1.qcloud.com", help="API base URL (older: kyc.qcloud.com)"),
-            renew_minutes=Field(float, default=20, min=1, max=110, help="renew the access token this often"),
-            keep_previous_seconds=Field(
-                float, default=60, min=0, max=600, help="accept the previous SIGN ticket this long after a renewal"
-            ),
-        ),
-    ),
+    # providers.<name>: each provider module declares its own section (core.providers.schemas)
+    "providers": Field(dict, default={}, help="provider name -> its credentials and settings"),
     "storage": _section(path=Field(str, default="data/aipbot.sqlite3", help="SQLite database file")),
     "logging": _section(level=Field(str, default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])),
     "plugins": Field(dict, default={}, help="plugin name -> its section (enabled: true|false, …)"),
 }
 
 
-#: URLs that carry keys, tokens or signatures: https only (plain http is allowed to this machine, for tests).
-# URLs that carry secrets (the bot token is part of every Telegram Bot API URL): https, or http to this machine only
-SECRET_URLS = (
-    "telegram.base_url",
-    "telegram.base_file_url",
-    "providers.baidu.endpoint",
-    "providers.baidu.h5_base_url",
-    "providers.webank.endpoint",
-)
 _LOOPBACK = re.compile(r"^http://(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?(/|$)")
 
 
@@ -241,12 +220,9 @@ def check_secure_url(value: str, path: str) -> None:
 
 def validate(raw: Any) -> dict[str, Any]:
     """The validated core configuration (plugin sections checked only for shape here)."""
-    config = check_section(SCHEMA, substitute(raw), "")
-    for path in SECRET_URLS:
-        section: Any = config
-        for part in path.split("."):
-            section = section[part]
-        check_secure_url(section, path)
+    from core.providers import schemas
+
+    config = check_section({**SCHEMA, "providers": _section(**schemas())}, substitute(raw), "")
     for name, section in config["plugins"].items():
         path = f"plugins.{name}"
         if not isinstance(section, dict):

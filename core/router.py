@@ -20,33 +20,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
 
-from core.chat import Button, Chat, Command, Context, Photo, Reply, Services, Transport, User
+from core.chat import Button, Chat, Command, Context, Incoming, Photo, Reply, Services, Transport, User
 from core.conversation import CHOICE, PHOTO, TEXT, Conversation
 from core.errors import UserFacingError
 from core.middleware import Access, AdminAlerts, Quotas
 
 log = logging.getLogger(__name__)
 
+__all__ = ["Incoming", "Router"]  # Incoming lives in core.chat; transports import it from here too
+
 ROUTE = "_route"  # the command name in the router's own "what should I do with this photo?" buttons
-
-
-@dataclass
-class Incoming:
-    """One thing a user did, in transport-neutral form.
-
-    ``error`` is a catalogue key the transport already decided on (e.g. a file over the download
-    limit); the router tells the user and does nothing else.
-    """
-
-    user: User
-    chat: Chat
-    text: str = ""
-    photos: list[Photo] = field(default_factory=list)
-    message_id: int | None = None
-    callback_data: str | None = None
-    error: str | None = None
 
 
 class Router:
@@ -63,19 +47,6 @@ class Router:
 
     def t(self, user: User, key: str, **params: object) -> str:
         return self.services.catalogue.text(user.language, key, **params)
-
-    def photo_commands(self) -> list[Command]:
-        return [c for c in self.commands.values() if c.takes_photos]
-
-    def visible_commands(self, user: User | None = None) -> list[Command]:
-        """Plugin commands this user may run (all non-admin ones when ``user`` is None), built-ins left out."""
-        from core.defaults import NAME
-
-        return [
-            c
-            for c in self.commands.values()
-            if c.plugin != NAME and (not c.admin_only or (user is not None and user.is_admin))
-        ]
 
     async def _say(
         self, transport: Transport, chat: Chat, text: str, buttons: list[list[Button]] | None = None
@@ -146,7 +117,7 @@ class Router:
         if default and default in self.commands:
             await self._command(incoming, transport, f"/{default}")
             return
-        choices = [c for c in self.photo_commands() if self.access.may_run(c, user)]
+        choices = [c for c in self.commands.values() if c.takes_photos and self.access.may_run(c, user)]
         if not choices:
             await self._say(transport, chat, self.t(user, "router.no_photo_commands"))
             return
@@ -220,19 +191,10 @@ class Router:
         interrupted: bool = False,
     ) -> Context:
         return Context(
-            services=self.services,
-            transport=transport,
-            user=incoming.user,
-            chat=incoming.chat,
-            command=command,
-            args=args,
-            text=incoming.text,
-            photos=photos,
-            message_id=incoming.message_id,
-            conversation=conversation,
-            kept=kept,
-            interrupted=interrupted,
-        )
+            services=self.services, transport=transport, user=incoming.user, chat=incoming.chat, command=command,
+            args=args, text=incoming.text, photos=photos, message_id=incoming.message_id,
+            conversation=conversation, kept=kept, interrupted=interrupted,
+        )  # fmt: skip
 
     async def _invoke(
         self,

@@ -6,12 +6,19 @@ Each provider module owns its ``providers.<name>`` config schema (``SCHEMA``) an
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from core.errors import ProviderMisconfigured
 
-#: provider name -> module; each module has ``SCHEMA`` and a client class with ``from_config``
-PROVIDERS = {"baidu": "core.providers.baidu", "webank": "core.providers.webank"}
+#: provider name -> "module:client class"; the module has ``SCHEMA``, the class ``from_config(config, tokens)``
+PROVIDERS = {"baidu": "core.providers.baidu:BaiduClient", "webank": "core.providers.webank:WebankClient"}
+
+
+def make_client(name: str, config: dict[str, Any], tokens: Any) -> Any:
+    """The client of provider ``name`` for the whole validated ``config``, or None when it has no credentials."""
+    module, _, cls = PROVIDERS[name].partition(":")
+    return getattr(importlib.import_module(module), cls).from_config(config, tokens)
 
 
 def choose_engine(services: Any, choice: str, where: str, provider: str = "baidu") -> Any:
@@ -28,3 +35,13 @@ def choose_engine(services: Any, choice: str, where: str, provider: str = "baidu
     if client is None and choice == provider:
         raise ProviderMisconfigured(f"{where} is {provider}, but providers.{provider} has no keys")
     return client
+
+
+def schemas() -> dict[str, Any]:
+    """``providers.<name>`` → its section's ``core.config.Field``, from each provider module's ``SCHEMA``."""
+    from core.config import Field
+
+    return {
+        name: Field(dict, default={}, schema=importlib.import_module(target.partition(":")[0]).SCHEMA)
+        for name, target in PROVIDERS.items()
+    }

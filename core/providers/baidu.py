@@ -42,6 +42,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import requests
 
+from core.config import Field
 from core.errors import (
     BadImage,
     NoFace,
@@ -60,6 +61,16 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINT = "https://aip.baidubce.com"
 DEFAULT_H5_BASE_URL = "https://brain.baidu.com/face/print/"
+
+#: ``providers.baidu`` in config.yaml.
+SCHEMA = {
+    "api_key": Field(str, default="", secret=True, help="Baidu AI Cloud API Key"),
+    "secret_key": Field(str, default="", secret=True, help="Baidu AI Cloud Secret Key"),
+    "endpoint": Field(str, default=DEFAULT_ENDPOINT, url=True, help="API base URL"),
+    "qps": Field(float, default=2, min=0.1, help="client-side request rate limit per credential"),
+    "token_refresh_margin": Field(float, default=86400, min=0, help="refresh the token this early (s)"),
+    "h5_base_url": Field(str, default=DEFAULT_H5_BASE_URL, url=True, help="H5 verification page"),
+}
 TOKEN_PATH = "/oauth/2.0/token"
 OCR_PATH = "/rest/2.0/ocr/v1/"
 OCR_APIS = ("general_basic", "general", "accurate_basic", "accurate")

@@ -45,6 +45,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import requests
 
+from core.config import Field
 from core.errors import ProviderError, ProviderMisconfigured, TemporarilyUnavailable, UserFacingError
 from core.http import HttpSettings, make_session
 from core.redact import redact, register_secret
@@ -53,6 +54,17 @@ from core.tokens import TokenService
 log = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINT = "https://kyc1.qcloud.com"
+
+#: ``providers.webank`` in config.yaml.
+SCHEMA = {
+    "app_id": Field(str, default="", secret=True, help="WeBank / Tencent FaceID app id (WBappid)"),
+    "secret": Field(str, default="", secret=True, help="WeBank / Tencent FaceID app secret"),
+    "endpoint": Field(str, default=DEFAULT_ENDPOINT, url=True, help="API base URL (older: kyc.qcloud.com)"),
+    "renew_minutes": Field(float, default=20, min=1, max=110, help="renew the access token this often"),
+    "keep_previous_seconds": Field(
+        float, default=60, min=0, max=600, help="accept the previous SIGN ticket this long after a renewal"
+    ),
+}
 VERSION = "1.0.0"
 TOKEN_PATH = "/api/oauth2/access_token"
 TICKET_PATH = "/api/oauth2/api_ticket"

@@ -113,7 +113,7 @@ class TelegramTransport:
         catalogue = self.app.catalogue
         for lang in ("en", "zh"):
             commands = [
-                BotCommand(c.name, catalogue.text(lang, c.help)[:256]) for c in self.app.router.visible_commands()
+                BotCommand(c.name, catalogue.text(lang, c.help)[:256]) for c in self.app.commands if not c.admin_only
             ]
             commands += [
                 BotCommand("help", catalogue.text(lang, "menu.help")),

@@ -1,0 +1,111 @@
+"""Conversations survive a restart of the bot process: a real ``bot.py`` on the fake Bot API, stopped and
+started again on the same database between two steps of a command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data"
+
+
+class BotProcess:
+    """``python bot.py`` with a config written from ``config``; ``await start()``, ``await stop()``."""
+
+    def __init__(self, fake_telegram, tmp_path: Path, config: dict) -> None:
+        self.fake = fake_telegram
+        self.tmp = tmp_path
+        base = {
+            "telegram": {
+                "token": "${TEST_BOT_TOKEN}",
+                "base_url": fake_telegram.base_url,
+                "base_file_url": fake_telegram.base_file_url,
+                "poll_timeout": 1,
+            },
+            "storage": {"path": str(tmp_path / "aipbot.sqlite3")},
+        }
+        self.path = tmp_path / "config.yaml"
+        self.path.write_text(yaml.safe_dump({**base, **config}, allow_unicode=True))
+        self.proc: subprocess.Popen | None = None
+        self.stderr = ""
+
+    async def start(self) -> None:
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "TEST_BOT_TOKEN": self.fake.TOKEN,
+            "NO_PROXY": "127.0.0.1,localhost",
+            "HOME": str(self.tmp),
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "bot.py"), "--config", str(self.path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=self.tmp,
+        )
+        await self.fake.wait_for("getUpdates", timeout=60)
+
+    async def stop(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        code = await asyncio.get_running_loop().run_in_executor(None, self.proc.wait, 60)
+        self.stderr += self.proc.stderr.read() if self.proc.stderr else ""
+        assert code == 0, self.stderr
+        assert "Traceback" not in self.stderr, self.stderr
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def bot_process(fake_telegram, tmp_path):
+    made: list[BotProcess] = []
+
+    def make(config: dict) -> BotProcess:
+        made.append(BotProcess(fake_telegram, tmp_path, config))
+        return made[-1]
+
+    yield make
+    for process in made:
+        process.kill()
+
+
+async def test_ocr_then_a_restart_then_the_photo_gets_read(fake_telegram, bot_process):
+    bot = bot_process({"plugins": {"ocr": {"engine": "local"}}})
+    await bot.start()
+    fake_telegram.user_sends_text("/ocr")
+    assert "photo" in (await fake_telegram.bot_replied(timeout=30)).text
+    await bot.stop()
+    await bot.start()
+    fake_telegram.user_sends_photo((DATA / "text" / "en_line.png").read_bytes())
+    answer = await fake_telegram.bot_replied(timeout=120)
+    await bot.stop()
+    expected = json.loads((DATA / "text" / "expected.json").read_text())["en_line.png"][0]
+    assert answer.text.replace(" ", "") == expected.replace(" ", "")
+
+
+async def test_facematch_first_photo_then_a_restart_then_the_second_photo_gets_compared(fake_telegram, bot_process):
+    bot = bot_process({"plugins": {"facematch": {"engine": "local"}}})
+    await bot.start()
+    fake_telegram.user_sends_text("/facematch")
+    await fake_telegram.bot_replied(timeout=30)
+    fake_telegram.user_sends_photo((DATA / "faces" / "obama_1.jpg").read_bytes())
+    assert "Got the first photo" in (await fake_telegram.bot_replied(timeout=120)).text
+    await bot.stop()
+    await bot.start()
+    fake_telegram.user_sends_photo((DATA / "faces" / "obama_2.jpg").read_bytes())
+    answer = await fake_telegram.bot_replied(timeout=120)
+    await bot.stop()
+    assert "likely the same person" in answer.text
