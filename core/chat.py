@@ -370,10 +370,11 @@ class Context:
         photo is stored)."""
         await self._expect("photo", step, keep or [])
 
-    async def expect_text(self, step: str | None = None) -> None:
+    async def expect_text(self, step: str | None = None, *, keep: list[Photo] | None = None) -> None:
         """The user's next plain text message in this chat comes back to this handler as :attr:`text`, with
-        :attr:`message_id` set so the plugin can delete it. A command still ends the wait."""
-        await self._expect("text", step, [])
+        :attr:`message_id` set so the plugin can delete it (and :attr:`kept` holding ``keep``). A command
+        still ends the wait."""
+        await self._expect("text", step, keep or [])
 
     async def _expect(self, wants: str, step: str | None, keep: list[Photo]) -> None:
         conversation = self._conversation
