@@ -34,3 +34,44 @@ def test_chinese_for_any_zh_language_code_else_english(code, expected):
 
 def test_missing_language_code_uses_the_configured_default():
     assert resolve_language(None, "zh") == "zh"
+
+
+def _plugin_catalogues() -> dict[str, dict]:
+    """Every plugin's catalogue as its ``aipbot_messages`` hook returns it (locale files or strings in code)."""
+    import importlib
+    import importlib.util
+
+    from core.plugins import builtin_plugins, instantiate
+
+    modules = {name: importlib.import_module(module) for name, module in builtin_plugins().items()}
+    spec = importlib.util.spec_from_file_location("aipbot_imageinfo", ROOT / "tests/example_plugin/aipbot_imageinfo.py")
+    assert spec is not None and spec.loader is not None
+    modules["imageinfo (example)"] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(modules["imageinfo (example)"])
+    modules["caption (tests)"] = importlib.import_module("tests.caption_plugin")
+    modules["probe (tests)"] = importlib.import_module("tests.probe_plugin")
+    return {name: instantiate(module).aipbot_messages() for name, module in modules.items()}
+
+
+@pytest.mark.parametrize(("name", "messages"), list(_plugin_catalogues().items()), ids=lambda v: str(v)[:30])
+def test_every_plugins_catalogue_has_both_languages_whether_in_files_or_in_code(name, messages):
+    en, zh = messages["en"], messages["zh"]
+    assert set(en) == set(zh), f"{name}: only in en: {set(en) - set(zh)}; only in zh: {set(zh) - set(en)}"
+    for key in en:
+        assert placeholders(en[key]) == placeholders(zh[key]), f"{name}: {key}"
+
+
+def test_every_message_key_the_code_names_exists():
+    """Literal keys in ``t("…")`` and ``key="…"`` calls of core and the plugins are in the catalogue."""
+    import re
+
+    known = set(load_dir(ROOT / "core" / "locale")["en"])
+    for messages in _plugin_catalogues().values():
+        known |= set(messages["en"])
+    pattern = re.compile(r"""(?:\bt\(|\bkey=)\s*["']([a-z_]+\.[a-z0-9_.]+)["']""")
+    missing = []
+    for path in [*(ROOT / "core").rglob("*.py"), *(ROOT / "plugins").rglob("*.py"), ROOT / "tests/caption_plugin.py"]:
+        for key in pattern.findall(path.read_text(encoding="utf-8")):
+            if key not in known:
+                missing.append(f"{path.relative_to(ROOT)}: {key}")
+    assert not missing, missing

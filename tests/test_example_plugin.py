@@ -5,6 +5,7 @@ temporary directory for the test session.
 """
 
 import importlib
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -89,3 +90,31 @@ def test_a_plugin_not_enabled_is_never_imported(installed, tmp_path):
         env={"PYTHONPATH": f"{installed}:{ROOT}", "PATH": "/usr/bin:/bin"},
     )
     assert result.stdout.strip() == "not imported 0", result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "answer"),
+    [("truncated.jpg", "This image is damaged or incomplete."), ("not_an_image.jpg", "This file is not an image.")],
+)
+async def test_installed_plugin_answers_bad_files_clearly(installed, name, answer):
+    data = (ROOT.parent / "shared" / "data" / "bad" / name).read_bytes()
+    async with Harness({"plugins": {"imageinfo": {}}}) as bot:
+        [reply] = await bot.send("/imageinfo", photos=[data])
+    assert reply.text.startswith(answer) and reply.photo is None
+
+
+async def test_installed_plugin_refuses_a_decompression_bomb(installed):
+    import io
+
+    out = io.BytesIO()
+    Image.new("1", (12000, 12000)).save(out, "PNG")  # 144 megapixels in a few KB
+    async with Harness({"plugins": {"imageinfo": {}}}) as bot:
+        [reply] = await bot.send("/imageinfo", photos=[out.getvalue()])
+    assert reply.photo is None and "too large" in reply.text.lower()
+
+
+async def test_installed_plugin_sends_a_thumbnail_with_its_answer(installed):
+    async with Harness({"plugins": {"imageinfo": {}}}) as bot:
+        [reply] = await bot.send("/imageinfo", photos=[png(640, 480)])
+    with Image.open(io.BytesIO(reply.photo)) as thumbnail:
+        assert thumbnail.size == (256, 192)
