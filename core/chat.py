@@ -233,6 +233,7 @@ class Services(Protocol):
     def deep_link(self, command: str, payload: str, *, signed: bool = False) -> str: ...
 
 
+@dataclass(eq=False)
 class Context:
     """One invocation of a command (or of a button press or deep link) as a plugin sees it.
 
@@ -243,38 +244,27 @@ class Context:
     SQLite store) and end on ``/cancel``, on another command, or after ``pending_minutes``.
     """
 
-    def __init__(
-        self,
-        *,
-        services: Services,
-        transport: Transport,
-        user: User,
-        chat: Chat,
-        command: Command,
-        args: list[str] | None = None,
-        text: str = "",
-        photos: list[Photo] | None = None,
-        message_id: int | None = None,
-        conversation: Any = None,
-        kept: list[Photo] | None = None,
-        interrupted: bool = False,
-    ) -> None:
+    services: Services
+    transport: Transport
+    user: User
+    chat: Chat
+    command: Command
+    args: list[str] = field(default_factory=list)
+    text: str = ""
+    photos: list[Photo] = field(default_factory=list)
+    message_id: int | None = None
+    kept: list[Photo] = field(default_factory=list)
+    """Photos an earlier step of this conversation kept (``expect_photo(keep=...)``)."""
+    interrupted: bool = False
+    """Whether this command ended another conversation in progress (``/cancel`` says so)."""
+    conversation: Any = field(default=None, repr=False)
+    """The :class:`core.conversation.Conversation` this invocation continues or starts (``step``, ``data``)."""
+
+    def __post_init__(self) -> None:
         from core.conversation import Conversation
 
-        self.services = services
-        self.transport = transport
-        self.user = user
-        self.chat = chat
-        self.command = command
-        self.args = list(args or [])
-        self.text = text
-        self.photos = list(photos or [])
-        self.message_id = message_id
-        self.kept: list[Photo] = list(kept or [])
-        """Photos an earlier step of this conversation kept (``expect_photo(keep=...)``)."""
-        self.interrupted = interrupted
-        """Whether this command ended another conversation in progress (``/cancel`` says so)."""
-        self._conversation: Conversation = conversation or Conversation(command.name, "")
+        if self.conversation is None:
+            self.conversation = Conversation(self.command.name, "")
 
     @property
     def lang(self) -> str:
@@ -288,12 +278,12 @@ class Context:
     @property
     def step(self) -> str | None:
         """The step this message continues (what the last ``expect_*`` named); None for a new command."""
-        return self._conversation.step
+        return self.conversation.step
 
     @property
     def data(self) -> dict[str, Any]:
         """The conversation's data: plain JSON values, saved by ``expect_*`` and given back at the next step."""
-        return self._conversation.data
+        return self.conversation.data
 
     def t(self, key: str, **params: Any) -> str:
         """The catalogue text for ``key`` in the user's language."""
@@ -377,7 +367,7 @@ class Context:
         await self._expect("text", step, keep or [])
 
     async def _expect(self, wants: str, step: str | None, keep: list[Photo]) -> None:
-        conversation = self._conversation
+        conversation = self.conversation
         conversation.command, conversation.wants, conversation.step = self.command.name, wants, step
         conversation.args, conversation.counted = list(self.args), True
         await self.services.conversations.save(self.chat.id, self.user.id, conversation, keep)
@@ -385,7 +375,7 @@ class Context:
     async def still_current(self) -> bool:
         """Whether the conversation this invocation keeps is still the user's (no ``/cancel``, no newer
         command or album meanwhile): check it after slow work, before answering."""
-        return await self.services.conversations.is_current(self.chat.id, self.user.id, self._conversation.id)
+        return await self.services.conversations.is_current(self.chat.id, self.user.id, self.conversation.id)
 
     async def finish(self) -> None:
         """End this conversation now (it also ends when the handler returns without ``expect_*``)."""

@@ -71,14 +71,7 @@ class Codec:
 
         ``signed``: command name → whether its data carries a MAC.
         """
-        command, sep, data = raw.partition(":")
-        if not sep or command not in signed:
-            return None
-        if signed[command]:
-            data, sep, mac = data.rpartition(":")
-            if not sep or not hmac.compare_digest(mac, self._mac("cb", command, data)):
-                return None
-        return Packed(command, data)
+        return self._open("cb", ":", raw, signed)
 
     # ------------------------------------------------------------------ deep links
     def deep_link(self, command: str, payload: str, *, signed: bool = False) -> str:
@@ -95,11 +88,16 @@ class Codec:
 
         ``signed``: command name → whether its payloads carry a MAC.
         """
-        command, sep, payload = raw.partition("-")
-        if not sep or command not in signed or len(raw) > DEEP_LINK_MAX or not _DEEP_LINK.match(raw):
+        if len(raw) > DEEP_LINK_MAX or not _DEEP_LINK.match(raw):
+            return None
+        return self._open("dl", "-", raw, signed)
+
+    def _open(self, kind: str, separator: str, raw: str, signed: dict[str, bool]) -> Packed | None:
+        command, sep, data = raw.partition(separator)
+        if not sep or command not in signed:
             return None
         if signed[command]:
-            payload, sep, mac = payload.rpartition("-")
-            if not sep or not hmac.compare_digest(mac, self._mac("dl", command, payload)):
+            data, sep, mac = data.rpartition(separator)
+            if not sep or not hmac.compare_digest(mac, self._mac(kind, command, data)):
                 return None
-        return Packed(command, payload)
+        return Packed(command, data)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable
+from typing import Any
 
 from core.chat import Button, Chat, Command, Context, Incoming, Photo, Reply, Services, Transport, User
 from core.conversation import CHOICE, PHOTO, TEXT, Conversation
@@ -103,7 +104,7 @@ class Router:
             await self._say(transport, chat, prompt)
             return
         interrupted = command.ends_conversation and await self.conversations.drop(chat.id, user.id) is not None
-        await self._invoke(command, incoming, transport, args, incoming.photos, interrupted=interrupted)
+        await self._invoke(command, incoming, transport, args=args, photos=incoming.photos, interrupted=interrupted)
 
     async def _text(self, incoming: Incoming, transport: Transport) -> None:
         if not await self._continue(incoming, transport, TEXT, []):
@@ -134,7 +135,8 @@ class Router:
             return False
         conversation, kept = await self.conversations.take(chat.id, user.id, transport)  # type: ignore[arg-type]
         command = self.commands[waiting.command]
-        await self._invoke(command, incoming, transport, conversation.args, photos, conversation, kept)
+        more = {"args": conversation.args, "photos": photos, "conversation": conversation, "kept": kept}
+        await self._invoke(command, incoming, transport, **more)
         return True
 
     async def _callback(self, incoming: Incoming, transport: Transport) -> None:
@@ -158,7 +160,7 @@ class Router:
         if not self.access.may_run(command, user):
             await self._say(transport, chat, self.t(user, "access.admin_only", command=f"/{command.name}"))
             return
-        ctx = self._context(command, incoming, transport, [], [])
+        ctx = self._context(command, incoming, transport)
         await self._run(ctx, command.on_callback(ctx, packed.data))
 
     async def _deep_link(self, incoming: Incoming, transport: Transport, args: list[str]) -> bool:
@@ -173,52 +175,31 @@ class Router:
         if not self.access.may_run(command, user):
             await self._say(transport, chat, self.t(user, "access.admin_only", command=f"/{command.name}"))
             return True
-        ctx = self._context(command, incoming, transport, args[1:], [])
+        ctx = self._context(command, incoming, transport, args=args[1:])
         assert command.on_deep_link is not None
         await self._run(ctx, command.on_deep_link(ctx, packed.data))
         return True
 
     # ----------------------------------------------------------------- invoking plugins
-    def _context(
-        self,
-        command: Command,
-        incoming: Incoming,
-        transport: Transport,
-        args: list[str],
-        photos: list[Photo],
-        conversation: Conversation | None = None,
-        kept: list[Photo] | None = None,
-        interrupted: bool = False,
-    ) -> Context:
+    def _context(self, command: Command, incoming: Incoming, transport: Transport, **more: Any) -> Context:
+        """The Context of ``command`` for what arrived; ``more``: args, photos, conversation, kept, interrupted."""
         return Context(
             services=self.services, transport=transport, user=incoming.user, chat=incoming.chat, command=command,
-            args=args, text=incoming.text, photos=photos, message_id=incoming.message_id,
-            conversation=conversation, kept=kept, interrupted=interrupted,
+            text=incoming.text, message_id=incoming.message_id, **more,
         )  # fmt: skip
 
-    async def _invoke(
-        self,
-        command: Command,
-        incoming: Incoming,
-        transport: Transport,
-        args: list[str],
-        photos: list[Photo],
-        conversation: Conversation | None = None,
-        kept: list[Photo] | None = None,
-        *,
-        interrupted: bool = False,
-    ) -> None:
+    async def _invoke(self, command: Command, incoming: Incoming, transport: Transport, **more: Any) -> None:
         """Run ``command``; a continued conversation whose quota use was counted is not counted again."""
-        user, chat = incoming.user, incoming.chat
-        counted = conversation is not None and conversation.counted
+        user, chat, photos = incoming.user, incoming.chat, more.get("photos", [])
+        counted = more.get("conversation") is not None and more["conversation"].counted
         if not counted and not await self.quotas.within(command, user, consume=True):
             await self._say(transport, chat, self.quotas.refusal(command, user))
             return
         if len(photos) > command.max_photos:
             text = self.t(user, "router.too_many_photos", count=len(photos), used=command.max_photos)
             await self._say(transport, chat, text)
-            photos = photos[: command.max_photos]
-        ctx = self._context(command, incoming, transport, args, photos, conversation, kept, interrupted)
+            more["photos"] = photos = photos[: command.max_photos]
+        ctx = self._context(command, incoming, transport, **more)
         if photos:
             async with ctx.progress():
                 await self._run(ctx, command.handler(ctx))
