@@ -42,6 +42,7 @@ class Chat:
         return self.type == "private"
 
 
+@dataclass(eq=False, repr=False)
 class Photo:
     """An image the user sent (a photo, or an image or PDF sent as a file). Its bytes load on first ``read``.
 
@@ -51,37 +52,25 @@ class Photo:
 
     META = ("file_name", "mime_type", "size", "width", "height", "as_document")
 
-    def __init__(
-        self,
-        loader: Callable[[], Awaitable[bytes]] | None,
-        *,
-        ref: str | None = None,
-        file_name: str | None = None,
-        mime_type: str | None = None,
-        size: int | None = None,
-        width: int | None = None,
-        height: int | None = None,
-        as_document: bool = False,
-    ) -> None:
-        self._loader = loader
-        self._data: bytes | None = None
-        self.ref = ref
-        self.file_name = file_name
-        self.mime_type = mime_type
-        self.size = size
-        self.width = width
-        self.height = height
-        self.as_document = as_document
-        self.wiped = False
+    loader: Callable[[], Awaitable[bytes]] | None = field(repr=False)
+    ref: str | None = None
+    file_name: str | None = None
+    mime_type: str | None = None
+    size: int | None = None
+    width: int | None = None
+    height: int | None = None
+    as_document: bool = False
+    wiped: bool = field(default=False, init=False)
+    _data: bytes | None = field(default=None, init=False, repr=False)
 
     async def read(self) -> bytes:
         """The image bytes (downloaded once, kept in memory only, never written to disk)."""
         if self._data is None:
-            if self._loader is None:
+            if self.loader is None:
                 from core.errors import BadImage
 
                 raise BadImage("the photo was wiped", key="router.photo_expired")
-            self._data = await self._loader()
+            self._data = await self.loader()
         return self._data
 
     def meta(self) -> dict[str, Any]:
@@ -91,7 +80,7 @@ class Photo:
     def wipe(self) -> None:
         """Drop the bytes (and the means to fetch them again): the photo is no longer wanted."""
         self._data = None
-        self._loader = None
+        self.loader = None
         self.wiped = True
 
     @classmethod
