@@ -233,3 +233,12 @@ class TokenService:
         flight.done.set()
         log.info("token %s fetched (valid %.0f s)", key, lifetime)
         return value
+
+
+_default = TokenService()
+
+
+def default_service() -> TokenService:
+    """The token service of provider clients created without one (scripts); the bot passes its own, one for
+    every credential of every client (``services.tokens``)."""
+    return _default

@@ -126,3 +126,12 @@ class Harness:
             if reply.document is not None and reply.document.mime_type.startswith("text/"):
                 parts.append(reply.document.data.decode("utf-8"))
         return "\n".join(parts)
+
+
+def assert_in_both_languages(keys: object) -> None:
+    """Every catalogue key in ``keys`` has an English and a Chinese text (the core catalogue)."""
+    from core.i18n import core_catalogue
+
+    catalogue = core_catalogue()
+    for key in keys:  # type: ignore[attr-defined]
+        assert key in catalogue.keys("en") and key in catalogue.keys("zh"), key

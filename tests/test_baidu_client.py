@@ -33,6 +33,7 @@ from core.providers.baidu import (
 )
 from core.tokens import TokenService
 from tests.fakes.baidu import MATCH_PATH, FakeBaidu
+from tests.harness import assert_in_both_languages
 
 DATA = Path("/work/shared/data")
 OCR_PATH = "/rest/2.0/ocr/v1/general_basic"
@@ -309,7 +310,6 @@ def test_error_codes_map_to_typed_errors(
 
 
 def test_every_catalogue_key_the_client_uses_exists_in_both_languages() -> None:
-    catalogue = core_catalogue()
     keys = {
         *BAD_IMAGE_KEYS.values(),
         *FACE_QUALITY_KEYS.values(),
@@ -318,8 +318,7 @@ def test_every_catalogue_key_the_client_uses_exists_in_both_languages() -> None:
         "error.provider_request",
         "error.image_not_image",
     }
-    for key in keys:
-        assert key in catalogue.keys("en") and key in catalogue.keys("zh"), key
+    assert_in_both_languages(keys)
 
 
 def test_bad_inputs_fail_before_any_network_call(fake_baidu: FakeBaidu) -> None:

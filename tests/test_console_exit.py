@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from core.app import wait_for_threads
+from tests.test_console import console
 
 ROOT = Path(__file__).resolve().parent.parent
 FACES = ROOT.parent / "shared" / "data" / "faces"
@@ -31,25 +32,16 @@ AT_ONCE = 4  # processes at a time (CI has 2 cores; each process mostly waits fo
 CONFIG = "plugins:\n  ocr: {enabled: true, engine: local}\n  facematch: {enabled: true, engine: local}\n"
 
 
-def console(tmp_path: Path, lines: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "bot.py"), "--config", str(tmp_path / "config.yaml"), "--console"],
-        input=lines,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
-    )
-
-
 @pytest.mark.slow
 def test_twenty_console_runs_exit_0_right_after_facematch_or_during_warm_up(tmp_path):
-    (tmp_path / "config.yaml").write_text(CONFIG + f"storage: {{path: {tmp_path / 'db.sqlite3'}}}\n", encoding="utf-8")
+    folders = [tmp_path / f"run{n}" for n in range(RUNS)]
+    for folder in folders:
+        folder.mkdir()
     facematch = f"/facematch {FACES / 'obama_1.jpg'} {FACES / 'obama_2.jpg'}\n"
     inputs = [facematch if n % 2 else "/help\n" for n in range(RUNS)]  # /help ends while the engines load
     with ThreadPoolExecutor(AT_ONCE) as pool:
-        results = list(pool.map(lambda lines: console(tmp_path, lines), inputs))
+        runs = zip(folders, inputs, strict=True)
+        results = list(pool.map(lambda run: console(run[0], run[1], CONFIG, "--console"), runs))
     codes = [r.returncode for r in results]
     assert codes == [0] * RUNS, "\n".join(r.stderr[-500:] for r in results if r.returncode)
     for lines, result in zip(inputs, results, strict=True):

@@ -3,29 +3,14 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
 
-from plugins.facematch.engines import LocalFaceEngine
 from tests.fakes.baidu import MATCH_PATH, FakeBaidu
 from tests.harness import Harness
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-FACES = DATA / "faces"
-
-
-def photo(name: str) -> bytes:
-    folder = FACES if (FACES / name).exists() else DATA / "bad"
-    return (folder / name).read_bytes()
-
-
-@pytest.fixture(scope="session", autouse=True)
-def models() -> None:
-    """The local models (for the crops of the picture), loaded once per session."""
-    LocalFaceEngine().load()
+from tests.test_facematch_bot import models, photo  # noqa: F401 (models: the session's dlib models, autouse)
 
 
 @pytest.fixture

@@ -25,9 +25,10 @@ class Clock:
 class Source:
     """Counts calls; returns ``prefix-1``, ``prefix-2``… living ``lifetime`` seconds; may block or fail."""
 
-    def __init__(self, prefix: str = "tok", lifetime: float = 100.0) -> None:
+    def __init__(self, prefix: str = "tok", lifetime: float = 100.0, delay: float = 0.0) -> None:
         self.prefix = prefix
         self.lifetime = lifetime
+        self.delay = delay
         self.calls = 0
         self.gate: threading.Event | None = None
         self.started = threading.Event()
@@ -36,6 +37,7 @@ class Source:
         self._lock = threading.Lock()
 
     def __call__(self) -> tuple[str, float]:
+        time.sleep(self.delay)
         with self._lock:
             self.calls += 1
             n = next(self._counter)
@@ -68,13 +70,8 @@ def run_threads(n: int, target) -> list:
 
 def test_200_concurrent_first_calls_fetch_once() -> None:
     tokens = TokenService()
-    source = Source()
-
-    def slow() -> tuple[str, float]:
-        time.sleep(0.05)
-        return source()
-
-    tokens.register("k", slow)
+    source = Source(delay=0.05)
+    tokens.register("k", source)
     results = run_threads(200, lambda: tokens.get("k"))
     assert results == ["tok-1"] * 200
     assert source.calls == 1
@@ -166,13 +163,8 @@ def test_invalidate_only_drops_the_rejected_value() -> None:
 
 def test_50_threads_seeing_the_same_rejection_cause_one_refetch() -> None:
     tokens = TokenService()
-    source = Source()
-
-    def slow() -> tuple[str, float]:
-        time.sleep(0.02)
-        return source()
-
-    tokens.register("k", slow)
+    source = Source(delay=0.02)
+    tokens.register("k", source)
     stale = tokens.get("k")
 
     def rejected_then_retry() -> str:

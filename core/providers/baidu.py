@@ -55,7 +55,7 @@ from core.errors import (
 )
 from core.http import HttpSettings, make_session
 from core.redact import redact, register_secret
-from core.tokens import TokenService
+from core.tokens import TokenService, default_service
 
 log = logging.getLogger(__name__)
 
@@ -248,9 +248,6 @@ class RateLimiter:
 
 _limiters: dict[str, RateLimiter] = {}
 _limiters_lock = threading.Lock()
-_default_tokens = TokenService()
-
-
 def _fingerprint(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
@@ -265,11 +262,6 @@ def rate_limiter(api_key: str, qps: float, endpoint: str = DEFAULT_ENDPOINT) -> 
         else:
             limiter.qps = qps
         return limiter
-
-
-def default_token_service() -> TokenService:
-    """The token service shared by clients created without one."""
-    return _default_tokens
 
 
 # -- the client --------------------------------------------------------------------------------------------
@@ -299,7 +291,7 @@ class BaiduClient:
         self.endpoint = endpoint.rstrip("/")
         self.h5_base_url = h5_base_url
         self.http = http or HttpSettings()
-        self.tokens = tokens or _default_tokens
+        self.tokens = tokens or default_service()
         self.token_key = f"baidu:{_fingerprint(self.endpoint, api_key, secret_key)}"
         self.tokens.register(self.token_key, self._fetch_token, refresh_margin=token_refresh_margin)
         self.limiter = rate_limiter(api_key, qps, self.endpoint)

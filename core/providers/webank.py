@@ -49,7 +49,7 @@ from core.config import Field
 from core.errors import ProviderError, ProviderMisconfigured, TemporarilyUnavailable, UserFacingError
 from core.http import HttpSettings, make_session
 from core.redact import redact, register_secret
-from core.tokens import TokenService
+from core.tokens import TokenService, default_service
 
 log = logging.getLogger(__name__)
 
@@ -203,9 +203,6 @@ def _fingerprint(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
-_default_tokens = TokenService()
-
-
 # -- the client --------------------------------------------------------------------------------------------
 
 
@@ -233,7 +230,7 @@ class WebankClient:
         self.endpoint = endpoint.rstrip("/")
         self.http = http or HttpSettings()
         self.renew_every = float(renew_minutes) * 60
-        self.tokens = tokens or _default_tokens
+        self.tokens = tokens or default_service()
         base = f"webank:{_fingerprint(self.endpoint, app_id, secret)}"
         self.token_key = f"{base}:access_token"
         self.sign_key = f"{base}:sign_ticket"
