@@ -87,6 +87,24 @@ class Store:
             finally:
                 self._db.execute("COMMIT")
 
+    def forget_user(self, user_id: int, *, tables: tuple[str, ...] = ()) -> int:
+        """Delete every row about ``user_id`` — its quota use, and its rows in ``tables`` (each with a
+        ``user_id`` column) — and leave no copy behind: rows are overwritten (``secure_delete``) and the
+        write-ahead log is checkpointed and truncated. Returns the number of rows deleted."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                count = sum(
+                    self._db.execute(f"DELETE FROM {table} WHERE user_id=?", (user_id,)).rowcount
+                    for table in ("quota_use", *tables)
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            return count
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
