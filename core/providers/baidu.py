@@ -248,6 +248,8 @@ class RateLimiter:
 
 _limiters: dict[str, RateLimiter] = {}
 _limiters_lock = threading.Lock()
+
+
 def _fingerprint(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
