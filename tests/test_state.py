@@ -246,3 +246,24 @@ def test_cluster_redis_url_must_be_a_redis_url(url):
         validate({"cluster": {"redis_url": url}})
     assert validate({"cluster": {"redis_url": "rediss://h:6380/1"}})["cluster"]["redis_url"] == "rediss://h:6380/1"
     assert validate({})["cluster"]["redis_url"] == ""
+
+
+async def test_a_bot_with_cluster_redis_url_keeps_its_conversations_in_redis(redis_server):
+    from tests import probe_plugin
+    from tests.harness import Harness
+
+    raw = redis_server.client()
+    bot = Harness(
+        {"plugins": {"probe": {}}, "cluster": {"redis_url": redis_server.url}}, extra_plugins={"probe": probe_plugin}
+    )
+    try:
+        async with bot:
+            assert isinstance(bot.app.services.state, RedisState)
+            assert Harness.text(await bot.send("/pair", photos=[b"\x89PNG one"])) == "pair got the first photo"
+            assert raw.exists("aipbot:conv:1:1")
+            assert Harness.text(await bot.send(photos=[b"\x89PNG two"])) == "pair got 2 photos"
+        assert bot.app.services.state._thread.is_alive() is False  # stopping the bot closed the client
+    finally:
+        for name in raw.scan_iter("aipbot:*"):
+            raw.delete(name)
+        raw.close()
