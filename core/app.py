@@ -21,7 +21,7 @@ from core.i18n import Catalogue, core_catalogue
 from core.plugins import PluginManager
 from core.providers import make_client
 from core.router import Router
-from core.state import State, open_state
+from core.state import RedisUnavailable, State, open_state
 from core.store import Store
 from core.tokens import TokenService
 
@@ -146,12 +146,14 @@ def wait_for_threads(timeout: float = SHUTDOWN_WAIT) -> list[threading.Thread]:
     return left
 
 
-def _open_store(path: str) -> tuple[Store, State]:
-    """The database and the state store, or a :class:`ConfigError` naming ``storage.path``."""
+def _open_store(path: str, redis_url: str = "") -> tuple[Store, State]:
+    """The database and the state store, or a :class:`ConfigError` naming ``storage.path`` or ``cluster.redis_url``."""
     try:
-        return Store(path), open_state(path)
+        return Store(path), open_state(path, redis_url)
     except (OSError, sqlite3.Error) as err:
         raise ConfigError("storage.path", f"cannot open the database {path!r} ({err})") from None
+    except RedisUnavailable as err:
+        raise ConfigError("cluster.redis_url", str(err)) from None
 
 
 class App:
@@ -164,7 +166,9 @@ class App:
         self.catalogue.add(core_catalogue().messages())
         for messages in self.plugins.messages():
             self.catalogue.add(messages)
-        self.services = BotServices(config, self.catalogue, *_open_store(config["storage"]["path"]))
+        self.services = BotServices(
+            config, self.catalogue, *_open_store(config["storage"]["path"], config["cluster"]["redis_url"])
+        )
         self.services.commands = self.plugins.commands(self.services)
         self.services.plugin_status = lambda: self.plugins.status(self.services)
         self.commands = [c for c in self.services.commands if c.plugin != DEFAULT_PLUGIN]  # the plugins' own

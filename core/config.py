@@ -42,6 +42,7 @@ class Field:
     - ``item``: the ``Field`` of each list element; ``schema``: the fixed keys of a dict;
       ``values``: the ``Field`` of each value of a dict with free keys;
     - ``secret``: the value is registered for log redaction;
+    - ``schemes``: the value is a URL with one of these schemes (``("redis", "rediss")``); empty is allowed;
     - ``url``: a URL that carries keys, tokens or signatures (the bot token is in every Bot API URL): it
       must be ``https://`` (plain http only to this machine, for tests and a local server); empty is allowed;
     - ``help``: one line for the configuration reference.
@@ -57,6 +58,7 @@ class Field:
     values: Field | None = None
     secret: bool = False
     url: bool = False
+    schemes: Sequence[str] = ()
     help: str = ""
 
 
@@ -142,6 +144,8 @@ def check(field: Field, value: Any, path: str) -> Any:
         register_secret(value)
     if field.url and value:
         check_secure_url(value, path)
+    if field.schemes and value:
+        check_url_scheme(value, field.schemes, path)
     return str(value) if isinstance(value, _Substituted) else value
 
 
@@ -202,6 +206,14 @@ SCHEMA: dict[str, Field] = {
     # providers.<name>: each provider module declares its own section (core.providers.schemas)
     "providers": Field(dict, default={}, help="provider name -> its credentials and settings"),
     "storage": _section(path=Field(str, default="data/aipbot.sqlite3", help="SQLite database file")),
+    "cluster": _section(
+        redis_url=Field(
+            str,
+            default="",
+            schemes=("redis", "rediss"),
+            help="Redis for the state port (redis://host:6379/0); empty: none",
+        ),
+    ),
     "logging": _section(level=Field(str, default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])),
     "plugins": Field(dict, default={}, help="plugin name -> its section (enabled: true|false, …)"),
 }
@@ -216,6 +228,15 @@ def check_secure_url(value: str, path: str) -> None:
         raise ConfigError(
             path, f"must be an absolute https URL (plain http only to 127.0.0.1 or localhost; got {value!r})"
         )
+
+
+def check_url_scheme(value: str, schemes: Sequence[str], path: str) -> None:
+    """:class:`ConfigError` unless ``value`` is ``<scheme>://<something>`` with one of ``schemes``."""
+    scheme, sep, rest = value.partition("://")
+    if not (sep and rest and scheme in schemes):
+        wanted = " or ".join(f"{s}://" for s in schemes)
+        shown = value if "@" not in value else f"…@{value.rsplit('@', 1)[1]}"  # no password in the message
+        raise ConfigError(path, f"must be a {wanted} URL (got {shown!r})")
 
 
 def validate(raw: Any) -> dict[str, Any]:

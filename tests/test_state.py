@@ -1,10 +1,13 @@
-"""The state port: one suite, run against every implementation (memory and SQLite)."""
+"""The state port: one suite, run against every implementation (memory, SQLite, a real Redis server)."""
 
 import asyncio
+import socket
+import time
 
 import pytest
 
-from core.state import MemoryState, SQLiteState, key
+from core.config import ConfigError, validate
+from core.state import MemoryState, RedisState, RedisUnavailable, SQLiteState, key, open_state
 
 
 class Clock:
@@ -15,10 +18,16 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 async def state(request, tmp_path):
     clock = Clock()
-    made = MemoryState(clock=clock) if request.param == "memory" else SQLiteState(tmp_path / "db", clock=clock)
+    if request.param == "memory":
+        made = MemoryState(clock=clock)
+    elif request.param == "sqlite":
+        made = SQLiteState(tmp_path / "db", clock=clock)
+    else:
+        server = request.getfixturevalue("redis_server")
+        made = RedisState(server.url, prefix=server.prefix(), clock=clock)
     made.test_clock = clock
     yield made
     made.close()
@@ -131,3 +140,130 @@ async def test_two_sqlite_states_on_one_file_see_each_others_locks(tmp_path):
     finally:
         a.close()
         b.close()
+
+
+async def test_two_redis_states_on_one_server_see_each_others_locks_and_values(redis_server):
+    prefix = redis_server.prefix()
+    a, b = RedisState(redis_server.url, prefix=prefix), RedisState(redis_server.url, prefix=prefix)
+    try:
+        assert await a.add("lock:x", "a", ttl=60)
+        assert not await b.add("lock:x", "b", ttl=60)
+        await b.set("conv:1:1", {"command": "ocr", "photos": []}, ttl=60)
+        assert await a.get("conv:1:1") == {"command": "ocr", "photos": []}
+        assert await b.replace("lock:x", "a", None, ttl=60)
+        assert await a.get("lock:x") is None
+    finally:
+        a.close()
+        b.close()
+
+
+async def test_redis_keys_live_under_the_prefix_and_redis_itself_expires_them(redis_server):
+    prefix = redis_server.prefix()
+    made = RedisState(redis_server.url, prefix=prefix)
+    raw = redis_server.client()
+    try:
+        await made.set("short", "x", ttl=1)
+        assert 1000 < raw.pttl(prefix + "short") <= 1000 + 200
+        assert raw.keys(prefix + "*") == [prefix + "short"]
+        await asyncio.sleep(1.2)
+        assert not raw.exists(prefix + "short")
+    finally:
+        made.close()
+        raw.close()
+
+
+async def test_concurrent_appends_from_several_processes_lose_no_item(redis_server):
+    prefix = redis_server.prefix()
+    states = [RedisState(redis_server.url, prefix=prefix) for _ in range(3)]
+    try:
+        lengths = await asyncio.gather(*(states[i % 3].append("album:1:g", {"part": i}, ttl=30) for i in range(60)))
+        assert sorted(lengths) == list(range(1, 61))
+        parts = await states[0].get("album:1:g")
+        assert sorted(p["part"] for p in parts) == list(range(60))
+    finally:
+        for made in states:
+            made.close()
+
+
+async def test_purge_touches_only_its_own_prefix(redis_server):
+    clock = Clock()
+    mine = RedisState(redis_server.url, prefix=redis_server.prefix(), clock=clock)
+    other = RedisState(redis_server.url, prefix=redis_server.prefix(), clock=clock)
+    try:
+        await mine.set("a", 1, ttl=1)
+        await other.set("a", 2, ttl=1)
+        clock.now += 2
+        assert await mine.purge() == 1
+        clock.now -= 2
+        assert await other.get("a") == 2
+    finally:
+        mine.close()
+        other.close()
+
+
+def test_a_redis_state_is_usable_from_one_loop_after_another_and_closed_after_both(redis_server):
+    made = RedisState(redis_server.url, prefix=redis_server.prefix())
+    asyncio.run(made.set("a", [1], ttl=60))
+    assert asyncio.run(made.append("a", 2, ttl=60)) == 2
+    made.close()
+    made.close()
+
+
+def test_open_state_uses_redis_when_a_url_is_given(redis_server, tmp_path):
+    made = open_state(str(tmp_path / "db"), redis_server.url)
+    try:
+        assert isinstance(made, RedisState)
+    finally:
+        made.close()
+    assert isinstance(open_state(":memory:", ""), MemoryState)
+
+
+def test_an_unreachable_redis_is_one_line_naming_the_url():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(RedisUnavailable) as caught:
+        RedisState(f"redis://:secret@127.0.0.1:{port}/0")
+    assert str(caught.value) == f"cannot connect to redis://:***@127.0.0.1:{port}/0 (Connection refused)"
+    assert time.monotonic() - started < 5
+
+
+def test_an_unreachable_redis_at_start_is_a_configuration_error(tmp_path):
+    from core.app import _open_store
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(ConfigError) as caught:
+        _open_store(str(tmp_path / "db"), f"redis://127.0.0.1:{port}/0")
+    assert str(caught.value) == f"cluster.redis_url: cannot connect to redis://127.0.0.1:{port}/0 (Connection refused)"
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:6379", "127.0.0.1:6379", "redis:/x"])
+def test_cluster_redis_url_must_be_a_redis_url(url):
+    with pytest.raises(ConfigError, match=r"^cluster\.redis_url: must be a redis:// or rediss:// URL"):
+        validate({"cluster": {"redis_url": url}})
+    assert validate({"cluster": {"redis_url": "rediss://h:6380/1"}})["cluster"]["redis_url"] == "rediss://h:6380/1"
+    assert validate({})["cluster"]["redis_url"] == ""
+
+
+async def test_a_bot_with_cluster_redis_url_keeps_its_conversations_in_redis(redis_server):
+    from tests import probe_plugin
+    from tests.harness import Harness
+
+    raw = redis_server.client()
+    bot = Harness(
+        {"plugins": {"probe": {}}, "cluster": {"redis_url": redis_server.url}}, extra_plugins={"probe": probe_plugin}
+    )
+    try:
+        async with bot:
+            assert isinstance(bot.app.services.state, RedisState)
+            assert Harness.text(await bot.send("/pair", photos=[b"\x89PNG one"])) == "pair got the first photo"
+            assert raw.exists("aipbot:conv:1:1")
+            assert Harness.text(await bot.send(photos=[b"\x89PNG two"])) == "pair got 2 photos"
+        assert bot.app.services.state._thread.is_alive() is False  # stopping the bot closed the client
+    finally:
+        for name in raw.scan_iter("aipbot:*"):
+            raw.delete(name)
+        raw.close()

@@ -1,11 +1,11 @@
 """The state port: what the bot remembers between two messages, behind one small interface.
 
 Conversations in progress, album buffers, locks, admin-alert deduplication: everything is a JSON value
-under a string key, and everything expires (``ttl`` seconds). Two implementations pass the same test
+under a string key, and everything expires (``ttl`` seconds). Three implementations pass the same test
 suite (``tests/test_state.py``): :class:`MemoryState` (the console with ``storage.path: ":memory:"``,
-unit tests) and :class:`SQLiteState` (the default: the ``state`` table of ``storage.path``, so a
-conversation survives a restart). A Redis implementation drops in behind the same methods: values are
-serialisable and no live object is ever stored.
+unit tests), :class:`SQLiteState` (the default: the ``state`` table of ``storage.path``, so a
+conversation survives a restart) and :class:`RedisState` (cluster mode, ``cluster.redis_url``: several
+processes share one Redis). Values are serialisable and no live object is ever stored.
 
 **Photos are never stored here**: a conversation refers to a photo by the transport's reference (Telegram's
 ``file_id``) and holds bytes in process memory only (:mod:`core.conversation`).
@@ -17,13 +17,17 @@ from __future__ import annotations
 
 from core.state.base import State, StateLock, key
 from core.state.memory import MemoryState
+from core.state.redis import RedisState, RedisUnavailable
 from core.state.sqlite import SQLiteState
 
-__all__ = ["MemoryState", "SQLiteState", "State", "StateLock", "key", "open_state"]
+__all__ = ["MemoryState", "RedisState", "RedisUnavailable", "SQLiteState", "State", "StateLock", "key", "open_state"]
 
 
-def open_state(path: str) -> State:
-    """The state implementation for ``storage.path``: in memory for ``:memory:``, else SQLite."""
+def open_state(path: str, redis_url: str = "") -> State:
+    """The state for the configuration: Redis when ``cluster.redis_url`` is set (:class:`RedisUnavailable`
+    if it cannot be reached), else in memory for ``storage.path: ":memory:"``, else SQLite at ``path``."""
+    if redis_url:
+        return RedisState(redis_url)
     if path == ":memory:":
         return MemoryState()
     return SQLiteState(path)
