@@ -41,7 +41,7 @@ def link_of(replies) -> tuple[str, str]:
 
 
 def verifier(bot: Harness) -> realname.Verifier:
-    return realname._verifiers[bot.app.services]
+    return bot.app.plugins.pm.get_plugin("realname").verifier
 
 
 def state(bot: Harness, session: str) -> str:

@@ -31,6 +31,10 @@ def harness(fake_webank, **plugin) -> Harness:
     return Harness(overrides)
 
 
+def verifier(bot: Harness) -> realname.Verifier:
+    return bot.app.plugins.pm.get_plugin("realname").verifier
+
+
 def state(bot: Harness, session: str) -> str:
     return bot.app.services.store.execute("SELECT state FROM realname_sessions WHERE id = ?", (session,))[0][0]
 
@@ -131,7 +135,7 @@ async def test_a_second_verify_asks_again_and_replaces_the_pending_one_only_once
 async def test_a_second_verify_whose_launch_webank_refuses_keeps_the_pending_one(fake_webank, monkeypatch):
     async with harness(fake_webank) as bot:
         first = session_of(await start(bot))
-        provider = realname._verifiers[bot.app.services].provider()
+        provider = verifier(bot).provider()
 
         def refuse(*args, **kwargs):
             raise TemporarilyUnavailable("getAdvFaceId: refused (test)")
@@ -146,7 +150,7 @@ async def test_a_second_verify_whose_launch_webank_refuses_keeps_the_pending_one
 
 async def test_the_webank_provider_checks_the_return_url_before_sending_the_identity(fake_webank):
     async with harness(fake_webank) as bot:
-        provider = realname._verifiers[bot.app.services].provider()
+        provider = verifier(bot).provider()
         with pytest.raises(ValueError, match="absolute"):
             provider.start("example.com/back/x", Identity(NAME, ID_NUMBER))
     assert fake_webank.count(FACE_ID_PATH) == 0 and fake_webank.api_calls() == 0
@@ -181,7 +185,7 @@ async def test_status_check_button_and_verifystat(fake_webank):
 async def test_the_provider_checks_a_callback_and_rejects_a_forged_one(fake_webank):
     async with harness(fake_webank) as bot:
         replies = await start(bot)
-        provider = realname._verifiers[bot.app.services].provider()
+        provider = verifier(bot).provider()
         order = bot.app.services.store.execute("SELECT reference FROM realname_sessions")[0][0]
         requests.get(replies[-1].buttons[0][0].url, timeout=5)
         callback = fake_webank.finish(order, passed=True)
