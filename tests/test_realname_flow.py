@@ -66,6 +66,17 @@ async def test_a_double_tap_on_verify_starts_one_verification(fake_baidu):
     assert sessions == [("pending",)] and fake_baidu.count(GENERATE) == 1
 
 
+async def test_a_double_tap_reaching_two_processes_of_one_bot_starts_one_verification(fake_baidu, tmp_path):
+    fake_baidu.latency = 0.05  # the second tap arrives at the other process while the first is asking Baidu
+    overrides = merge(fake_baidu.config(), {"storage": {"path": str(tmp_path / "aipbot.sqlite3")}})
+    overrides["plugins"] = {"realname": {"plan_id": "fake-plan", "poll_seconds": 3600}}
+    async with Harness(overrides) as one, Harness(overrides) as two:  # two Apps sharing the database file
+        first, second = await asyncio.gather(one.send("/verify"), two.send("/verify"))
+        sessions = one.app.services.store.execute("SELECT state FROM realname_sessions")
+    assert sessions == [("pending",)] and fake_baidu.count(GENERATE) == 1
+    assert first[0].buttons == second[0].buttons  # the later one re-sent the link of the first
+
+
 async def test_verify_new_replaces_the_pending_one(fake_baidu):
     async with harness(fake_baidu) as bot:
         old_token, old = link_of(await bot.send("/verify"))

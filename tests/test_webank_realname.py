@@ -5,6 +5,7 @@ check, and the ID-number rules on their own."""
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -98,6 +99,30 @@ async def test_cancel_drops_the_question(fake_webank):
         assert Harness.text(await bot.send("/cancel")) != ""
         hint = Harness.text(await bot.send(f"{NAME} {ID_NUMBER}"))
     assert fake_webank.api_calls() == 0 and not hint.startswith("Tap the button")
+
+
+async def test_after_a_restart_the_open_question_still_reads_checks_and_deletes_the_answer(fake_webank, tmp_path):
+    db = tmp_path / "aipbot.sqlite3"
+    overrides = {"storage": {"path": str(db)}, **fake_webank.config()}
+    overrides["plugins"] = {"realname": {"provider": "webank", "poll_seconds": 3600}}
+    async with Harness(overrides) as bot:
+        assert Harness.text(await bot.send("/verify")).startswith(ASK)
+    async with Harness(overrides) as bot:  # a restart: a new App on the same database file
+        refused = Harness.text(await bot.send(f"{NAME} 370102199001015826"))  # a wrong check digit
+        assert bot.transport.deleted == [(1, bot._message_id)]
+        assert refused.startswith(BAD_ID) and refused.endswith("(or /cancel).")
+    assert fake_webank.api_calls() == 0
+    async with Harness(overrides) as bot:  # another restart: the question, with its count of tries, goes on
+        replies = await bot.send(f"{NAME} {ID_NUMBER}")
+        assert bot.transport.deleted == [(1, bot._message_id)]
+        rows = bot.app.services.store.execute("SELECT state FROM realname_sessions")
+    assert replies[-1].text.startswith("Tap the button now") and rows == [("pending",)]
+    [order] = fake_webank.orders.values()
+    assert (order.name, order.id_no) == (NAME, ID_NUMBER)
+    conn = sqlite3.connect(db)
+    dump = "\n".join(conn.iterdump())
+    conn.close()
+    assert NAME not in dump and ID_NUMBER not in dump and ID_NUMBER[-6:] not in dump
 
 
 async def test_the_question_is_only_asked_in_a_private_chat(fake_webank):
