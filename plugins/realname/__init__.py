@@ -8,7 +8,8 @@ One module, one job:
 - this one: the plugin object (:class:`Plugin`) and its hooks: config schema, messages, commands, status,
   start-up (the polling job) and shutdown;
 - :mod:`plugins.realname.flow`: the verification flow (:class:`~plugins.realname.flow.Verifier`): ``/verify``,
-  the identity question (a conversation step), the launch, the result, ``/forget`` and the polling job;
+  the identity question (a conversation step), the launch, the result and ``/forget``;
+- :mod:`plugins.realname.job`: the polling job (retention, pending sessions, notifications);
 - :mod:`plugins.realname.outcome`: the outcome message and the masking of names and ID numbers;
 - :mod:`plugins.realname.stats`: the admins' ``/verifystat``;
 - :mod:`plugins.realname.sessions`: the sessions table; :mod:`plugins.realname.providers`: Baidu and WeBank;
