@@ -41,7 +41,7 @@ def link_of(replies) -> tuple[str, str]:
 
 
 def verifier(bot: Harness) -> realname.Verifier:
-    return realname._verifiers[bot.app.services]
+    return bot.app.plugins.pm.get_plugin("realname").verifier
 
 
 def state(bot: Harness, session: str) -> str:
@@ -64,6 +64,17 @@ async def test_a_double_tap_on_verify_starts_one_verification(fake_baidu):
         await asyncio.gather(bot.send("/verify"), bot.send("/verify"))
         sessions = bot.app.services.store.execute("SELECT state FROM realname_sessions")
     assert sessions == [("pending",)] and fake_baidu.count(GENERATE) == 1
+
+
+async def test_a_double_tap_reaching_two_processes_of_one_bot_starts_one_verification(fake_baidu, tmp_path):
+    fake_baidu.latency = 0.05  # the second tap arrives at the other process while the first is asking Baidu
+    overrides = merge(fake_baidu.config(), {"storage": {"path": str(tmp_path / "aipbot.sqlite3")}})
+    overrides["plugins"] = {"realname": {"plan_id": "fake-plan", "poll_seconds": 3600}}
+    async with Harness(overrides) as one, Harness(overrides) as two:  # two Apps sharing the database file
+        first, second = await asyncio.gather(one.send("/verify"), two.send("/verify"))
+        sessions = one.app.services.store.execute("SELECT state FROM realname_sessions")
+    assert sessions == [("pending",)] and fake_baidu.count(GENERATE) == 1
+    assert first[0].buttons == second[0].buttons  # the later one re-sent the link of the first
 
 
 async def test_verify_new_replaces_the_pending_one(fake_baidu):

@@ -158,3 +158,24 @@ async def test_a_message_the_bot_may_not_delete_is_flagged_to_the_user(fake_tele
     assert warning.text.startswith("I could not delete your message with your name and ID number")
     launched = await fake_telegram.bot_replied(USER)
     assert launched.text.startswith("Tap the button now") and fake_telegram.deleted == []
+
+
+async def test_a_restart_while_the_question_is_open_still_reads_checks_and_deletes_the_answer(
+    fake_telegram, fake_webank, bot, db
+):
+    await bot()
+    fake_telegram.user_sends_text("/verify")
+    assert "18-digit ID number" in (await fake_telegram.bot_replied(USER)).text
+    await bot.stop()  # the bot restarts while the user types their answer
+
+    await bot()  # a new App, a new transport, the same database file: the question is still open
+    answer = fake_telegram.user_sends_text(f"{NAME} {ID_NUMBER}")
+    reply = await fake_telegram.bot_replied(USER)
+    assert (USER, answer["message_id"]) in fake_telegram.deleted
+    assert reply.text.startswith("Tap the button now")
+    [order] = fake_webank.orders.values()
+    assert (order.name, order.id_no) == (NAME, ID_NUMBER)
+    [row] = rows(db)
+    assert row["state"] == "pending" and row["reference"] == order.order_no
+    await bot.stop()
+    assert_nothing_personal_stored(db, NAME, ID_NUMBER)

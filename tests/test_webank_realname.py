@@ -5,6 +5,7 @@ check, and the ID-number rules on their own."""
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -29,6 +30,10 @@ def harness(fake_webank, **plugin) -> Harness:
     overrides = {**fake_webank.config(), "access": {"admins": [ADMIN]}}
     overrides["plugins"] = {"realname": {"provider": "webank", "poll_seconds": 3600, **plugin}}
     return Harness(overrides)
+
+
+def verifier(bot: Harness) -> realname.Verifier:
+    return bot.app.plugins.pm.get_plugin("realname").verifier
 
 
 def state(bot: Harness, session: str) -> str:
@@ -96,6 +101,30 @@ async def test_cancel_drops_the_question(fake_webank):
     assert fake_webank.api_calls() == 0 and not hint.startswith("Tap the button")
 
 
+async def test_after_a_restart_the_open_question_still_reads_checks_and_deletes_the_answer(fake_webank, tmp_path):
+    db = tmp_path / "aipbot.sqlite3"
+    overrides = {"storage": {"path": str(db)}, **fake_webank.config()}
+    overrides["plugins"] = {"realname": {"provider": "webank", "poll_seconds": 3600}}
+    async with Harness(overrides) as bot:
+        assert Harness.text(await bot.send("/verify")).startswith(ASK)
+    async with Harness(overrides) as bot:  # a restart: a new App on the same database file
+        refused = Harness.text(await bot.send(f"{NAME} 370102199001015826"))  # a wrong check digit
+        assert bot.transport.deleted == [(1, bot._message_id)]
+        assert refused.startswith(BAD_ID) and refused.endswith("(or /cancel).")
+    assert fake_webank.api_calls() == 0
+    async with Harness(overrides) as bot:  # another restart: the question, with its count of tries, goes on
+        replies = await bot.send(f"{NAME} {ID_NUMBER}")
+        assert bot.transport.deleted == [(1, bot._message_id)]
+        rows = bot.app.services.store.execute("SELECT state FROM realname_sessions")
+    assert replies[-1].text.startswith("Tap the button now") and rows == [("pending",)]
+    [order] = fake_webank.orders.values()
+    assert (order.name, order.id_no) == (NAME, ID_NUMBER)
+    conn = sqlite3.connect(db)
+    dump = "\n".join(conn.iterdump())
+    conn.close()
+    assert NAME not in dump and ID_NUMBER not in dump and ID_NUMBER[-6:] not in dump
+
+
 async def test_the_question_is_only_asked_in_a_private_chat(fake_webank):
     async with harness(fake_webank) as bot:
         text = Harness.text(await bot.send("/verify", chat_id=-100, chat_type="group"))
@@ -131,7 +160,7 @@ async def test_a_second_verify_asks_again_and_replaces_the_pending_one_only_once
 async def test_a_second_verify_whose_launch_webank_refuses_keeps_the_pending_one(fake_webank, monkeypatch):
     async with harness(fake_webank) as bot:
         first = session_of(await start(bot))
-        provider = realname._verifiers[bot.app.services].provider()
+        provider = verifier(bot).provider()
 
         def refuse(*args, **kwargs):
             raise TemporarilyUnavailable("getAdvFaceId: refused (test)")
@@ -146,7 +175,7 @@ async def test_a_second_verify_whose_launch_webank_refuses_keeps_the_pending_one
 
 async def test_the_webank_provider_checks_the_return_url_before_sending_the_identity(fake_webank):
     async with harness(fake_webank) as bot:
-        provider = realname._verifiers[bot.app.services].provider()
+        provider = verifier(bot).provider()
         with pytest.raises(ValueError, match="absolute"):
             provider.start("example.com/back/x", Identity(NAME, ID_NUMBER))
     assert fake_webank.count(FACE_ID_PATH) == 0 and fake_webank.api_calls() == 0
@@ -181,7 +210,7 @@ async def test_status_check_button_and_verifystat(fake_webank):
 async def test_the_provider_checks_a_callback_and_rejects_a_forged_one(fake_webank):
     async with harness(fake_webank) as bot:
         replies = await start(bot)
-        provider = realname._verifiers[bot.app.services].provider()
+        provider = verifier(bot).provider()
         order = bot.app.services.store.execute("SELECT reference FROM realname_sessions")[0][0]
         requests.get(replies[-1].buttons[0][0].url, timeout=5)
         callback = fake_webank.finish(order, passed=True)

@@ -9,7 +9,7 @@ one) | ``replaced`` (a second ``/verify`` started a new one). Transitions out of
 conditional updates, so when the poller and the user ask at the same moment exactly one of them wins
 (and only the winner notifies the user).
 
-Every method is blocking (call through ``run_blocking``). Times are Unix seconds.
+Every method is blocking (call through ``services.run_db``: the store's own thread). Times are Unix seconds.
 """
 
 from __future__ import annotations
