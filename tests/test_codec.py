@@ -58,9 +58,13 @@ def test_signed_deep_links_refuse_a_payload_the_bot_did_not_issue(codec):
     assert codec.open_deep_link(raw.replace("7", "8"), {"admin": True}) is None
 
 
-@pytest.mark.parametrize("raw", ["nope-x", "ask", "ask-" + "x" * 70, "ask-a b", "ask-é"])
-def test_unknown_overlong_or_illegal_deep_links_are_refused(codec, raw):
-    assert codec.open_deep_link(raw, {"ask": False}) is None
+@pytest.mark.parametrize("raw", ["nope-x", "ask", "admin-" + "x" * 70, "admin-a b", "admin-é"])
+def test_unknown_malformed_or_forged_deep_links_are_refused(codec, raw):
+    assert codec.open_deep_link(raw, {"ask": False, "admin": True}) is None
+
+
+def test_an_unsigned_command_gets_any_payload_typed_to_it_and_checks_it_itself(codec):
+    assert codec.open_deep_link("ask-a b!", {"ask": False}) == Packed("ask", "a b!")
 
 
 @pytest.mark.parametrize("payload", ["a b", "x" * 60, "ü"])

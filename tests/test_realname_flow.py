@@ -157,6 +157,15 @@ async def test_forget_deletes_the_users_sessions_and_their_links_stop_working(fa
     assert owners == [(7,)]
 
 
+async def test_forget_also_deletes_the_users_quota_counts(fake_baidu):
+    async with harness(fake_baidu) as bot:
+        bot.app.services.store.use_quota(1, "verify", "2026-12-01", 5)
+        bot.app.services.store.use_quota(7, "verify", "2026-12-01", 5)
+        await bot.send("/forget")
+        rows = bot.app.services.store.execute("SELECT user_id FROM quota_use")
+    assert rows == [(7,)]
+
+
 async def test_chinese_users_get_the_outcome_in_chinese(fake_baidu):
     async with harness(fake_baidu) as bot:
         token, session = link_of(await bot.send("/verify", language="zh"))

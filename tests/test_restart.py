@@ -114,3 +114,25 @@ async def test_facematch_first_photo_then_a_restart_then_the_second_photo_gets_c
     got_first, answer = await two_steps_with_a_restart_between(fake_telegram, bot, steps, "faces/obama_2.jpg")
     assert "Got the first photo" in got_first
     assert "likely the same person" in answer
+
+
+async def test_the_webank_identity_question_then_a_restart_then_the_answer_is_read_checked_and_deleted(
+    fake_telegram, fake_webank, bot_process, tmp_path
+):
+    from tests.test_realname_e2e import assert_nothing_personal_stored
+    from tests.test_webank_e2e import ID_NUMBER, NAME, USER
+
+    plugins = {"realname": {"provider": "webank", "poll_seconds": 3600}}
+    bot = bot_process({**fake_webank.config(), "plugins": plugins})
+    await bot.start()
+    fake_telegram.user_sends_text("/verify")
+    assert "18-digit ID number" in (await fake_telegram.bot_replied(USER, timeout=30)).text
+    await bot.stop()
+    await bot.start()
+    answer = fake_telegram.user_sends_text(f"{NAME} {ID_NUMBER}")
+    launched = await fake_telegram.bot_replied(USER, timeout=30)
+    await bot.stop()
+    assert launched.buttons and launched.buttons[0][0]["url"].startswith(fake_webank.endpoint)
+    assert (USER, answer["message_id"]) in fake_telegram.deleted
+    assert_nothing_personal_stored(tmp_path / "aipbot.sqlite3", NAME, ID_NUMBER)
+    assert NAME not in bot.stderr and ID_NUMBER not in bot.stderr

@@ -267,3 +267,21 @@ async def test_a_bot_with_cluster_redis_url_keeps_its_conversations_in_redis(red
         for name in raw.scan_iter("aipbot:*"):
             raw.delete(name)
         raw.close()
+
+
+async def test_a_lock_waiter_gives_up_after_its_timeout(state):
+    async with state.lock("busy", ttl=60):
+        with pytest.raises(TimeoutError):
+            async with state.lock("busy", ttl=60, poll=0.001, timeout=0.05):
+                pass
+
+
+async def test_a_held_lock_can_be_extended_and_is_lost_once_taken_over(state):
+    async with state.lock("long", ttl=5) as held:
+        state.test_clock.now += 4
+        assert await held.extend()
+        state.test_clock.now += 4
+        assert await state.get("lock:long") == held.token
+        state.test_clock.now += 6
+        assert await state.add("lock:long", "other", ttl=5)
+        assert not await held.extend()

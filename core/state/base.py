@@ -65,25 +65,37 @@ class State(ABC):
     def close(self) -> None:  # noqa: B027 (optional: an implementation with nothing to release keeps it)
         """Release connections and threads (at shutdown)."""
 
-    def lock(self, key: str, ttl: float = 60.0, *, poll: float = 0.02) -> StateLock:
+    def lock(self, key: str, ttl: float = 60.0, *, poll: float = 0.02, timeout: float | None = None) -> StateLock:
         """``async with state.lock(key):`` — one holder at a time across everything sharing this state.
 
-        The lock expires after ``ttl`` seconds (a holder that died does not block forever).
+        The lock expires after ``ttl`` seconds (a holder that died does not block forever; a holder that needs
+        longer calls :meth:`StateLock.extend`). A waiter polls from ``poll`` seconds, backing off to 0.5 s,
+        and gives up with :class:`TimeoutError` after ``timeout`` seconds (None: waits as long as it takes).
         """
-        return StateLock(self, key, ttl, poll)
+        return StateLock(self, key, ttl, poll, timeout)
 
 
 class StateLock:
     """A lock built on :meth:`State.add` and :meth:`State.replace` (owner token, expiry)."""
 
-    def __init__(self, state: State, key: str, ttl: float, poll: float) -> None:
-        self.state, self.key, self.ttl, self.poll = state, f"lock:{key}", ttl, poll
+    def __init__(self, state: State, key: str, ttl: float, poll: float, timeout: float | None = None) -> None:
+        self.state, self.key, self.ttl, self.poll, self.timeout = state, f"lock:{key}", ttl, poll, timeout
         self.token = secrets.token_hex(8)
 
     async def __aenter__(self) -> StateLock:
+        loop = asyncio.get_running_loop()
+        deadline = None if self.timeout is None else loop.time() + self.timeout
+        poll = self.poll
         while not await self.state.add(self.key, self.token, self.ttl):
-            await asyncio.sleep(self.poll)
+            if deadline is not None and loop.time() + poll > deadline:
+                raise TimeoutError(f"{self.key} is held by another task")
+            await asyncio.sleep(poll)
+            poll = min(poll * 1.5, 0.5)
         return self
+
+    async def extend(self, ttl: float | None = None) -> bool:
+        """Renew the held lock for ``ttl`` (default: its own) seconds; False if it was lost meanwhile."""
+        return await self.state.replace(self.key, self.token, self.token, ttl or self.ttl)
 
     async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
         await self.state.replace(self.key, self.token, None, self.ttl)

@@ -170,8 +170,11 @@ class SessionStore:
         self.store.execute("UPDATE realname_sessions SET checked_at = ? WHERE id = ?", (now, session_id))
 
     def forget(self, user_id: int) -> int:
-        """Delete every session of ``user_id``; returns how many."""
-        return len(self.store.execute("DELETE FROM realname_sessions WHERE user_id = ? RETURNING id", (user_id,)))
+        """Delete every session of ``user_id`` — and the user's quota rows — leaving no copy in the database
+        files (``Store.forget_user``); returns how many sessions."""
+        count = len(self.store.execute("SELECT id FROM realname_sessions WHERE user_id = ?", (user_id,)))
+        self.store.forget_user(user_id, tables=("realname_sessions",))
+        return count
 
     def purge(self, before: float) -> int:
         """Delete sessions no longer pending whose last change is older than ``before``; returns how many."""
