@@ -44,7 +44,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -188,6 +188,8 @@ class _Guard:
         started = time.perf_counter()
         try:
             await self.app(scope, receive, sending)
+        except ClientDisconnect:  # the client went away while sending its body: nothing to answer
+            log.info("web: %s %s: the client disconnected", scope.get("method"), _path(scope))
         except Exception:
             log.exception("web: %s %s failed", scope.get("method"), _path(scope))
             if status is None:

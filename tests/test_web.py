@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
@@ -111,6 +112,16 @@ def test_server_defaults_and_public_url_must_be_https_unless_loopback():
         validate({"server": {"port": 70000}})
     with pytest.raises(ConfigError, match=r"^server.lisen: unknown key"):
         validate({"server": {"lisen": "0.0.0.0"}})
+
+
+def test_config_yaml_documents_every_server_key_with_its_default():
+    text = (ROOT / "config.yaml").read_text(encoding="utf-8")
+    block = text[text.index("\n# server:\n") + 1 :]
+    lines = [line for line in block.splitlines() if line.startswith("# server:") or line.startswith("#   ")]
+    uncommented = "\n".join(line[2:] for line in lines if not line[2:].lstrip().startswith("#"))
+    documented = yaml.safe_load(uncommented)["server"]
+    assert set(documented) == set(validate({"server": None})["server"])
+    assert validate({"server": documented})["server"] == validate({"server": None})["server"]
 
 
 # -- health, readiness ---------------------------------------------------------------------------------------
