@@ -300,7 +300,7 @@ class WebServer:
             sock.setblocking(False)
         except OSError as err:
             sock.close()
-            where = "server.port" if err.errno == errno.EADDRINUSE else "server.listen"
+            where = "server.port" if err.errno in (errno.EADDRINUSE, errno.EACCES) else "server.listen"
             reason = "the port is already in use" if err.errno == errno.EADDRINUSE else err.strerror or str(err)
             raise ConfigError(where, f"cannot listen on {self.listen}:{self.port} ({reason})") from None
         self._socket = sock

@@ -238,6 +238,24 @@ async def test_a_baidu_error_code_is_counted_under_its_code(web, fake_telegram, 
     assert sample(text, "aipbot_commands_total", command="ocr", outcome="user_error") == 1.0
 
 
+async def test_webank_requests_and_token_fetches_are_counted_in_the_bots_own_metrics(fake_webank):
+    app = App(validate({"storage": {"path": ":memory:"}, **fake_webank.config()}))
+    other = App(validate({"storage": {"path": ":memory:"}}))
+    try:
+        client = app.services.provider("webank")
+        await app.services.run_blocking(client.sign_ticket)
+        text = (await app.metrics.render()).decode()
+        for api in ("access_token", "sign_ticket"):
+            assert sample(text, "aipbot_provider_requests_total", provider="webank", api=api, code="ok") == 1.0
+            assert sample(text, "aipbot_provider_request_seconds_count", provider="webank", api=api) == 1.0
+            assert sample(text, "aipbot_token_fetches_total", token=f"webank:{api}", outcome="ok") == 1.0
+        assert "webank" not in (await other.metrics.render()).decode()
+        assert fake_webank.secret not in text
+    finally:
+        app.services.close()
+        other.services.close()
+
+
 async def test_metrics_with_a_token_need_the_bearer_token(web):
     _, base = await web(server={"metrics_token": TOKEN})
     assert (await get(base + "/metrics")).status_code == 401
@@ -486,6 +504,15 @@ def test_the_console_bot_serves_and_stops_cleanly_at_end_of_input(tmp_path):
     assert "Traceback" not in err and "was destroyed" not in err, err
     with pytest.raises(httpx.ConnectError):
         httpx.get(base + "/healthz", timeout=2)
+
+
+def test_an_address_this_machine_does_not_have_is_a_config_error_naming_listen():
+    app = App(validate({"storage": {"path": ":memory:"}, "server": {"listen": "192.0.2.1", "port": 0}}))
+    try:
+        with pytest.raises(ConfigError, match=r"^server.listen: cannot listen on 192.0.2.1:0 \("):
+            app.web.bind()
+    finally:
+        app.services.close()
 
 
 def test_a_port_in_use_stops_the_bot_with_one_line_and_exit_code_2(tmp_path):
