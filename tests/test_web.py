@@ -340,6 +340,34 @@ async def test_transport_metric_functions():
     assert sample(text, "aipbot_telegram_errors_total", code="network") == 1.0
 
 
+class FailingPlugin:
+    @hookimpl
+    def aipbot_commands(self):
+        from core.chat import Command
+        from core.errors import UserFacingError
+
+        async def broken(ctx):
+            raise RuntimeError("a bug")
+
+        async def refused(ctx):
+            raise UserFacingError("told", key="error.generic")
+
+        return [Command("broken", "error.generic", broken), Command("refused", "error.generic", refused)]
+
+
+async def test_commands_are_counted_by_outcome_ok_user_error_and_error():
+    from tests.harness import Harness
+
+    async with Harness({"plugins": {"failing": {}}}, extra_plugins={"failing": FailingPlugin()}) as bot:
+        await bot.send("/help")
+        await bot.send("/broken")
+        await bot.send("/refused")
+        text = (await bot.app.metrics.render()).decode()
+    assert sample(text, "aipbot_commands_total", command="help", outcome="ok") == 1.0
+    assert sample(text, "aipbot_commands_total", command="broken", outcome="error") == 1.0
+    assert sample(text, "aipbot_commands_total", command="refused", outcome="user_error") == 1.0
+
+
 def test_token_labels_drop_the_credential_fingerprint():
     assert token_label("baidu:3f2a9c0d1e2b4a5f") == "baidu"
     assert token_label("webank:0123456789abcdef:sign_ticket") == "webank:sign_ticket"
@@ -448,6 +476,7 @@ async def test_a_port_in_use_is_a_config_error_at_start():
         with pytest.raises(ConfigError, match=rf"^server.port: cannot listen on 127.0.0.1:{port} \(the port is "):
             app.start(RecordingTransport())
         app.stop()
+        app.services.close()  # start stopped before the plugins: stop() has nothing of theirs to undo
 
 
 # -- real processes ------------------------------------------------------------------------------------------
@@ -523,6 +552,9 @@ def test_a_port_in_use_stops_the_bot_with_one_line_and_exit_code_2(tmp_path):
         config = write_config(tmp_path, f"server: {{port: {port}}}\n")
         process = bot_process(config, "--console", stdin=subprocess.DEVNULL)
         out, err = process.communicate(timeout=60)
+        check = bot_process(config, "--check", stdin=subprocess.DEVNULL)  # --check does not listen
+        check.communicate(timeout=60)
+    assert check.returncode == 0
     assert process.returncode == 2
     assert err == (
         f"aipbot: configuration error: server.port: cannot listen on 127.0.0.1:{port} (the port is already in use)\n"
