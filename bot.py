@@ -31,7 +31,7 @@ def setup_logging(level: str) -> None:
     redact.install(root)
     # httpx logs every request URL at INFO (Telegram URLs contain the bot token); PTB's DEBUG lines carry
     # whole outgoing messages (verification results, links). Redaction would mask secrets in them anyway.
-    for noisy in ("httpx", "httpcore", "urllib3"):
+    for noisy in ("httpx", "httpcore", "urllib3", "uvicorn"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     logging.getLogger("telegram").setLevel(max(logging.INFO, root.level))
 
@@ -60,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
         app.services.close()
         return 0
     try:
+        app.web.bind()  # server: configured: listen now, so a port in use stops here (exit 2) like any config error
+    except ConfigError as err:
+        print(f"aipbot: configuration error: {err}", file=sys.stderr)
+        app.services.close()
+        return 2
+    try:
         if args.console or not config["telegram"]["token"]:
             if not args.console:
                 log.warning("No Telegram token configured (telegram.token): starting the console chat.")
@@ -71,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from core.transports.telegram import run_telegram
 
-            run_telegram(app)
+            run_telegram(app, close_loop=False)
+            loop = asyncio.get_event_loop()  # the loop PTB ran: let the web server finish its requests on it
+            loop.run_until_complete(app.web.closed())
+            loop.close()
     except KeyboardInterrupt:
         pass
     return finish(0)

@@ -18,12 +18,14 @@ from core.config import ConfigError
 from core.conversation import Conversations
 from core.defaults import NAME as DEFAULT_PLUGIN
 from core.i18n import Catalogue, core_catalogue
+from core.metrics import Metrics
 from core.plugins import PluginManager
 from core.providers import make_client
 from core.router import Router
 from core.state import RedisUnavailable, State, open_state
 from core.store import Store
 from core.tokens import TokenService
+from core.web import WebServer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -50,6 +52,8 @@ class BotServices:
         self._providers: dict[str, Any] = {}
         self._providers_lock = threading.Lock()
         self.tokens = TokenService()  # the one token service: every credential of every provider client
+        self.metrics = self.tokens.metrics = Metrics()  # this bot's metrics (GET /metrics), not the process's
+        self.web = WebServer(config.get("server"), self, self.metrics)  # the route registry and the web server
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking I/O in the I/O pool (``workers.io`` threads)."""
@@ -96,6 +100,8 @@ class BotServices:
         with self._providers_lock:
             if name not in self._providers:
                 self._providers[name] = make_client(name, self.config, self.tokens)
+                if self._providers[name] is not None:
+                    self._providers[name].metrics = self.metrics
             return self._providers[name]
 
     def close(self) -> None:
@@ -184,17 +190,24 @@ class App:
                 "default_photo_command",
                 f"no enabled photo command /{default} (enabled: {', '.join(photo_commands) or 'none'})",
             )
+        for plugin, route in self.plugins.web_routes(self.services):
+            self.services.web.add(route, owner=f"plugins.{plugin}")
         self.router = Router(self.services, self.services.commands)
+        self.metrics, self.web = self.services.metrics, self.services.web
         self._started = False
 
     def start(self, transport: Transport) -> None:
-        """Attach the transport and start the plugins (they must return at once)."""
+        """Attach the transport, start the plugins (they must return at once) and the web server (when configured:
+        a port in use is a :class:`ConfigError` before any plugin starts)."""
         self.services.transport = transport
+        self.web.bind()
         self.plugins.startup(self.services)
         self._started = True
+        self.web.start(transport)
 
     def stop(self) -> None:
-        """Stop the plugins and release threads and the database."""
+        """Stop the web server, the plugins, and release threads and the database."""
+        self.web.stop()  # stops listening now; `await app.web.closed()` waits for requests in progress
         if self._started:
             self._started = False
             try:

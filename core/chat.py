@@ -206,6 +206,8 @@ class Services(Protocol):
     state: Any  # core.state.State: what the bot remembers between messages (expiring JSON values)
     conversations: Any  # core.conversation.Conversations
     codec: Any  # core.codec.Codec: callback data and deep-link payloads
+    metrics: Any  # core.metrics.Metrics: this bot's Prometheus metrics (gauge() for values read at scrape time)
+    web: Any  # core.web.WebServer: the web server's route registry (route(), ready_check(), url())
 
     async def run_db(self, fn: Callable[..., T], *args: Any) -> T: ...
 

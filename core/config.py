@@ -216,6 +216,21 @@ SCHEMA: dict[str, Field] = {
     ),
     "logging": _section(level=Field(str, default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])),
     "plugins": Field(dict, default={}, help="plugin name -> its section (enabled: true|false, …)"),
+    # no `server:` section: no web server (config["server"] is None); see core/web.py
+    "server": Field(
+        dict,
+        default=None,
+        schema={
+            "enabled": Field(bool, default=True, help="false: no web server"),
+            "listen": Field(str, default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)"),
+            "port": Field(int, default=8080, min=0, max=65535, help="TCP port (0: any free port)"),
+            "public_url": Field(str, default="", url=True, help="the URL the world reaches the server at"),
+            "metrics_token": Field(str, default="", secret=True, help="Bearer token for /metrics; empty: local only"),
+            "max_body_kb": Field(int, default=1024, min=1, max=102400, help="largest request body (KB)"),
+            "ready_cache": Field(float, default=5, min=0, max=300, help="seconds a getMe answer counts for /readyz"),
+        },
+        help="the bot's web server (health, metrics, webhook); absent: none",
+    ),
 }
 
 

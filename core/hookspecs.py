@@ -61,6 +61,21 @@ def aipbot_status(config: dict[str, Any], services: Services) -> str:
 
 
 @hookspec
+def aipbot_web_routes(config: dict[str, Any], services: Services) -> list[Any]:
+    """Starlette routes this plugin serves on the bot's web server (``server:`` in config.yaml), e.g.
+    ``[starlette.routing.Route("/verify/return/{ref}", self.on_return, methods=["GET"])]``.
+
+    Collected once at start-up into ``services.web`` (the one route registry, which core modules such as the
+    webhook use directly); a path registered twice stops start-up naming both owners, and ``/healthz``,
+    ``/readyz`` and ``/metrics`` are the core's. Endpoints are ``async def endpoint(request) -> Response``
+    and must not block the loop (``services.run_db`` / ``run_blocking``); an endpoint that raises answers
+    ``500 internal error`` (the traceback is logged, redacted). Without a ``server:`` section the routes are
+    registered but not served: check ``services.web.enabled``; ``services.web.url(path)`` is the public URL.
+    Plugins may import ``starlette``, never ``telegram``.
+    """
+
+
+@hookspec
 def aipbot_startup(config: dict[str, Any], services: Services) -> None:
     """Called once when the bot starts, before the first update, with this plugin's config section.
 

@@ -126,6 +126,14 @@ class PluginManager:
                 out[command.name] = command
         return list(out.values())
 
+    def web_routes(self, services: Services) -> list[tuple[str, Any]]:
+        """(plugin name, Starlette route) for every route the plugins serve (``aipbot_web_routes``)."""
+        return [
+            (plugin, route)
+            for plugin, impl in self._impls("aipbot_web_routes")
+            for route in self._call(impl, config=self.config["plugins"].get(plugin, {}), services=services) or []
+        ]
+
     def status(self, services: Services) -> dict[str, str]:
         """Plugin name → its one-line status for ``/plugins`` (empty where a plugin says nothing)."""
         lines = {name: "" for name in self.enabled}

@@ -25,6 +25,7 @@ from typing import Any
 from core.chat import Button, Chat, Command, Context, Incoming, Photo, Reply, Services, Transport, User
 from core.conversation import CHOICE, PHOTO, TEXT, Conversation
 from core.errors import UserFacingError
+from core.metrics import metrics_of
 from core.middleware import Access, AdminAlerts, Quotas
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,7 @@ class Router:
             return False
         conversation, kept = await self.conversations.take(chat.id, user.id, transport)  # type: ignore[arg-type]
         command = self.commands[waiting.command]
+        metrics_of(self.services).conversation_step(command.name)
         more = {"args": conversation.args, "photos": photos, "conversation": conversation, "kept": kept}
         await self._invoke(command, incoming, transport, **more)
         return True
@@ -207,9 +209,14 @@ class Router:
             await self._run(ctx, command.handler(ctx))
 
     async def _run(self, ctx: Context, work: Awaitable[None]) -> None:
+        outcome = "error"  # anything but a UserFacingError goes on to handle(), which apologises
         try:
             await work
+            outcome = "ok"
         except UserFacingError as err:
+            outcome = "user_error"
             log.warning("/%s for user %s: %s: %s", ctx.command.name, ctx.user.id, type(err).__name__, err.detail)
             await ctx.reply(ctx.t(err.key, **err.params))
             await self.alerts.maybe_alert(ctx, err)
+        finally:
+            metrics_of(self.services).command_handled(ctx.command.name, outcome)

@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 
 from cachetools import TLRUCache
 
+from core.metrics import STANDALONE, Metrics
+
 log = logging.getLogger(__name__)
 
 TokenSource = Callable[[], tuple[str, float]]
@@ -78,6 +80,8 @@ class TokenService:
     ``clock`` is a monotonic clock in seconds (injectable for tests); ``maxsize`` bounds the number
     of cached values.
     """
+
+    metrics: Metrics = STANDALONE  # the bot sets its own (core.app.BotServices): fetches are counted there
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic, maxsize: int = 1024) -> None:
         self._clock = clock
@@ -212,6 +216,7 @@ class TokenService:
                 self._flights.pop(key, None)
             flight.error = exc
             flight.done.set()
+            self.metrics.token_fetch(key, "error")
             log.warning("token %s: fetch failed (%s)", key, type(exc).__name__)
             raise
         with self._lock:
@@ -231,6 +236,7 @@ class TokenService:
             self._flights.pop(key, None)  # derived values see the new generation and refetch on next get
         flight.value = value
         flight.done.set()
+        self.metrics.token_fetch(key, "ok")
         log.info("token %s fetched (valid %.0f s)", key, lifetime)
         return value
 

@@ -54,6 +54,7 @@ from core.errors import (
     UserFacingError,
 )
 from core.http import HttpSettings, make_session
+from core.metrics import metered, metrics_of
 from core.redact import redact, register_secret
 from core.tokens import TokenService, default_service
 
@@ -513,7 +514,7 @@ class BaiduClient:
         token_refreshed = False
         while True:
             token = self.tokens.get(self.token_key)
-            self.limiter.acquire()
+            metrics_of(self).qps_wait("baidu", self.limiter.acquire())
             body = self._send(path, what, token, payload)
             code, message = (None, "not JSON") if body is None else _error_of(body)
             if code is None and body is not None:
@@ -538,6 +539,7 @@ class BaiduClient:
                 )
             raise self._error(code, message, product, what, body.get("log_id"), attempt)
 
+    @metered("baidu", code=lambda body: "not_json" if body is None else _error_of(body)[0])
     def _send(self, path: str, what: str, token: str, payload: dict[str, Any]) -> dict[str, Any] | None:
         """One POST (with the transport retries of core.http). ``None`` for a non-JSON 2xx/4xx answer."""
         try:

@@ -48,6 +48,7 @@ import requests
 from core.config import Field
 from core.errors import ProviderError, ProviderMisconfigured, TemporarilyUnavailable, UserFacingError
 from core.http import HttpSettings, make_session
+from core.metrics import metered
 from core.redact import redact, register_secret
 from core.tokens import TokenService, default_service
 
@@ -468,6 +469,7 @@ class WebankClient:
             raise WebankProviderError(f"WeBank {what}: code {code} ({body.get('msg') or 'no msg'})", code=code)
         return body
 
+    @metered("webank", code=lambda body: body.get("code"))
     def _send(self, method: str, path: str, what: str, **kwargs: Any) -> dict[str, Any]:
         """One request (with the transport retries of core.http): the JSON answer, or a typed error."""
         try:
