@@ -4,8 +4,8 @@ Two layers, both under the Telegram transport (the router and the plugins still 
 ``transport.send``):
 
 - :class:`SendLimiter`, a python-telegram-bot ``BaseRateLimiter``, sees every Bot API request but
-  ``getUpdates``. It keeps the send rate under Telegram's limits (aiolimiter leaky buckets: all chats,
-  each chat with a short burst, each group per minute), so a burst of replies queues instead of drawing
+  ``getUpdates``. It keeps the send rate under Telegram's limits (token buckets: all chats, each chat
+  with a short burst, each group per minute; see :class:`Pacer`), so a burst of replies queues instead of drawing
   ``429 Too Many Requests``; and it retries what is worth retrying: a 429 after the ``retry_after``
   Telegram asked for (that chat waits; the others go on), network errors, timeouts and 5xx answers
   after a bounded exponential backoff, a group that became a supergroup at its new chat id.
@@ -24,13 +24,13 @@ apology rides the same retries). Nothing here logs a URL: the bot token is part 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import random
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from aiolimiter import AsyncLimiter
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from telegram.constants import MessageLimit
 from telegram.error import BadRequest, ChatMigrated, NetworkError, RetryAfter, TelegramError
@@ -50,9 +50,12 @@ PHOTO_MAX_BYTES = 10 * 1024 * 1024  # sendPhoto: "The photo must be at most 10 M
 PHOTO_MAX_SIDES = 10_000  # "The photo's width and height must not exceed 10000 in total"
 PHOTO_MAX_RATIO = 20  # "Width and height ratio must be at most 20"
 DOCUMENT_MAX_BYTES = 50 * 1024 * 1024  # files the Bot API accepts for upload
-#: The limiter keeps this share of each configured rate: network jitter must not bring two requests
-#: closer together at Telegram than Telegram allows (measured: bench/delivery_bench.py).
-HEADROOM = 0.95
+#: The pacer keeps this share of each configured rate, and a reserve of MARGIN seconds' worth of tokens in
+#: each bucket: requests released the moment a bucket allows reach Telegram with a few milliseconds more or
+#: less of latency each, and Telegram's buckets count arrivals (bench/delivery_bench.py: with the rate
+#: headroom alone, right after a burst a 429 now and then).
+HEADROOM = 0.98
+MARGIN = 0.1
 #: Methods that create a message: they count against the per-chat and per-group limits.
 MESSAGE_METHODS = frozenset(
     {
@@ -204,12 +207,153 @@ def _why(err: BaseException) -> str:
 # ---------------------------------------------------------------------------------------------- limiter
 
 
+class _Bucket:
+    """A token bucket: ``rate`` tokens a second, ``burst`` at most (full at first), of which ``MARGIN``
+    seconds' worth are kept in reserve where the burst allows; ``until``: Telegram's pause."""
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate, self.burst, self.level, self.at = rate, burst, burst, now
+        self.need = min(burst, 1 + rate * MARGIN)
+        self.until = 0.0
+
+    def wait(self, now: float) -> float:
+        """Seconds until a token is there (0: now)."""
+        self.level = min(self.burst, self.level + (now - self.at) * self.rate)
+        self.at = now
+        return max(0.0, (self.need - self.level) / self.rate, self.until - now)
+
+    def take(self) -> None:
+        self.level -= 1
+
+    def idle(self, now: float) -> bool:
+        return self.wait(now) == 0 and self.level >= self.burst
+
+
+class _PauseOf:
+    """Only the pause of a chat's bucket (for edits: they take no chat token)."""
+
+    def __init__(self, of: _Bucket) -> None:
+        self.of = of
+
+    def wait(self, now: float) -> float:
+        return max(0.0, self.of.until - now)
+
+    def take(self) -> None:
+        pass
+
+
+class Pacer:
+    """Lets requests go when every bucket they need (their chat's, their group's, the overall one) has a
+    token, and takes those tokens at that same instant: a request waiting for the overall rate has not
+    spent its chat's token yet, so Telegram sees the spacing the buckets allowed. Waiting requests go in
+    the order they came, except that one whose chat is not ready does not hold up the others."""
+
+    def __init__(self, overall: float, per_chat: float, chat_burst: int, per_group: float, headroom: float) -> None:
+        self.overall_rate = overall * headroom
+        self.overall_burst = max(1.0, overall)
+        self.chat_rate = per_chat * headroom
+        self.chat_burst = chat_burst
+        self.group_rate = per_group / 60 * headroom
+        self._overall: _Bucket | None = None
+        self._chats: dict[Any, _Bucket] = {}
+        self._groups: dict[Any, _Bucket] = {}
+        self._waiting: list[tuple[list[_Bucket | _PauseOf], asyncio.Future[None]]] = []
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def _bucket(self, table: dict[Any, _Bucket], key: Any, rate: float, burst: float, now: float) -> _Bucket:
+        if key not in table:
+            if len(table) >= 4096:  # forget chats with a full bucket and no pause
+                for old in [k for k, b in table.items() if b.idle(now)]:
+                    del table[old]
+            table[key] = _Bucket(rate, burst, now)
+        return table[key]
+
+    def _buckets(self, method: str, chat: Any, now: float) -> list[_Bucket | _PauseOf]:
+        buckets: list[_Bucket | _PauseOf] = []
+        if chat is not None and (method in MESSAGE_METHODS or method in EDIT_METHODS):
+            # edits wait out a pause but take no chat token; messages take one (and a group token)
+            rate, burst = (self.chat_rate, self.chat_burst) if self.chat_rate else (1e9, 1e9)
+            chat_bucket = self._bucket(self._chats, chat, rate, burst, now)
+            if method in MESSAGE_METHODS:
+                buckets.append(chat_bucket)
+                group = isinstance(chat, str) or (isinstance(chat, int) and chat < 0)
+                if group and self.group_rate:
+                    buckets.append(self._bucket(self._groups, chat, self.group_rate, 20, now))
+            elif chat_bucket.until > now:
+                buckets.append(_PauseOf(chat_bucket))
+        if (method in MESSAGE_METHODS or method in EDIT_METHODS) and self.overall_rate:
+            if self._overall is None:
+                self._overall = _Bucket(self.overall_rate, self.overall_burst, now)
+            buckets.append(self._overall)
+        return buckets
+
+    def pause(self, chat: Any, seconds: float) -> None:
+        """Telegram asked to wait ``seconds`` before sending to ``chat`` again."""
+        now = asyncio.get_running_loop().time()
+        rate, burst = (self.chat_rate, self.chat_burst) if self.chat_rate else (1e9, 1e9)
+        bucket = self._bucket(self._chats, chat, rate, burst, now)
+        bucket.until = max(bucket.until, now + seconds)
+
+    async def turn(self, method: str, chat: Any) -> None:
+        """Wait until ``method`` to ``chat`` may go now (and account for it)."""
+        loop = asyncio.get_running_loop()
+        buckets = self._buckets(method, chat, loop.time())
+        if not buckets:
+            return
+        if not self._waiting and all(b.wait(loop.time()) == 0 for b in buckets):
+            for bucket in buckets:
+                bucket.take()
+            return
+        future: asyncio.Future[None] = loop.create_future()
+        self._waiting.append((buckets, future))
+        if self._wake is None:
+            self._wake = asyncio.Event()
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._dispatch(), name="aipbot-send-pacer")
+        await future
+
+    async def _dispatch(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._wake is not None
+        while self._waiting:
+            now, soonest, still = loop.time(), float("inf"), []
+            for buckets, future in self._waiting:
+                if future.done():  # the caller was cancelled
+                    continue
+                wait = max(b.wait(now) for b in buckets)
+                if wait == 0:
+                    for bucket in buckets:
+                        bucket.take()
+                    future.set_result(None)
+                else:
+                    soonest = min(soonest, wait)
+                    still.append((buckets, future))
+            self._waiting = still
+            if still:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), soonest)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for _, future in self._waiting:
+            future.cancel()
+        self._waiting = []
+
+
 class SendLimiter(BaseRateLimiter[int]):
     """Rate limits and retries for every Bot API request (``rate_limit_args``: retries for that request).
 
     Why our own ``BaseRateLimiter`` and not PTB's ``AIORateLimiter(max_retries=...)``: that one retries
-    429s only (not network errors, timeouts or 5xx), halts *every* request for a 429 in one chat, and has
-    no per-chat limit for private chats. This class uses the same library (aiolimiter) and PTB hook.
+    429s only (not network errors, timeouts or 5xx), halts *every* request for a 429 in one chat, has no
+    per-chat limit for private chats, and takes its limiters' capacity one after the other (aiolimiter
+    has no way to take two at once), so a request that waited for the overall rate arrives later than
+    its chat's limiter accounted for and the chat's next message can arrive too soon (measured with
+    aiolimiter buckets in that order: a 429 in 200 replies). :class:`Pacer` takes all at one instant.
     """
 
     def __init__(
@@ -227,12 +371,7 @@ class SendLimiter(BaseRateLimiter[int]):
         self.retries = retries
         self.backoff = backoff
         self.max_wait = max_wait
-        self._overall = AsyncLimiter(max(1.0, overall), max(1.0, overall) / (overall * headroom)) if overall else None
-        self._chat = (chat_burst, chat_burst / (per_chat * headroom)) if per_chat else None
-        self._group = (per_group, 60.0 / headroom) if per_group else None  # per_group a minute
-        self._chats: dict[Any, AsyncLimiter] = {}
-        self._groups: dict[Any, AsyncLimiter] = {}
-        self._paused: dict[Any, float] = {}  # chat -> loop time until which Telegram asked us to wait
+        self.pacer = Pacer(overall, per_chat, chat_burst, per_group, headroom)
 
     @classmethod
     def from_config(cls, telegram: dict[str, Any]) -> SendLimiter:
@@ -251,31 +390,8 @@ class SendLimiter(BaseRateLimiter[int]):
         """Nothing to set up."""
 
     async def shutdown(self) -> None:
-        """Nothing to release."""
-
-    @staticmethod
-    def _limiter(table: dict[Any, AsyncLimiter], key: Any, rate: tuple[float, float]) -> AsyncLimiter:
-        if len(table) > 1024:  # forget chats whose bucket has drained (as AIORateLimiter does)
-            for old, limiter in list(table.items()):
-                if old != key and limiter.has_capacity(limiter.max_rate):
-                    del table[old]
-        if key not in table:
-            table[key] = AsyncLimiter(*rate)
-        return table[key]
-
-    async def _pace(self, method: str, chat: Any) -> None:
-        """Wait until ``method`` to ``chat`` may go: its chat's and group's turn, Telegram's pause, the overall rate."""
-        if method in MESSAGE_METHODS and chat is not None:
-            group = isinstance(chat, str) or (isinstance(chat, int) and chat < 0)
-            if group and self._group:
-                await self._limiter(self._groups, chat, self._group).acquire()
-            if self._chat:
-                await self._limiter(self._chats, chat, self._chat).acquire()
-        loop = asyncio.get_running_loop()
-        while chat is not None and (left := self._paused.get(chat, 0.0) - loop.time()) > 0:
-            await asyncio.sleep(left)
-        if (method in MESSAGE_METHODS or method in EDIT_METHODS) and self._overall:
-            await self._overall.acquire()
+        """Let go of requests still waiting for their turn."""
+        await self.pacer.close()
 
     async def process_request(
         self,
@@ -293,7 +409,7 @@ class SendLimiter(BaseRateLimiter[int]):
         attempt = 0
         while True:
             chat = data.get("chat_id")
-            await self._pace(method, chat)
+            await self.pacer.turn(method, chat)
             failure: TelegramError
             try:
                 return await callback(*args, **kwargs)
@@ -304,8 +420,7 @@ class SendLimiter(BaseRateLimiter[int]):
                     self._give_up(endpoint, chat, attempt, err)
                     raise
                 if chat is not None:
-                    loop = asyncio.get_running_loop()
-                    self._paused[chat] = max(self._paused.get(chat, 0.0), loop.time() + wait)
+                    self.pacer.pause(chat, wait)
             except ChatMigrated as err:  # a group became a supergroup: same request, new chat id
                 if migrated or "chat_id" not in data:
                     raise
@@ -444,7 +559,7 @@ class Delivery:
                 return sent.message_id
             except BadRequest as err:
                 kind = refusal(err)
-                if kind == "too_long" and kind not in tried:
+                if kind == "too_long" or (kind == "entities" and kind in tried):  # a file has neither problem
                     log.warning("sendMessage to chat %s refused (%s): sending as text.txt", chat_id, err.message)
                     return await self._text_file(chat_id, text, params["reply_markup"])
                 params = self._adapted("sendMessage", chat_id, err, kind, params, tried)
