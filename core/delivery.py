@@ -69,6 +69,22 @@ MESSAGE_METHODS = frozenset(
 EDIT_METHODS = frozenset({"editmessagetext", "editmessagecaption", "editmessagemedia", "editmessagereplymarkup"})
 
 
+class _QuietUnparsedAnswers(logging.Filter):
+    """PTB logs an HTML error page it could not parse (nginx's 502) at ERROR with a traceback, then raises
+    the NetworkError that :class:`SendLimiter` retries and logs itself: keep it, at INFO, one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and record.getMessage().startswith("Can not load invalid JSON data"):
+            record.levelno, record.levelname, record.exc_info, record.exc_text = logging.INFO, "INFO", None, None
+            record.msg, record.args = "Telegram answered with a page that is not JSON (a proxy's error page?)", None
+        return True
+
+
+_ptb_request_log = logging.getLogger("telegram.request.BaseRequest")
+if not any(isinstance(f, _QuietUnparsedAnswers) for f in _ptb_request_log.filters):
+    _ptb_request_log.addFilter(_QuietUnparsedAnswers())
+
+
 class DeliveryFailed(UserFacingError):
     """Telegram did not take a message: retries exhausted, or a refusal that could not be adapted.
 
@@ -201,7 +217,9 @@ def is_transient(err: TelegramError) -> bool:
 
 
 def _why(err: BaseException) -> str:
-    return redact(f"{type(err).__name__}: {err}")[:300]
+    """The error in one short line for the log: its type and message (no HTML page, no secret)."""
+    text = str(err).split(". Parsing the server response", 1)[0]
+    return redact(f"{type(err).__name__}: {text}")[:300]
 
 
 # ---------------------------------------------------------------------------------------------- limiter
