@@ -434,11 +434,14 @@ class SendLimiter(BaseRateLimiter[int]):
             except RetryAfter as err:
                 failure = err
                 wait = err._retry_after.total_seconds()  # as PTB's AIORateLimiter reads it
-                if attempt >= retries or wait > self.max_wait:
+                if wait > self.max_wait:
                     self._give_up(endpoint, chat, attempt, err)
                     raise
-                if chat is not None:
+                if chat is not None:  # also when giving up: the apology must not draw the next 429
                     self.pacer.pause(chat, wait)
+                if attempt >= retries:
+                    self._give_up(endpoint, chat, attempt, err)
+                    raise
             except ChatMigrated as err:  # a group became a supergroup: same request, new chat id
                 if migrated or "chat_id" not in data:
                     raise
