@@ -66,6 +66,21 @@ async def test_a_429_is_retried_after_the_retry_after_telegram_asked_for(fake_te
     assert COMPUTED == ["12² = 144"]
 
 
+async def test_a_429_in_one_chat_does_not_hold_up_another(fake_telegram, running):
+    await running()
+    fake_telegram.fail("sendMessage", 1, "429", retry_after=2)
+    fake_telegram.user_sends_text("/square 2", user_id=1)
+    for _ in range(500):  # until the first answer has drawn its 429
+        if fake_telegram.calls_of("sendMessage"):
+            break
+        await asyncio.sleep(0.01)
+    fake_telegram.user_sends_text("/square 3", user_id=2)
+    other = await fake_telegram.bot_replied(2)
+    first = await fake_telegram.bot_replied(1)
+    assert other.text == "3² = 9" and first.text == "2² = 4"
+    assert other.at < first.at
+
+
 async def test_two_429s_in_a_row_still_deliver_the_answer(fake_telegram, running):
     await running()
     fake_telegram.fail("sendMessage", 2, "429", retry_after=1)
@@ -273,3 +288,49 @@ def test_refusals_are_told_apart():
     assert refusal(BadRequest("Message is not modified: specified new message content")) == "not_modified"
     assert refusal(BadRequest("Button_data_invalid")) == "buttons"
     assert refusal(BadRequest("Chat not found")) == "other"
+
+
+# ------------------------------------------------------------------ the limiter on its own
+
+
+async def _through(limiter, errors: list, data: dict | None = None, endpoint: str = "sendMessage"):
+    """Run one request through ``limiter`` whose callback raises ``errors`` in turn, then answers ``True``;
+    returns (result or exception, the data of each attempt)."""
+    data = {"chat_id": 5} if data is None else data
+    seen: list[dict] = []
+
+    async def callback(endpoint_, data_):
+        seen.append(dict(data_))
+        if errors:
+            raise errors.pop(0)
+        return True
+
+    try:
+        result = await limiter.process_request(callback, (endpoint, data), {}, endpoint, data, None)
+    except Exception as err:  # the test looks at it
+        result = err
+    return result, seen
+
+
+async def test_the_limiter_retries_only_what_may_work_next_time():
+    from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, RetryAfter, TimedOut
+
+    from core.delivery import SendLimiter
+
+    limiter = SendLimiter(retries=3, backoff=0, max_wait=5, overall=0, per_chat=0, per_group=0)  # no pacing here
+    result, seen = await _through(limiter, [NetworkError("Bad Gateway"), TimedOut(), NetworkError("x")])
+    assert result is True and len(seen) == 4
+    for final in (
+        BadRequest("Chat not found"),
+        Forbidden("bot was blocked by the user"),
+        NetworkError("Request Entity Too Large"),
+    ):
+        result, seen = await _through(limiter, [final])
+        assert result is final and len(seen) == 1, final
+    result, seen = await _through(limiter, [RetryAfter(3600)])  # over send_max_wait: not waited for
+    assert isinstance(result, RetryAfter) and len(seen) == 1
+    result, seen = await _through(limiter, [ChatMigrated(-1009)], {"chat_id": -5})
+    assert result is True and [d["chat_id"] for d in seen] == [-5, -1009]
+    result, seen = await _through(limiter, [NetworkError("x")] * 4)  # one more than the retries
+    assert isinstance(result, NetworkError) and len(seen) == 4
+    await limiter.shutdown()
