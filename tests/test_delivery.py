@@ -4,6 +4,7 @@ entities, photos Telegram would refuse, edits of messages that are gone) and the
 
 import asyncio
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -175,6 +176,19 @@ async def test_a_429_longer_than_send_max_wait_is_not_waited_for(fake_telegram, 
     assert reply.text.startswith(APOLOGY)
 
 
+@pytest.mark.slow
+async def test_an_ocr_result_survives_two_429s_and_a_502(fake_telegram, start_bot):
+    image = (Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "text" / "en_line.png").read_bytes()
+    config = delivery_config(fake_telegram, plugins={"ocr": {"engine": "local"}})
+    await start_bot(config, {"calc": delivery_plugin})
+    fake_telegram.fail("sendMessage", 2, "429", retry_after=1)
+    fake_telegram.fail("sendMessage", 1, "5xx")
+    fake_telegram.user_sends_photo(image, caption="/ocr")
+    reply = await fake_telegram.bot_replied(1001, timeout=60)
+    assert reply.text.replace(" ", "") == "HelloTSINGTAO2026"
+    assert [c.fault for c in sends(fake_telegram)] == ["429", "429", "5xx", None]
+
+
 # ------------------------------------------------------------------ everything else the bot sends
 
 
@@ -251,6 +265,29 @@ async def test_a_burst_to_one_chat_queues_and_all_of_it_arrives(fake_telegram, r
         await transport.send(1001, delivery_plugin_reply(f"message {n}"))
     texts = [c.text for c in sends(fake_telegram) if c.ok]
     assert texts == [f"message {n}" for n in range(6)]
+
+
+async def test_a_caption_over_1024_utf16_units_goes_after_the_photo_with_the_buttons(fake_telegram, running):
+    from core.chat import Button, Reply
+
+    transport = await running()
+    caption = "😀" * 600  # 600 characters, 1200 UTF-16 code units
+    await transport.send(1001, Reply(caption, [[Button("Go", url="https://example.org")]], photo=png(64, 48)))
+    photo = await fake_telegram.bot_replied(1001)
+    text = await fake_telegram.bot_replied(1001)
+    assert photo.method == "sendPhoto" and photo.text is None and not photo.buttons
+    assert text.text == caption and text.buttons[0][0]["text"] == "Go"
+
+
+async def test_an_edit_too_long_for_one_message_edits_the_first_part_and_sends_the_rest(fake_telegram, running):
+    transport = await running()
+    message_id = await transport.send(1001, delivery_plugin_reply("working…"))
+    text = "\n".join(f"line {i} " + "x" * 80 for i in range(60))  # about 5,300 characters
+    await transport.edit(1001, message_id, text, [])
+    edit = await fake_telegram.wait_for("editMessageText")
+    await fake_telegram.bot_replied(1001)  # the status line itself
+    rest = await fake_telegram.bot_replied(1001)
+    assert edit.text + "\n" + rest.text == text
 
 
 def delivery_plugin_reply(text: str):
