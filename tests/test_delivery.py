@@ -371,3 +371,16 @@ async def test_the_limiter_retries_only_what_may_work_next_time():
     result, seen = await _through(limiter, [NetworkError("x")] * 4)  # one more than the retries
     assert isinstance(result, NetworkError) and len(seen) == 4
     await limiter.shutdown()
+
+
+def test_the_delivery_settings_are_validated_with_their_defaults():
+    from core.config import ConfigError
+
+    telegram = validate({})["telegram"]
+    assert (telegram["send_retries"], telegram["send_backoff"], telegram["send_max_wait"]) == (5, 0.5, 60)
+    assert (telegram["rate_overall"], telegram["rate_per_chat"], telegram["chat_burst"]) == (30, 1, 3)
+    assert (telegram["rate_per_group"], telegram["request_timeout"]) == (20, 10)
+    with pytest.raises(ConfigError, match=r"telegram.send_retries: must be at least 0"):
+        validate({"telegram": {"send_retries": -1}})
+    with pytest.raises(ConfigError, match=r"telegram.rate_per_chat: must be a number"):
+        validate({"telegram": {"rate_per_chat": "fast"}})
