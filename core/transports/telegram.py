@@ -15,21 +15,18 @@ import contextlib
 import logging
 from typing import Any
 
-from telegram import (
-    BotCommand,
-    InlineKeyboardButton,
-    InlineKeyboardMarkup,
-    Message,
-    Update,
-)
+from telegram import BotCommand, Message, Update
 from telegram import User as TgUser
-from telegram.constants import ChatAction, MessageLimit
-from telegram.error import BadRequest, TelegramError
+from telegram.constants import ChatAction
+from telegram.error import TelegramError
 from telegram.ext import Application, ApplicationBuilder, CallbackQueryHandler, ContextTypes, MessageHandler, filters
 from telegram.helpers import create_deep_linked_url
 
 from core.app import App
 from core.chat import Button, Chat, Photo, Reply, User
+from core.delivery import MAX_SPLIT as MAX_SPLIT
+from core.delivery import Delivery, SendLimiter
+from core.delivery import split_text as split_text
 from core.errors import BadImage
 from core.i18n import resolve_language
 from core.images import IMAGE_SUFFIXES
@@ -37,44 +34,6 @@ from core.router import Incoming
 from core.state import key
 
 log = logging.getLogger(__name__)
-
-MAX_SPLIT = 3  # a longer text is sent as a .txt file
-
-
-def split_text(text: str, limit: int = MessageLimit.MAX_TEXT_LENGTH) -> list[str]:
-    """``text`` cut into pieces of at most ``limit`` characters, at line breaks where possible."""
-    pieces: list[str] = []
-    current = ""
-    for line in text.splitlines(keepends=True):
-        while len(line) > limit:  # a single line longer than a message: cut it hard
-            if current:
-                pieces.append(current)
-                current = ""
-            pieces.append(line[:limit])
-            line = line[limit:]
-        if len(current) + len(line) > limit:
-            pieces.append(current)
-            current = ""
-        current += line
-    if current or not pieces:
-        pieces.append(current)
-    return [p.rstrip("\n") or p for p in pieces]
-
-
-def _markup(rows: list[list[Button]]) -> InlineKeyboardMarkup | None:
-    if not rows:
-        return None
-    return InlineKeyboardMarkup(
-        [
-            [
-                InlineKeyboardButton(b.text, url=b.url)
-                if b.url
-                else InlineKeyboardButton(b.text, callback_data=b.callback_data)
-                for b in row
-            ]
-            for row in rows
-        ]
-    )
 
 
 class TelegramTransport:
@@ -89,6 +48,8 @@ class TelegramTransport:
             .base_url(self.config["base_url"])
             .base_file_url(self.config["base_file_url"])
             .concurrent_updates(True)
+            .rate_limiter(SendLimiter.from_config(self.config))  # send rates and retries: core.delivery
+            .read_timeout(self.config["request_timeout"])
             .post_init(self._post_init)
             .post_shutdown(self._post_shutdown)
             .build()
@@ -98,6 +59,7 @@ class TelegramTransport:
         self.application.add_handler(MessageHandler(filters.UpdateType.MESSAGE, self._on_message))
         self.application.add_error_handler(self._on_error)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.delivery = Delivery(self.application.bot, app.services.run_cpu)
 
     # ------------------------------------------------------------------ lifecycle
     async def _post_init(self, application: Application) -> None:
@@ -256,52 +218,18 @@ class TelegramTransport:
                 )
 
     # ------------------------------------------------------------------ outgoing (core.chat.Transport)
+    # sending (retries, rate limits, adapting what Telegram refuses) lives in core.delivery
     async def send(self, chat_id: int, reply: Reply) -> int | None:
-        bot = self.application.bot
-        markup = _markup(reply.buttons)
-        text = reply.text
-        if reply.photo is not None or reply.document is not None:
-            caption = text if len(text) <= MessageLimit.CAPTION_LENGTH else None
-            if reply.photo is not None:
-                sent = await bot.send_photo(
-                    chat_id, reply.photo, caption=caption, reply_markup=markup if caption else None
-                )
-            else:
-                doc = reply.document
-                assert doc is not None
-                sent = await bot.send_document(
-                    chat_id, doc.data, filename=doc.filename, caption=caption, reply_markup=markup if caption else None
-                )
-            if caption is not None or not text:
-                return sent.message_id
-            return await self.send(chat_id, Reply(text, reply.buttons))
-        pieces = split_text(text)
-        if len(pieces) > MAX_SPLIT:
-            preview = text[:200].rsplit("\n", 1)[0]
-            sent = await bot.send_document(
-                chat_id, text.encode("utf-8"), filename="text.txt", caption=preview[:1000], reply_markup=markup
-            )
-            return sent.message_id
-        last: Message | None = None
-        for n, piece in enumerate(pieces):
-            last = await bot.send_message(chat_id, piece, reply_markup=markup if n == len(pieces) - 1 else None)
-        return last.message_id if last else None
+        return await self.delivery.send(chat_id, reply)
 
     async def edit(self, chat_id: int, message_id: int, text: str, buttons: list[list[Button]]) -> None:
-        with contextlib.suppress(BadRequest):  # "message is not modified"
-            await self.application.bot.edit_message_text(
-                text[: MessageLimit.MAX_TEXT_LENGTH], chat_id, message_id, reply_markup=_markup(buttons)
-            )
+        await self.delivery.edit(chat_id, message_id, text, buttons)
 
     async def delete(self, chat_id: int, message_id: int) -> bool:
-        try:
-            return bool(await self.application.bot.delete_message(chat_id, message_id))
-        except TelegramError as err:  # not allowed, already gone, or the network failed: the caller says so
-            log.info("could not delete message %s in chat %s: %s", message_id, chat_id, type(err).__name__)
-            return False
+        return await self.delivery.delete(chat_id, message_id)
 
     async def chat_action(self, chat_id: int, action: str = "typing") -> None:
-        await self.application.bot.send_chat_action(chat_id, ChatAction.TYPING if action == "typing" else action)
+        await self.delivery.chat_action(chat_id, ChatAction.TYPING if action == "typing" else action)
 
     def deep_link(self, payload: str) -> str:
         return create_deep_linked_url(self.application.bot.username, payload)
