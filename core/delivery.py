@@ -28,12 +28,13 @@ import contextlib
 import io
 import logging
 import random
+import re
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from telegram.constants import MessageLimit
-from telegram.error import BadRequest, ChatMigrated, NetworkError, RetryAfter, TelegramError
+from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, RetryAfter, TelegramError, TimedOut
 from telegram.ext import BaseRateLimiter
 
 from core.chat import Button, Reply
@@ -216,6 +217,17 @@ def is_transient(err: TelegramError) -> bool:
     return "entity too large" not in err.message.lower()  # 413: the same upload fails again
 
 
+def error_code(err: TelegramError) -> int | str:
+    """The code a failed Bot API call is counted under: 400, 403, 429, a 5xx, or the kind of failure."""
+    for kind, code in ((RetryAfter, 429), (ChatMigrated, 400), (BadRequest, 400), (Forbidden, 403)):
+        if isinstance(err, kind):
+            return code
+    if isinstance(err, TimedOut):
+        return "timeout"
+    status = re.search(r"\((\d{3})\)", str(err))
+    return int(status.group(1)) if status else ("network" if isinstance(err, NetworkError) else "other")
+
+
 def _why(err: BaseException) -> str:
     """The error in one short line for the log: its type and message (no HTML page, no secret)."""
     text = str(err).split(". Parsing the server response", 1)[0]
@@ -390,6 +402,7 @@ class SendLimiter(BaseRateLimiter[int]):
         self.backoff = backoff
         self.max_wait = max_wait
         self.pacer = Pacer(overall, per_chat, chat_burst, per_group, headroom)
+        self.metrics: Any = None  # core.metrics.Metrics (set by the transport): replies sent, errors by code
 
     @classmethod
     def from_config(cls, telegram: dict[str, Any]) -> SendLimiter:
@@ -430,7 +443,7 @@ class SendLimiter(BaseRateLimiter[int]):
             await self.pacer.turn(method, chat)
             failure: TelegramError
             try:
-                return await callback(*args, **kwargs)
+                return await self._counted(endpoint, callback, args, kwargs)
             except RetryAfter as err:
                 failure = err
                 wait = err._retry_after.total_seconds()  # as PTB's AIORateLimiter reads it
@@ -467,6 +480,20 @@ class SendLimiter(BaseRateLimiter[int]):
                 wait,
             )
             await asyncio.sleep(wait)
+
+    async def _counted(
+        self, endpoint: str, callback: Callable[..., Coroutine[Any, Any, Any]], args: Any, kwargs: Any
+    ) -> Any:
+        """One attempt, counted in the metrics: a message sent or edited, or a Bot API error by code."""
+        try:
+            result = await callback(*args, **kwargs)
+        except TelegramError as err:
+            if self.metrics is not None:
+                self.metrics.telegram_error(error_code(err))
+            raise
+        if self.metrics is not None and endpoint.lower().startswith(("send", "edit")) and endpoint != "sendChatAction":
+            self.metrics.reply_sent(endpoint)
+        return result
 
     def _give_up(self, endpoint: str, chat: Any, attempt: int, err: TelegramError) -> None:
         log.warning("%s to chat %s failed after %d attempts: %s", endpoint, chat, attempt + 1, _why(err))
