@@ -19,6 +19,7 @@ from core.config import ConfigError
 from core.conversation import Conversations
 from core.defaults import NAME as DEFAULT_PLUGIN
 from core.i18n import Catalogue, core_catalogue
+from core.outbox import Outbox
 from core.plugins import PluginManager
 from core.router import Router
 from core.state import State, open_state
@@ -55,6 +56,7 @@ class BotServices:
         self._providers: dict[str, Any] = {}
         self._providers_lock = threading.Lock()
         self._tokens: Any = None
+        self.outbox = Outbox(self)
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking I/O in the I/O pool (``workers.io`` threads)."""
@@ -69,7 +71,8 @@ class BotServices:
         return await asyncio.get_running_loop().run_in_executor(self.db_pool, functools.partial(fn, *args))
 
     async def send(self, chat_id: int, reply: Reply) -> int | None:
-        """Send a message outside a command (background jobs)."""
+        """Send a message outside a command (background jobs); a message that must arrive goes through
+        :attr:`outbox` instead (``await services.outbox.put(chat_id, reply, key=...)``)."""
         if self.transport is None:
             raise RuntimeError("no transport is running")
         return await self.transport.send(chat_id, reply)
@@ -119,6 +122,7 @@ class BotServices:
         return self._providers[name]
 
     def close(self) -> None:
+        self.outbox.close()
         for job in self._jobs:
             job.cancel()
         for client in self._providers.values():
@@ -206,6 +210,7 @@ class App:
     def start(self, transport: Transport) -> None:
         """Attach the transport and start the plugins (they must return at once)."""
         self.services.transport = transport
+        self.services.outbox.start()  # resumes what earlier runs left queued
         self.plugins.startup(self.services)
         self._started = True
 

@@ -200,6 +200,7 @@ class Services(Protocol):
     state: Any  # core.state.State: what the bot remembers between messages (expiring JSON values)
     conversations: Any  # core.conversation.Conversations
     codec: Any  # core.codec.Codec: callback data and deep-link payloads
+    outbox: Any  # core.outbox.Outbox: messages that must arrive (stored first, retried until delivered)
 
     async def run_db(self, fn: Callable[..., T], *args: Any) -> T: ...
 

@@ -173,7 +173,10 @@ SCHEMA: dict[str, Field] = {
         ),
         base_file_url=Field(str, default="https://api.telegram.org/file/bot", help="file download base"),
         poll_timeout=Field(int, default=30, min=0, max=60, help="getUpdates long-poll seconds"),
-        album_wait=Field(float, default=0.8, min=0.05, max=10, help="seconds to wait for the rest of an album"),
+        album_wait=Field(
+            float, default=0.8, min=0.05, max=10, help="an album is complete this many seconds after its last part"
+        ),
+        album_max_wait=Field(float, default=5, min=0.05, max=60, help="the longest an album is waited for in all"),
         max_file_mb=Field(float, default=20, min=1, max=2000, help="largest file to download (Bot API: 20 MB)"),
     ),
     "language": _section(default=Field(str, default="en", choices=["en", "zh"], help="when Telegram reports none")),
@@ -212,6 +215,12 @@ SCHEMA: dict[str, Field] = {
                 float, default=60, min=0, max=600, help="accept the previous SIGN ticket this long after a renewal"
             ),
         ),
+    ),
+    "outbox": _section(
+        backoff=Field(float, default=2, min=0.01, max=3600, help="seconds before the first retry, doubled each time"),
+        max_backoff=Field(float, default=600, min=0.01, max=86400, help="the longest pause between two tries"),
+        max_attempts=Field(int, default=40, min=1, max=1000, help="tries before a message is given up"),
+        keep_days=Field(float, default=7, min=0, max=365, help="days a delivered key is remembered (no duplicates)"),
     ),
     "storage": _section(path=Field(str, default="data/aipbot.sqlite3", help="SQLite database file")),
     "logging": _section(level=Field(str, default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])),
