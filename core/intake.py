@@ -133,13 +133,13 @@ class Journal:
         db.executemany("UPDATE intake SET done=?, body=NULL WHERE update_id=?", [(now, i) for i in ids])
 
     @staticmethod
-    def replies(db: sqlite3.Connection, update_id: int) -> dict[int, int | None]:
+    def replies(db: sqlite3.Connection, now: float, update_id: int) -> dict[int, int | None]:
         """``n`` → message id of the replies to ``update_id`` Telegram already accepted."""
         rows = db.execute("SELECT n, message_id FROM intake_reply WHERE update_id=?", (update_id,)).fetchall()
         return {n: message_id for n, message_id in rows}
 
     @staticmethod
-    def replied(db: sqlite3.Connection, update_id: int, n: int, message_id: int | None) -> None:
+    def replied(db: sqlite3.Connection, now: float, update_id: int, n: int, message_id: int | None) -> None:
         db.execute(
             "INSERT OR REPLACE INTO intake_reply(update_id, n, message_id) VALUES(?,?,?)", (update_id, n, message_id)
         )
@@ -235,10 +235,8 @@ class Intake:
         self._pruner: asyncio.Task[None] | None = None
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """``fn(db, now, *args)`` (or ``fn(db, *args)`` for the read-only ones) in one transaction."""
+        """``fn(db, now, *args)`` in one transaction, in the database's thread."""
         store, now = self.services.store, self.clock()
-        if fn in (Journal.replies, Journal.replied):
-            return await self.services.run_db(store.transaction, lambda db: fn(db, *args))
         return await self.services.run_db(store.transaction, lambda db: fn(db, now, *args))
 
     # ------------------------------------------------------------------ in
@@ -266,13 +264,16 @@ class Intake:
             chat, _ = self.classify(update)
             rows.append((int(update["update_id"]), chat, json.dumps(update, ensure_ascii=False)))
         new = set(await self._run(Journal.record, rows))
+        count = 0
         for update in updates:
-            if update["update_id"] in new:
-                new.discard(update["update_id"])  # a batch holding one id twice is handled once
-                self._enqueue(self._entry(int(update["update_id"]), update, 0))
+            update_id = int(update["update_id"])
+            if update_id in new:
+                new.discard(update_id)  # a batch holding one id twice is handled once
+                self._enqueue(self._entry(update_id, update, 0))
+                count += 1
             else:
-                log.info("intake: update %s arrived again; it is not handled twice", update["update_id"])
-        return len(new)
+                log.info("intake: update %s arrived again; it is not handled twice", update_id)
+        return count
 
     async def poll(self, fetch: Callable[[int | None], Awaitable[list[dict[str, Any]]]]) -> None:
         """Long-poll until cancelled: ``fetch(offset)`` is one ``getUpdates``; each batch is journaled before

@@ -168,6 +168,11 @@ class Outbox:
             await self._db(lambda db: db.execute(sql, (FAILED, now, attempts, reason, key)))
             return
         delay = min(self.max_backoff, self.backoff * 2 ** (attempts - 1))
+        retry_after = getattr(err, "retry_after", None)  # Telegram's flood control says how long to wait
+        if hasattr(retry_after, "total_seconds"):
+            retry_after = retry_after.total_seconds()
+        if isinstance(retry_after, (int, float)):
+            delay = max(delay, float(retry_after))
         log.info("outbox: %s for chat %s not sent (%s); try %d in %.1f s", key, chat_id, reason, attempts + 1, delay)
         sql = "UPDATE outbox SET attempts=?, next_at=?, error=?, lease=0 WHERE key=?"
         await self._db(lambda db: db.execute(sql, (attempts, now + delay, reason, key)))

@@ -25,6 +25,18 @@ def texts_to(fake, chat_id: int) -> list[str]:
     ]
 
 
+async def journal_when_idle(tmp_path) -> list[tuple]:
+    """The journal's rows once every update in it is marked handled (a handler's last reply comes first)."""
+    for _ in range(100):
+        db = sqlite3.connect(tmp_path / "bot.sqlite3")
+        rows = db.execute("SELECT update_id, body, done FROM intake ORDER BY update_id").fetchall()
+        db.close()
+        if all(done is not None for *_, done in rows):
+            return rows
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"updates left unfinished: {rows}")
+
+
 @pytest.fixture
 def bot(fake_telegram, start_bot, tmp_path):
     """``await bot(**overrides)``: the bot with the probe plugin on the fake Bot API, its database in tmp_path."""
@@ -173,9 +185,7 @@ async def test_a_button_press_and_an_edited_message_go_through_the_journal(fake_
     fake_telegram._queue({"edited_message": {**asked, "text": "/echo edited", "edit_date": asked["date"] + 1}})
     fake_telegram.user_sends_text("/echo after")
     assert (await fake_telegram.bot_replied()).text == "hi after"  # the edit ran nothing
-    db = sqlite3.connect(tmp_path / "bot.sqlite3")
-    rows = db.execute("SELECT update_id, body, done FROM intake ORDER BY update_id").fetchall()
-    db.close()
+    rows = await journal_when_idle(tmp_path)
     assert len(rows) == 4  # /ask, the press, the edit, /echo after
     assert all(body is None for _, body, _ in rows), "handled updates keep no text"
 
@@ -184,7 +194,7 @@ async def test_handled_updates_are_forgotten_after_a_day(fake_telegram, bot, tmp
     transport = await bot()
     fake_telegram.user_sends_text("/echo hi")
     await fake_telegram.bot_replied()
-    await asyncio.sleep(0.1)
+    assert len(await journal_when_idle(tmp_path)) == 1
     monkeypatch.setattr(transport.intake, "clock", lambda: 10**10)
     assert await transport.intake._run(intake_module.Journal.prune) == 1
 
