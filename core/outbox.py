@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import sqlite3
 import time
 from collections.abc import Callable
@@ -92,35 +91,20 @@ class Outbox:
         self.max_backoff: float = config["max_backoff"]
         self.max_attempts: int = config["max_attempts"]
         self.keep: float = config["keep_days"] * 86400
-        self.owner = secrets.token_hex(4)
-        self._ready = False
+        services.store.executescript(SCHEMA)  # at assembly, like the store's own tables
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._sending: set[str] = set()
 
     async def _db(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-        store = self.services.store
-        if not self._ready:
-            await self.services.run_db(store.executescript, SCHEMA)
-            self._ready = True
-        return await self.services.run_db(store.transaction, fn)
+        return await self.services.run_db(self.services.store.transaction, fn)
 
     # ------------------------------------------------------------------ the API
     async def put(self, chat_id: int, reply: Reply, *, key: str) -> bool:
         """Queue ``reply`` for ``chat_id`` under ``key`` and try to send it now; False when ``key`` was
         already queued or delivered (then nothing happens). Returns once the message is stored (and, when
         the transport accepted it at once, delivered); never raises for a failed send."""
-        body = dump_reply(reply)
-        now = self.clock()
-
-        def insert(db: sqlite3.Connection) -> bool:
-            cursor = db.execute(
-                "INSERT OR IGNORE INTO outbox(key, chat_id, reply, created, next_at, lease) VALUES(?,?,?,?,?,?)",
-                (key, chat_id, body, now, now, now + LEASE),
-            )
-            return bool(cursor.rowcount)
-
-        if not await self._db(insert):
+        if not await self._db(lambda db: self._insert(db, chat_id, reply, key, lease=LEASE)):
             log.info("outbox: %s was queued before; not again", key)
             return False
         self._sending.add(key)
@@ -129,6 +113,25 @@ class Outbox:
         else:
             await self._attempt(key, chat_id, reply, 0)
         return True
+
+    def put_in(self, db: sqlite3.Connection, chat_id: int, reply: Reply, *, key: str) -> bool:
+        """Queue ``reply`` inside the caller's own transaction (``services.store.transaction``), so the
+        message and the caller's records are written together or not at all; False for a known ``key``.
+        Call :meth:`wake` after the commit: the background sender sends it at once."""
+        return self._insert(db, chat_id, reply, key, lease=0.0)
+
+    def wake(self) -> None:
+        """Make the background sender look for due messages now."""
+        if self._wake is not None:
+            self._wake.set()
+
+    def _insert(self, db: sqlite3.Connection, chat_id: int, reply: Reply, key: str, *, lease: float) -> bool:
+        now = self.clock()
+        cursor = db.execute(
+            "INSERT OR IGNORE INTO outbox(key, chat_id, reply, created, next_at, lease) VALUES(?,?,?,?,?,?)",
+            (key, chat_id, dump_reply(reply), now, now, now + lease if lease else 0.0),
+        )
+        return bool(cursor.rowcount)
 
     async def state(self, key: str) -> str | None:
         """``queued``, ``delivered`` or ``failed``; None for a key never put (or forgotten)."""

@@ -37,6 +37,16 @@ async def journal_when_idle(tmp_path) -> list[tuple]:
     raise AssertionError(f"updates left unfinished: {rows}")
 
 
+async def settled(outbox, key: str) -> str | None:
+    """The outbox state of ``key`` once it is no longer queued (the mark follows Telegram's answer)."""
+    for _ in range(100):
+        state = await outbox.state(key)
+        if state != "queued":
+            return state
+        await asyncio.sleep(0.05)
+    return state
+
+
 @pytest.fixture
 def bot(fake_telegram, start_bot, tmp_path):
     """``await bot(**overrides)``: the bot with the probe plugin on the fake Bot API, its database in tmp_path."""
@@ -209,7 +219,7 @@ async def test_a_result_whose_sending_fails_is_retried_until_it_arrives_once(fak
     reply = await fake_telegram.bot_replied(timeout=10)
     assert reply.text == "Verification passed" and reply.params["reply_markup"]
     assert len([c for c in fake_telegram.calls_of("sendMessage") if c.fault]) == 3
-    assert await outbox.state("realname:s1") == "delivered"
+    assert await settled(outbox, "realname:s1") == "delivered"
     assert await outbox.put(1001, Reply("Verification passed"), key="realname:s1") is False  # once per key
     await asyncio.sleep(0.3)
     assert texts_to(fake_telegram, 1001) == ["Verification passed"]
@@ -218,8 +228,8 @@ async def test_a_result_whose_sending_fails_is_retried_until_it_arrives_once(fak
 async def test_a_result_not_yet_delivered_at_shutdown_arrives_after_the_restart(
     fake_telegram, bot, start_bot, tmp_path
 ):
-    transport = await bot(outbox={"backoff": 3600})
-    fake_telegram.fail("sendMessage", times=1, kind="5xx")
+    transport = await bot(outbox={"backoff": 3600})  # no retry before the shutdown
+    fake_telegram.fail("sendMessage", times=3, kind="5xx")
     await transport.app.services.outbox.put(1001, Reply("Verification failed"), key="realname:s2")
     assert await transport.app.services.outbox.state("realname:s2") == "queued"
     await start_bot.stop()
@@ -227,9 +237,10 @@ async def test_a_result_not_yet_delivered_at_shutdown_arrives_after_the_restart(
     assert db.execute("SELECT reply FROM outbox WHERE key='realname:s2'").fetchone()[0] is not None
     db.close()
 
-    transport = await bot(outbox={"backoff": 3600})  # a restart makes it due at once
+    transport = await bot(outbox={"backoff": 0.05})  # a restart makes it due at once; two more failures
     assert (await fake_telegram.bot_replied()).text == "Verification failed"
-    assert await transport.app.services.outbox.state("realname:s2") == "delivered"
+    assert len([c for c in fake_telegram.calls_of("sendMessage") if c.fault]) == 3
+    assert await settled(transport.app.services.outbox, "realname:s2") == "delivered"
     db = sqlite3.connect(tmp_path / "bot.sqlite3")
     assert db.execute("SELECT reply FROM outbox WHERE key='realname:s2'").fetchone()[0] is None  # text erased
     db.close()
@@ -240,7 +251,7 @@ async def test_a_message_telegram_refuses_is_given_up_and_a_photo_is_never_queue
     outbox = transport.app.services.outbox
     fake_telegram.fail("sendMessage", times=1, kind="400", description="Bad Request: chat not found")
     await outbox.put(777, Reply("alert"), key="alert:x:777")
-    assert await outbox.state("alert:x:777") == "failed"
+    assert await settled(outbox, "alert:x:777") == "failed"
     with pytest.raises(ValueError):
         await outbox.put(1001, Reply("picture", photo=b"\xff\xd8"), key="p")
 
@@ -257,3 +268,17 @@ async def test_admins_are_alerted_through_the_outbox(fake_telegram, bot, tmp_pat
     db.close()
     assert [(chat, state, reply) for _, chat, state, reply in rows] == [(42, "delivered", None)]
     assert rows[0][0].startswith("alert:")
+
+
+async def test_a_message_queued_with_the_callers_own_records_is_sent_after_the_commit(fake_telegram, bot):
+    transport = await bot()
+    services = transport.app.services
+
+    def finish_and_notify(db):
+        db.execute("CREATE TABLE IF NOT EXISTS job (id TEXT PRIMARY KEY, state TEXT)")
+        db.execute("INSERT INTO job VALUES('s3', 'passed')")
+        return services.outbox.put_in(db, 1001, Reply("Verification passed"), key="realname:s3")
+
+    assert await services.run_db(services.store.transaction, finish_and_notify) is True
+    services.outbox.wake()
+    assert (await fake_telegram.bot_replied()).text == "Verification passed"
