@@ -233,6 +233,8 @@ class Intake:
         self._loose: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._pruner: asyncio.Task[None] | None = None
+        self._open: set[int] = set()  # queued or being handled
+        self._offset: int | None = None  # the next getUpdates offset (confirms everything below it)
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(db, now, *args)`` in one transaction, in the database's thread."""
@@ -297,16 +299,27 @@ class Intake:
                 try:
                     await self.receive(updates)
                     break
-                except (sqlite3.Error, OSError) as err:
-                    log.error("intake: cannot journal %d updates (%s); again in 1 s", len(updates), err)
+                except Exception as err:
+                    log.error("intake: cannot journal %d updates (%r); again in 1 s", len(updates), err)
                     await asyncio.sleep(1)
-            offset = max(int(u["update_id"]) for u in updates) + 1
+            offset = self._offset = max(int(u["update_id"]) for u in updates) + 1
+
+    def confirmable(self) -> int | None:
+        """At shutdown: the offset a last ``getUpdates`` may confirm, so Telegram does not send handled
+        updates again. With a database file everything received is journaled; in memory (``:memory:``)
+        only what was handled, so unfinished updates come again after the restart."""
+        if self._offset is None:
+            return None
+        if self.services.store.path == ":memory:" and self._open:
+            return min(self._open)
+        return self._offset
 
     def _entry(self, update_id: int, body: dict[str, Any], attempts: int) -> Entry:
         chat, group = self.classify(body)
         return Entry(update_id, body, chat, group, attempts)
 
     def _enqueue(self, entry: Entry) -> None:
+        self._open.add(entry.update_id)
         if entry.chat is None:
             task = asyncio.get_running_loop().create_task(self._process([entry]))
             self._loose.add(task)
@@ -364,6 +377,8 @@ class Intake:
             await self._run(Journal.finish, [e.update_id for e in batch])
         except (sqlite3.Error, RuntimeError) as err:
             log.error("intake: could not mark update %s handled (%s): it will be replayed", first, err)
+            return
+        self._open.difference_update(e.update_id for e in batch)
 
     # ------------------------------------------------------------------ out
     async def _prune_every(self) -> None:

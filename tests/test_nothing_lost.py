@@ -282,3 +282,16 @@ async def test_a_message_queued_with_the_callers_own_records_is_sent_after_the_c
     assert await services.run_db(services.store.transaction, finish_and_notify) is True
     services.outbox.wake()
     assert (await fake_telegram.bot_replied()).text == "Verification passed"
+
+
+async def test_after_a_clean_restart_in_memory_nothing_answered_before_is_answered_again(fake_telegram, start_bot):
+    config = telegram_config(fake_telegram)  # storage.path ":memory:": the journal goes with the process
+    await start_bot(config, {"probe": probe_plugin})
+    fake_telegram.user_sends_text("/echo once")
+    assert (await fake_telegram.bot_replied()).text == "hi once"
+    await start_bot.stop()  # a last getUpdates confirms what was handled
+    assert not fake_telegram.pending_updates
+    await start_bot(config, {"probe": probe_plugin})
+    fake_telegram.user_sends_text("/echo after")
+    assert (await fake_telegram.bot_replied()).text == "hi after"
+    assert texts_to(fake_telegram, 1001) == ["hi once", "hi after"]

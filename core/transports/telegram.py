@@ -161,11 +161,21 @@ class TelegramTransport:
             self._poller = None
         if self.intake is not None:
             await self.intake.stop(STOP_WAIT)
+            await self._confirm(self.intake.confirmable())
         await self.app.services.outbox.stop()
         if self.application.running:
             await self.application.stop()
         await self._post_shutdown(self.application)
         await self.application.shutdown()
+
+    async def _confirm(self, offset: int | None) -> None:
+        """Tell Telegram the updates below ``offset`` arrived (a last short ``getUpdates``, as PTB does)."""
+        if offset is None:
+            return
+        try:
+            await self.application.bot.get_updates(offset=offset, timeout=0, limit=1)
+        except TelegramError as err:  # they come again at the next start, and the journal drops them
+            log.info("could not confirm the last updates at shutdown: %s", err)
 
     async def _get_updates(self, offset: int | None) -> list[dict[str, Any]]:
         """One long poll: the updates as plain JSON (what the journal keeps)."""
