@@ -19,8 +19,11 @@ concurrently (grammY's ``sequentialize``). The parts of an album (one ``media_gr
 in the chat's queue until ``album_wait`` seconds passed without a new part, at most ``album_max_wait``
 seconds in all, so parts that arrive in separate batches still make one album.
 
-Retention: an update's content (texts, captions, ``file_id``s: never photo bytes) is kept only until it
-has been handled — then it is erased (``secure_delete``), and only the ``update_id`` and the reply marks
+Retention: what the journal keeps of an update is what the transport's ``scrub`` leaves (Telegram: no
+names, no text that answers a plugin's question, which may be personal; see
+:meth:`core.transports.telegram.TelegramTransport._scrub`) — the fresh update is handled from memory, a
+replayed one from that form. That content (texts, captions, ``file_id``s: never photo bytes) is kept
+only until it has been handled — then it is erased (``secure_delete``), and only the ``update_id`` and the reply marks
 stay, for :data:`KEEP_SECONDS` (24 h, as long as Telegram keeps an update), to drop duplicates. An update
 not handled after :data:`MAX_ATTEMPTS` starts, or older than :data:`KEEP_SECONDS`, is given up (logged).
 """
@@ -91,6 +94,8 @@ class Entry:
 Classify = Callable[[dict[str, Any]], tuple[str | None, str | None]]
 #: The transport's handler: the update (several for an album) and the transport to answer through.
 Handle = Callable[[list[Entry], Transport], Awaitable[None]]
+#: What the journal keeps of an update (the transport drops names and personal answers).
+Scrub = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 # ---------------------------------------------------------------------------------------------- the journal
@@ -220,9 +225,11 @@ class Intake:
         *,
         album_wait: float,
         album_max_wait: float,
+        scrub: Scrub | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.services = services
+        self.scrub = scrub
         self.transport = transport
         self.classify = classify
         self.handle = handle
@@ -264,7 +271,8 @@ class Intake:
         rows = []
         for update in updates:
             chat, _ = self.classify(update)
-            rows.append((int(update["update_id"]), chat, json.dumps(update, ensure_ascii=False)))
+            kept = await self.scrub(update) if self.scrub is not None else update
+            rows.append((int(update["update_id"]), chat, json.dumps(kept, ensure_ascii=False)))
         new = set(await self._run(Journal.record, rows))
         count = 0
         for update in updates:
@@ -361,7 +369,7 @@ class Intake:
             if now >= deadline:
                 return
             queue.wake.clear()
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(queue.wake.wait(), deadline - now)
 
     async def _process(self, batch: list[Entry]) -> None:

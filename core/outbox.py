@@ -252,7 +252,7 @@ class Outbox:
             wait = 30.0 if next_due is None else min(30.0, max(0.01, next_due - self.clock()))
             assert self._wake is not None
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
 
     async def _prune(self) -> int:

@@ -59,6 +59,7 @@ def bot(fake_telegram, start_bot, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- order
+@pytest.mark.slow
 async def test_facematch_then_two_photos_sent_at_once_are_compared(fake_telegram, start_bot):
     config = telegram_config(fake_telegram, plugins={"facematch": {"engine": "local", "picture": False}})
     await start_bot(config, {"probe": probe_plugin})
@@ -295,3 +296,56 @@ async def test_after_a_clean_restart_in_memory_nothing_answered_before_is_answer
     fake_telegram.user_sends_text("/echo after")
     assert (await fake_telegram.bot_replied()).text == "hi after"
     assert texts_to(fake_telegram, 1001) == ["hi once", "hi after"]
+
+
+async def test_the_journal_keeps_no_names_and_no_answer_to_a_question(
+    fake_telegram, bot, start_bot, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(intake_module.Journal, "finish", lambda db, now, ids: None)  # bodies stay, to look at
+    await bot()
+    fake_telegram.user_sends_text("/name", first_name="Grace", username="ghopper")
+    assert (await fake_telegram.bot_replied()).text == "what is your name?"
+    fake_telegram.user_sends_text("Grace Hopper", first_name="Grace", username="ghopper")
+    assert (await fake_telegram.bot_replied()).text.startswith("hello Grace Hopper")
+    fake_telegram.user_sends_text("my card 6222020200112233445", first_name="Grace")
+    assert (await fake_telegram.bot_replied()).text.startswith("Send me a photo")
+    await asyncio.sleep(0.2)
+    db = sqlite3.connect(tmp_path / "bot.sqlite3")
+    bodies = [row[0] for row in db.execute("SELECT body FROM intake ORDER BY update_id")]
+    db.close()
+    assert len(bodies) == 3 and '"/name"' in bodies[0]
+    assert not any("Grace" in b or "ghopper" in b or "6222020200112233445" in b for b in bodies)
+    assert all('"aipbot_withheld": true' in b for b in bodies[1:])
+
+    await start_bot.stop()  # not marked handled: all three are replayed, and every reply was sent before
+    await bot()
+    await asyncio.sleep(1.0)
+    assert texts_to(fake_telegram, 1001) == [
+        "what is your name?",
+        "hello Grace Hopper (message 3 deleted: True)",
+        "Send me a photo, or a command. /help lists what I can do.",
+    ]
+
+
+async def test_an_answer_cut_off_by_a_restart_is_asked_for_again_not_read_from_disk(
+    fake_telegram, bot, start_bot, monkeypatch
+):
+    monkeypatch.setattr("core.transports.telegram.STOP_WAIT", 0.2)
+    transport = await bot()
+
+    async def ask_then_hang(ctx):
+        if ctx.step != "asked":
+            await ctx.expect_text("asked")
+            await ctx.reply("what is your name?")
+            return
+        await asyncio.sleep(30)  # cut off by the shutdown
+
+    transport.app.router.commands["name"].handler = ask_then_hang
+    fake_telegram.user_sends_text("/name")
+    assert (await fake_telegram.bot_replied()).text == "what is your name?"
+    fake_telegram.user_sends_text("Grace Hopper")
+    await asyncio.sleep(0.3)
+    await start_bot.stop()
+    await bot()
+    reply = await fake_telegram.bot_replied()
+    assert reply.text == "I restarted before I could read your last message. Please send it again."

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import logging
+import re
 import signal
 from typing import Any
 
@@ -37,6 +39,7 @@ from telegram.helpers import create_deep_linked_url
 
 from core.app import App
 from core.chat import Button, Chat, Photo, Reply, Transport, User
+from core.conversation import TEXT
 from core.errors import BadImage
 from core.i18n import resolve_language
 from core.images import IMAGE_SUFFIXES
@@ -50,6 +53,10 @@ MAX_SPLIT = 3  # a longer text is sent as a .txt file
 ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
 #: Seconds a shutdown waits for updates being handled; the rest are replayed at the next start.
 STOP_WAIT = 20.0
+#: A run of digits as long as an ID or card number: a text holding one is never journaled.
+_LONG_NUMBER = re.compile(r"\d{15}")
+#: Set in the journaled form of an update whose text was left out (see ``TelegramTransport._scrub``).
+WITHHELD = "aipbot_withheld"
 
 
 def split_text(text: str, limit: int = MessageLimit.MAX_TEXT_LENGTH) -> list[str]:
@@ -148,6 +155,7 @@ class TelegramTransport:
             self._handle,
             album_wait=self.config["album_wait"],
             album_max_wait=self.config["album_max_wait"],
+            scrub=self._scrub,
         )
         await self.intake.start()
         self._poller = asyncio.get_running_loop().create_task(self.intake.poll(self._get_updates), name="aipbot-poll")
@@ -260,13 +268,47 @@ class TelegramTransport:
             log.warning("update %s has an unexpected shape", update.get("update_id"))
         return None, None
 
+    async def _scrub(self, update: dict[str, Any]) -> dict[str, Any]:
+        """What the journal keeps of ``update``: no names (first names blanked, last names and usernames
+        dropped), no quoted message, only the ids of an edited message or of the message under a pressed
+        button, and no text that answers a plugin's question (``ctx.expect_text``: a name and an ID number
+        for WeBank) or holds a long number — such a text is replaced by :data:`WITHHELD`; after a restart
+        the user is asked to send it again."""
+        form = copy.deepcopy(update)
+        _blank_names(form)
+        for inner in (form.get("edited_message"), (form.get("callback_query") or {}).get("message")):
+            if isinstance(inner, dict):
+                keep = ("message_id", "date", "chat", "from", "edit_date")
+                for name in [k for k in inner if k not in keep]:
+                    del inner[name]
+        message = form.get("message")
+        if isinstance(message, dict):
+            message.pop("reply_to_message", None)
+            text = message.get("text") or ""
+            caption = message.get("caption") or ""
+            personal = bool(_LONG_NUMBER.search(text) or _LONG_NUMBER.search(caption))
+            if text and not text.startswith("/") and not personal:
+                with contextlib.suppress(KeyError, TypeError, ValueError):
+                    chat_id, user_id = int(message["chat"]["id"]), int((message.get("from") or {})["id"])
+                    waiting = await self.app.services.conversations.get(chat_id, user_id)
+                    personal = waiting is not None and waiting.wants == TEXT
+            if personal:
+                for name in ("text", "caption", "entities", "caption_entities"):
+                    message.pop(name, None)
+                form[WITHHELD] = True
+        return form
+
     async def _handle(self, entries: list[Entry], transport: Transport) -> None:
         """Handle one journaled update (or the updates of one album); replies go through ``transport``."""
         bot = self.application.bot
         updates = [Update.de_json(entry.body, bot) for entry in entries]
         update = updates[0]
         try:
-            if update.callback_query is not None:
+            if any(entry.body.get(WITHHELD) for entry in entries) and update.effective_chat is not None:
+                # replayed without its text (not journaled): the user sends it again
+                text = self.app.catalogue.text(self._user(update.effective_user).language, "intake.send_again")
+                await transport.send(update.effective_chat.id, Reply(text))
+            elif update.callback_query is not None:
                 await self._callback(update, transport)
             elif update.message is not None and update.effective_chat is not None:
                 await self._deliver([self._part(u.message) for u in updates if u.message], update, transport)
@@ -393,3 +435,17 @@ async def _serve(transport: TelegramTransport) -> None:
         await stopping.wait()
     finally:
         await transport.stop()
+
+
+def _blank_names(value: Any) -> None:
+    """Blank first names and drop last names and usernames everywhere in a Telegram JSON value."""
+    if isinstance(value, dict):
+        if "first_name" in value:
+            value["first_name"] = ""
+        value.pop("last_name", None)
+        value.pop("username", None)
+        for item in value.values():
+            _blank_names(item)
+    elif isinstance(value, list):
+        for item in value:
+            _blank_names(item)
