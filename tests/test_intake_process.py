@@ -56,7 +56,8 @@ def install_plugin(site: Path) -> None:
     (info / "entry_points.txt").write_text("[aipbot]\nslowwork = aipbot_slowwork\n")
 
 
-def start(fake, tmp_path: Path, seconds: float) -> subprocess.Popen:
+def start(fake, tmp_path: Path, seconds: float, log: str) -> subprocess.Popen:
+    """``bot.py`` on the fake with the plugin sleeping ``seconds``; its stderr goes to ``tmp_path / log``."""
     config = tmp_path / "config.yaml"
     config.write_text(
         textwrap.dedent(f"""\
@@ -77,14 +78,14 @@ def start(fake, tmp_path: Path, seconds: float) -> subprocess.Popen:
         "NO_PROXY": "127.0.0.1,localhost",
         "HOME": str(tmp_path),
     }
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "bot.py"), "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-    )
+    with (tmp_path / log).open("w") as stderr:
+        return subprocess.Popen(
+            [sys.executable, str(ROOT / "bot.py"), "--config", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env=env,
+            cwd=tmp_path,
+        )
 
 
 def accepted(fake, text: str) -> dict[int, int]:
@@ -96,37 +97,40 @@ def accepted(fake, text: str) -> dict[int, int]:
     return counts
 
 
-async def until(check, timeout: float, what: str) -> None:
+async def until(check, timeout: float, what: str, log: Path) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not check():
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"within {timeout} s: {what}")
+            raise AssertionError(f"within {timeout} s: {what}; the bot logged:\n{log.read_text()[-3000:]}")
         await asyncio.sleep(0.05)
 
 
 async def test_after_kill_9_with_20_users_waiting_every_user_is_answered_exactly_once(fake_telegram, tmp_path):
     install_plugin(tmp_path / "site")
-    first = start(fake_telegram, tmp_path, seconds=60)  # killed long before it would answer "done"
+    log1, log2 = tmp_path / "bot1.log", tmp_path / "bot2.log"
+    first = start(fake_telegram, tmp_path, 60, log1.name)  # killed long before it would answer "done"
     second = None
     try:
         await fake_telegram.wait_for("getUpdates", timeout=60)
         for user in USERS:
             fake_telegram.user_sends_text("/work", user_id=user)
-        await until(lambda: len(accepted(fake_telegram, "working on it")) == 20, 30, "20 users told 'working on it'")
-        await until(lambda: not fake_telegram.pending_updates, 10, "Telegram told the 20 updates arrived")
+        told = lambda: len(accepted(fake_telegram, "working on it")) == 20  # noqa: E731
+        await until(told, 60, "20 users told 'working on it'", log1)
+        await until(lambda: not fake_telegram.pending_updates, 10, "Telegram told the updates arrived", log1)
         await asyncio.sleep(0.3)  # the reply marks are written right after Telegram's answer
         first.send_signal(signal.SIGKILL)
         first.wait(10)
         assert accepted(fake_telegram, "done") == {}
 
-        second = start(fake_telegram, tmp_path, seconds=0.2)
-        await until(lambda: len(accepted(fake_telegram, "done")) == 20, 60, "20 users told 'done' after the restart")
+        second = start(fake_telegram, tmp_path, 0.2, log2.name)
+        done = lambda: len(accepted(fake_telegram, "done")) == 20  # noqa: E731
+        await until(done, 60, "20 users told 'done' after the restart", log2)
         await asyncio.sleep(1.0)  # anything sent twice would have been sent by now
         assert accepted(fake_telegram, "done") == {user: 1 for user in USERS}
         assert accepted(fake_telegram, "working on it") == {user: 1 for user in USERS}
         second.send_signal(signal.SIGTERM)
         code = await asyncio.get_running_loop().run_in_executor(None, second.wait, 30)
-        stderr = second.communicate()[1]
+        stderr = log2.read_text()
         assert code == 0, stderr
         assert "replaying 20 updates" in stderr
         assert "Traceback" not in stderr
