@@ -12,7 +12,12 @@ import signal
 import subprocess
 import sys
 import textwrap
+from http.server import ThreadingHTTPServer
 from pathlib import Path
+
+import pytest
+
+from tests.fakes.telegram import FakeTelegram
 
 ROOT = Path(__file__).resolve().parent.parent
 USERS = [2000 + i for i in range(20)]
@@ -44,6 +49,16 @@ def aipbot_commands(config):
 
     return [Command("work", "slowwork.help", work)]
 """
+
+
+@pytest.fixture
+def fake_telegram(monkeypatch):
+    """The fake Bot API with a listen backlog for 20 bots' worth of connections at once: the standard
+    library's 5 overflows on a loaded machine, and the bot's sends then fail with a reset connection
+    (retrying sends is the sending side's job, not what this test is about)."""
+    monkeypatch.setattr(ThreadingHTTPServer, "request_queue_size", 128)
+    with FakeTelegram() as fake:
+        yield fake
 
 
 def install_plugin(site: Path) -> None:
