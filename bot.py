@@ -77,10 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from core.transports.telegram import run_telegram
 
-            run_telegram(app, close_loop=False)
-            loop = asyncio.get_event_loop()  # the loop PTB ran: let the web server finish its requests on it
-            loop.run_until_complete(app.web.closed())
-            loop.close()
+            run_telegram(app)
     except KeyboardInterrupt:
         pass
     return finish(0)

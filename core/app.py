@@ -19,6 +19,7 @@ from core.conversation import Conversations
 from core.defaults import NAME as DEFAULT_PLUGIN
 from core.i18n import Catalogue, core_catalogue
 from core.metrics import Metrics
+from core.outbox import Outbox
 from core.plugins import PluginManager
 from core.providers import make_client
 from core.router import Router
@@ -54,6 +55,7 @@ class BotServices:
         self.tokens = TokenService()  # the one token service: every credential of every provider client
         self.metrics = self.tokens.metrics = Metrics()  # this bot's metrics (GET /metrics), not the process's
         self.web = WebServer(config.get("server"), self, self.metrics)  # the route registry and the web server
+        self.outbox = Outbox(self)
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking I/O in the I/O pool (``workers.io`` threads)."""
@@ -68,7 +70,8 @@ class BotServices:
         return await asyncio.get_running_loop().run_in_executor(self.db_pool, functools.partial(fn, *args))
 
     async def send(self, chat_id: int, reply: Reply) -> int | None:
-        """Send a message outside a command (background jobs)."""
+        """Send a message outside a command (background jobs); a message that must arrive goes through
+        :attr:`outbox` instead (``await services.outbox.put(chat_id, reply, key=...)``)."""
         if self.transport is None:
             raise RuntimeError("no transport is running")
         return await self.transport.send(chat_id, reply)
@@ -105,6 +108,7 @@ class BotServices:
             return self._providers[name]
 
     def close(self) -> None:
+        self.outbox.close()
         for job in self._jobs:
             job.cancel()
         for client in self._providers.values():
@@ -201,6 +205,7 @@ class App:
         a port in use is a :class:`ConfigError` before any plugin starts)."""
         self.services.transport = transport
         self.web.bind()
+        self.services.outbox.start()  # resumes what earlier runs left queued
         self.plugins.startup(self.services)
         self._started = True
         self.web.start(transport)

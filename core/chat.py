@@ -208,6 +208,7 @@ class Services(Protocol):
     codec: Any  # core.codec.Codec: callback data and deep-link payloads
     metrics: Any  # core.metrics.Metrics: this bot's Prometheus metrics (gauge() for values read at scrape time)
     web: Any  # core.web.WebServer: the web server's route registry (route(), ready_check(), url())
+    outbox: Any  # core.outbox.Outbox: messages that must arrive (stored first, retried until delivered)
 
     async def run_db(self, fn: Callable[..., T], *args: Any) -> T: ...
 

@@ -182,7 +182,10 @@ SCHEMA: dict[str, Field] = {
         ),
         base_file_url=Field(str, default="https://api.telegram.org/file/bot", url=True, help="file download base"),
         poll_timeout=Field(int, default=30, min=0, max=60, help="getUpdates long-poll seconds"),
-        album_wait=Field(float, default=0.8, min=0.05, max=10, help="seconds to wait for the rest of an album"),
+        album_wait=Field(
+            float, default=0.8, min=0.05, max=10, help="an album is complete this many seconds after its last part"
+        ),
+        album_max_wait=Field(float, default=5, min=0.05, max=60, help="the longest an album is waited for in all"),
         max_file_mb=Field(float, default=20, min=1, max=2000, help="largest file to download (Bot API: 20 MB)"),
         request_timeout=Field(float, default=10, min=0.1, max=300, help="seconds to wait for Telegram's answer"),
         send_retries=Field(int, default=5, min=0, max=20, help="retries of a request after 429, 5xx, network errors"),
@@ -221,6 +224,12 @@ SCHEMA: dict[str, Field] = {
             schemes=("redis", "rediss"),
             help="Redis for the state port (redis://host:6379/0); empty: none",
         ),
+    ),
+    "outbox": _section(
+        backoff=Field(float, default=2, min=0.01, max=3600, help="seconds before the first retry, doubled each time"),
+        max_backoff=Field(float, default=600, min=0.01, max=86400, help="the longest pause between two tries"),
+        max_attempts=Field(int, default=40, min=1, max=1000, help="tries before a message is given up"),
+        keep_days=Field(float, default=7, min=0, max=365, help="days a delivered key is remembered (no duplicates)"),
     ),
     "logging": _section(level=Field(str, default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])),
     "plugins": Field(dict, default={}, help="plugin name -> its section (enabled: true|false, …)"),

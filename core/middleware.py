@@ -4,6 +4,7 @@ quotas, and alerts to the admins about problems only they can fix."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 from typing import Any
 
@@ -56,7 +57,8 @@ class Quotas:
 class AdminAlerts:
     """Tells the admins, in private and at most once an hour per problem, what only they can fix.
 
-    The "already told" marks live in the state store, so every process of one bot shares them.
+    The "already told" marks live in the state store, so every process of one bot shares them. Alerts go
+    through the outbox: stored first, retried until Telegram accepts them (also after a restart).
     """
 
     def __init__(self, services: Services) -> None:
@@ -68,12 +70,11 @@ class AdminAlerts:
             return
         code = getattr(err, "code", None)  # a provider's error code; its detail carries a per-request log id
         problem = f"code {code}" if code is not None else err.detail
-        if not await self.services.state.add(key("alerted", type(err).__name__, problem), 1, ALERT_EVERY):
+        now = self.services.state.clock()
+        if not await self.services.state.add(key("alerted", type(err).__name__, problem), now, ALERT_EVERY):
             return
         lang = self.services.config["language"]["default"]
         text = self.services.catalogue.text(lang, "admin.alert", command=ctx.command.name, detail=err.detail)
-        for admin in self.admins:
-            try:
-                await ctx.transport.send(admin, Reply(text))
-            except Exception as exc:  # the admin may never have opened a chat with the bot
-                log.info("could not alert admin %s: %s", admin, type(exc).__name__)
+        digest = hashlib.sha256(f"{type(err).__name__}:{problem}".encode()).hexdigest()[:16]
+        for admin in self.admins:  # an admin who never opened a chat with the bot: given up, logged
+            await self.services.outbox.put(admin, Reply(text), key=key("alert", digest, int(now), admin))

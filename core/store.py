@@ -10,8 +10,11 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS quota_use (
@@ -58,6 +61,22 @@ class Store:
         """Run one statement and return its rows (as tuples)."""
         with self._lock:
             return self._db.execute(sql, params).fetchall()
+
+    def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn(db)`` inside one transaction (``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back if it raises).
+
+        For records that must change together (a batch of updates journaled at once); call it through
+        ``services.run_db``.
+        """
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(self._db)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            return result
 
     def quota_used(self, user_id: int, command: str, day: str) -> int:
         """How many times ``user_id`` used ``command`` on ``day``."""

@@ -1,18 +1,27 @@
-"""The Telegram transport: python-telegram-bot v22 ``Application`` wiring (long polling).
+"""The Telegram transport: python-telegram-bot v22 ``Application`` wiring, with our own long polling.
+
+Polling goes through :mod:`core.intake`: each ``getUpdates`` batch is journaled in the database before
+the next ``getUpdates`` confirms it to Telegram, unfinished updates are replayed after a restart, and a
+replayed update never sends a reply twice. The updates of one chat are handled in arrival order, those of
+different chats concurrently, so one slow job never stalls another user.
 
 Updates become :class:`core.router.Incoming` events: photos (largest size) and images sent as files
 (full resolution) are attached lazily (downloaded into memory only when a plugin reads them); the
-photos of an album are collected for ``telegram.album_wait`` seconds and delivered as one event;
-files over ``telegram.max_file_mb`` are refused before any download. Updates are handled concurrently,
-so one slow job never stalls another user. Replies over 4096 characters are split at line breaks, or
-sent as a ``.txt`` file when they would take more than :data:`MAX_SPLIT` messages.
+photos of an album are collected until ``telegram.album_wait`` seconds passed without a new part (at most
+``album_max_wait``) and delivered as one event; files over ``telegram.max_file_mb`` are refused before any
+download. Replies over 4096 characters are split at line breaks, or sent as a ``.txt`` file when they
+would take more than :data:`MAX_SPLIT` messages.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
+import json
 import logging
+import re
+import signal
 from typing import Any
 
 from telegram import BotCommand, Message, Update
@@ -23,17 +32,27 @@ from telegram.ext import Application, ApplicationBuilder, CallbackQueryHandler, 
 from telegram.helpers import create_deep_linked_url
 
 from core.app import App
-from core.chat import Button, Chat, Photo, Reply, User
+from core.chat import Button, Chat, Photo, Reply, Transport, User
+from core.conversation import TEXT
 from core.delivery import MAX_SPLIT as MAX_SPLIT
 from core.delivery import Delivery, SendLimiter
 from core.delivery import split_text as split_text
 from core.errors import BadImage
 from core.i18n import resolve_language
 from core.images import IMAGE_SUFFIXES
+from core.intake import Entry, Intake
 from core.router import Incoming
-from core.state import key
 
 log = logging.getLogger(__name__)
+
+#: The updates the bot asks Telegram for (edited messages are journaled and ignored).
+ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
+#: Seconds a shutdown waits for updates being handled; the rest are replayed at the next start.
+STOP_WAIT = 20.0
+#: A run of digits as long as an ID or card number: a text holding one is never journaled.
+_LONG_NUMBER = re.compile(r"\d{15}")
+#: Set in the journaled form of an update whose text was left out (see ``TelegramTransport._scrub``).
+WITHHELD = "aipbot_withheld"
 
 
 class TelegramTransport:
@@ -42,13 +61,15 @@ class TelegramTransport:
     def __init__(self, app: App) -> None:
         self.app = app
         self.config = app.config["telegram"]
+        limiter = SendLimiter.from_config(self.config)  # send rates and retries: core.delivery
+        limiter.metrics = app.metrics
         self.application: Application = (
             ApplicationBuilder()
             .token(self.config["token"])
             .base_url(self.config["base_url"])
             .base_file_url(self.config["base_file_url"])
             .concurrent_updates(True)
-            .rate_limiter(SendLimiter.from_config(self.config))  # send rates and retries: core.delivery
+            .rate_limiter(limiter)
             .read_timeout(self.config["request_timeout"])
             .post_init(self._post_init)
             .post_shutdown(self._post_shutdown)
@@ -58,7 +79,8 @@ class TelegramTransport:
         # new messages only: an edited caption must not run its command again
         self.application.add_handler(MessageHandler(filters.UpdateType.MESSAGE, self._on_message))
         self.application.add_error_handler(self._on_error)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.intake: Intake | None = None
+        self._poller: asyncio.Task[None] | None = None
         self.delivery = Delivery(self.application.bot, app.services.run_cpu)
 
     # ------------------------------------------------------------------ lifecycle
@@ -87,24 +109,54 @@ class TelegramTransport:
                 log.warning("setMyCommands (%s) failed: %s", lang, err)
 
     async def start(self) -> None:
-        """Start polling in the running event loop (tests; ``run_telegram`` uses ``run_polling``)."""
+        """Connect (getMe), start the plugins, replay what an earlier run left unfinished, then poll."""
         await self.application.initialize()
         await self._post_init(self.application)
         await self.application.start()
-        assert self.application.updater is not None
-        await self.application.updater.start_polling(poll_interval=0, timeout=self.config["poll_timeout"])
+        self.intake = Intake(
+            self.app.services,
+            self,
+            self._classify,
+            self._handle,
+            album_wait=self.config["album_wait"],
+            album_max_wait=self.config["album_max_wait"],
+            scrub=self._scrub,
+        )
+        await self.intake.start()
+        self._poller = asyncio.get_running_loop().create_task(self.intake.poll(self._get_updates), name="aipbot-poll")
 
     async def stop(self) -> None:
-        """Stop polling and the plugins; waits for pending album deliveries."""
-        assert self.application.updater is not None
-        if self.application.updater.running:
-            await self.application.updater.stop()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Stop polling, let the updates being handled finish (at most :data:`STOP_WAIT` seconds: the rest
+        are replayed at the next start), then stop the outbox, the plugins and PTB."""
+        if self._poller is not None:
+            self._poller.cancel()
+            await asyncio.gather(self._poller, return_exceptions=True)
+            self._poller = None
+        if self.intake is not None:
+            await self.intake.stop(STOP_WAIT)
+            await self._confirm(self.intake.confirmable())
+        await self.app.services.outbox.stop()
         if self.application.running:
             await self.application.stop()
         await self._post_shutdown(self.application)
         await self.application.shutdown()
+
+    async def _confirm(self, offset: int | None) -> None:
+        """Tell Telegram the updates below ``offset`` arrived (a last short ``getUpdates``, as PTB does)."""
+        if offset is None:
+            return
+        try:
+            await self.application.bot.get_updates(offset=offset, timeout=0, limit=1)
+        except TelegramError as err:  # they come again at the next start, and the journal drops them
+            log.info("could not confirm the last updates at shutdown: %s", err)
+
+    async def _get_updates(self, offset: int | None) -> list[dict[str, Any]]:
+        """One long poll: the updates as plain JSON (what the journal keeps)."""
+        timeout = self.config["poll_timeout"]
+        updates = await self.application.bot.get_updates(
+            offset=offset, timeout=timeout, allowed_updates=ALLOWED_UPDATES
+        )
+        return [json.loads(update.to_json()) for update in updates]
 
     # ------------------------------------------------------------------ incoming
     def _user(self, tg_user: TgUser | None) -> User:
@@ -163,50 +215,116 @@ class TelegramTransport:
             part["photo"] = {"ref": found[0], "meta": found[1]}
         return part
 
+    @staticmethod
+    def _classify(update: dict[str, Any]) -> tuple[str | None, str | None]:
+        """``(chat, album)`` of an update: messages and button presses are queued per chat (albums by
+        ``media_group_id``); edits and anything else are not ordered (they run no command)."""
+        try:
+            message = update.get("message")
+            if message is not None:
+                chat = str(message["chat"]["id"])
+                group = message.get("media_group_id")
+                return chat, f"{chat}:{group}" if group else None
+            query = update.get("callback_query")
+            if query is not None:
+                chat_id = ((query.get("message") or {}).get("chat") or {}).get("id")
+                return (str(chat_id) if chat_id is not None else f"user:{query['from']['id']}"), None
+        except (KeyError, TypeError, AttributeError):
+            log.warning("update %s has an unexpected shape", update.get("update_id"))
+        return None, None
+
+    async def _scrub(self, update: dict[str, Any]) -> dict[str, Any]:
+        """What the journal keeps of ``update``: no names (first names blanked, last names and usernames
+        dropped), no quoted message, only the ids of an edited message or of the message under a pressed
+        button, and no text that answers a plugin's question (``ctx.expect_text``: a name and an ID number
+        for WeBank) or holds a long number — such a text is replaced by :data:`WITHHELD`; after a restart
+        the user is asked to send it again."""
+        form = copy.deepcopy(update)
+        _blank_names(form)
+        for inner in (form.get("edited_message"), (form.get("callback_query") or {}).get("message")):
+            if isinstance(inner, dict):
+                keep = ("message_id", "date", "chat", "from", "edit_date")
+                for name in [k for k in inner if k not in keep]:
+                    del inner[name]
+        message = form.get("message")
+        if isinstance(message, dict):
+            message.pop("reply_to_message", None)
+            text = message.get("text") or ""
+            caption = message.get("caption") or ""
+            personal = bool(_LONG_NUMBER.search(text) or _LONG_NUMBER.search(caption))
+            if text and not text.startswith("/") and not personal:
+                with contextlib.suppress(KeyError, TypeError, ValueError):
+                    chat_id, user_id = int(message["chat"]["id"]), int((message.get("from") or {})["id"])
+                    waiting = await self.app.services.conversations.get(chat_id, user_id)
+                    personal = waiting is not None and waiting.wants == TEXT
+            if personal:
+                for name in ("text", "caption", "entities", "caption_entities"):
+                    message.pop(name, None)
+                form[WITHHELD] = True
+        return form
+
+    async def _handle(self, entries: list[Entry], transport: Transport) -> None:
+        """Handle one journaled update (or the updates of one album); replies go through ``transport``."""
+        bot = self.application.bot
+        updates = [Update.de_json(entry.body, bot) for entry in entries]
+        update = updates[0]
+        for entry in entries:
+            self.app.metrics.update_received(next((k for k in entry.body if k != "update_id"), "unknown"))
+        try:
+            if any(entry.body.get(WITHHELD) for entry in entries) and update.effective_chat is not None:
+                # replayed without its text (not journaled): the user sends it again
+                text = self.app.catalogue.text(self._user(update.effective_user).language, "intake.send_again")
+                await transport.send(update.effective_chat.id, Reply(text))
+            elif update.callback_query is not None:
+                await self._callback(update, transport)
+            elif update.message is not None and update.effective_chat is not None:
+                await self._deliver([self._part(u.message) for u in updates if u.message], update, transport)
+            # an edited message (or anything else) runs nothing: an edited caption must not run its command again
+        except Exception:
+            log.error("error while handling update %s", update.update_id, exc_info=True)
+            if update.effective_chat is not None:
+                text = self.app.catalogue.text(self._user(update.effective_user).language, "error.generic")
+                with contextlib.suppress(Exception):
+                    await transport.send(update.effective_chat.id, Reply(text))
+
     async def _on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        message = update.effective_message
-        if message is None or update.effective_chat is None:
-            return
-        if not message.media_group_id:
-            await self._deliver([self._part(message)], update)
-            return
-        # the photos of an album arrive as separate updates: collect them (in the state store) for album_wait
-        album = key("album", update.effective_chat.id, message.media_group_id)
-        wait = self.config["album_wait"]
-        if await self.app.services.state.append(album, self._part(message), ttl=wait * 4 + 60) == 1:
-            task = asyncio.create_task(self._deliver_album(album, update))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        """An update PTB itself dispatched (``application.process_update``): through the intake too."""
+        await self._receive(update)
 
-    async def _deliver_album(self, album: str, update: Update) -> None:
-        await asyncio.sleep(self.config["album_wait"])
-        parts = await self.app.services.state.delete(album) or []
-        await self._deliver(sorted(parts, key=lambda p: p["message_id"]), update)
+    async def _receive(self, update: Update) -> None:
+        if self.intake is None:
+            raise RuntimeError("the transport is not started")
+        await self.intake.receive([json.loads(update.to_json())])
 
-    async def _deliver(self, parts: list[dict[str, Any]], update: Update) -> None:
+    async def _deliver(self, parts: list[dict[str, Any]], update: Update, transport: Transport) -> None:
         assert update.effective_chat is not None and update.effective_message is not None
         chat = Chat(update.effective_chat.id, update.effective_chat.type)
         user = self._user(update.effective_message.from_user)
+        parts = sorted(parts, key=lambda p: p["message_id"])
         text = next((p["text"] for p in parts if p["text"]), "")
         photos = [self.photo_from_ref(p["photo"]["ref"], p["photo"]["meta"]) for p in parts if "photo" in p]
         error = next((p["error"] for p in parts if "error" in p), None)
         incoming = Incoming(user, chat, text, photos, parts[0]["message_id"], error=error if not photos else None)
         if error and photos:
-            await self.send(chat.id, Reply(self.app.catalogue.text(user.language, error)))
-        await self.app.router.handle(incoming, self)
+            await transport.send(chat.id, Reply(self.app.catalogue.text(user.language, error)))
+        await self.app.router.handle(incoming, transport)
 
     async def _on_callback(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A button press PTB itself dispatched: through the intake too."""
+        await self._receive(update)
+
+    async def _callback(self, update: Update, transport: Transport) -> None:
         query = update.callback_query
         if query is None:
             return
-        with contextlib.suppress(TelegramError):
+        with contextlib.suppress(TelegramError):  # after a restart the query may be too old to answer
             await query.answer()
         chat = update.effective_chat
         if chat is None:
             return
         message_id = query.message.message_id if query.message else None
         incoming = Incoming(self._user(query.from_user), Chat(chat.id, chat.type), "", [], message_id, query.data or "")
-        await self.app.router.handle(incoming, self)
+        await self.app.router.handle(incoming, transport)
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.error("error while handling an update", exc_info=context.error)
@@ -235,9 +353,33 @@ class TelegramTransport:
         return create_deep_linked_url(self.application.bot.username, payload)
 
 
-def run_telegram(app: App, **polling: Any) -> None:
-    """Poll Telegram until SIGINT or SIGTERM, then shut down cleanly."""
-    transport = TelegramTransport(app)
-    transport.application.run_polling(
-        allowed_updates=Update.ALL_TYPES, timeout=app.config["telegram"]["poll_timeout"], **polling
-    )
+def run_telegram(app: App) -> None:
+    """Poll Telegram until SIGINT or SIGTERM, then shut down cleanly (updates being handled may finish)."""
+    asyncio.run(_serve(TelegramTransport(app)))
+
+
+async def _serve(transport: TelegramTransport) -> None:
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        await transport.start()
+        await stopping.wait()
+    finally:
+        await transport.stop()
+        await transport.app.web.closed()  # the web server finishes its requests on this loop
+
+
+def _blank_names(value: Any) -> None:
+    """Blank first names and drop last names and usernames everywhere in a Telegram JSON value."""
+    if isinstance(value, dict):
+        if "first_name" in value:
+            value["first_name"] = ""
+        value.pop("last_name", None)
+        value.pop("username", None)
+        for item in value.values():
+            _blank_names(item)
+    elif isinstance(value, list):
+        for item in value:
+            _blank_names(item)
