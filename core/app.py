@@ -166,6 +166,17 @@ def _open_store(path: str, redis_url: str = "") -> tuple[Store, State]:
         raise ConfigError("cluster.redis_url", str(err)) from None
 
 
+#: Gauges read at each scrape of /metrics: (name, help, query).
+_DEPTHS = (
+    (
+        "aipbot_outbox_depth",
+        "Messages in the outbox not yet delivered",
+        "SELECT COUNT(*) FROM outbox WHERE state='queued'",
+    ),
+    ("aipbot_intake_depth", "Updates received and not yet handled", "SELECT COUNT(*) FROM intake WHERE done IS NULL"),
+)
+
+
 class App:
     """The assembled bot, independent of any transport."""
 
@@ -198,7 +209,20 @@ class App:
             self.services.web.add(route, owner=f"plugins.{plugin}")
         self.router = Router(self.services, self.services.commands)
         self.metrics, self.web = self.services.metrics, self.services.web
+        for name, what, sql in _DEPTHS:
+            self.metrics.gauge(name, what, self._counter(sql))
         self._started = False
+
+    def _counter(self, sql: str) -> Callable[[], Awaitable[int]]:
+        """A gauge reader: ``SELECT COUNT(*) …`` in the database's thread (0 while its table does not exist)."""
+
+        def count() -> int:
+            try:
+                return int(self.services.store.execute(sql)[0][0])
+            except sqlite3.OperationalError:  # e.g. no intake table: the console does not journal
+                return 0
+
+        return lambda: self.services.run_db(count)
 
     def start(self, transport: Transport) -> None:
         """Attach the transport, start the plugins (they must return at once) and the web server (when configured:

@@ -376,7 +376,8 @@ class Pacer:
 
 
 class SendLimiter(BaseRateLimiter[int]):
-    """Rate limits and retries for every Bot API request (``rate_limit_args``: retries for that request).
+    """Rate limits and retries for every Bot API request (``rate_limit_args``: attempts for that request in
+    all, so ``1`` means no retry — PTB drops a falsy ``rate_limit_args``, so 0 cannot mean "no retries").
 
     Why our own ``BaseRateLimiter`` and not PTB's ``AIORateLimiter(max_retries=...)``: that one retries
     429s only (not network errors, timeouts or 5xx), halts *every* request for a 429 in one chat, has no
@@ -434,7 +435,7 @@ class SendLimiter(BaseRateLimiter[int]):
         rate_limit_args: int | None,
     ) -> bool | dict[str, Any] | list[dict[str, Any]]:
         """Send one request within the rate limits; retry it after a 429, a network error, a timeout or a 5xx."""
-        retries = self.retries if rate_limit_args is None else rate_limit_args
+        retries = self.retries if rate_limit_args is None else max(0, rate_limit_args - 1)
         method = endpoint.lower()
         migrated = False
         attempt = 0
@@ -570,7 +571,7 @@ class Delivery:
     async def chat_action(self, chat_id: int, action: str = "typing") -> None:
         """Show "typing…" (or another action); never raises: it only decorates the wait (one retry)."""
         try:
-            await self.bot.send_chat_action(chat_id, action, rate_limit_args=1)
+            await self.bot.send_chat_action(chat_id, action, rate_limit_args=2)  # one retry
         except TelegramError as err:
             log.info("sendChatAction to chat %s failed: %s", chat_id, _why(err))
 

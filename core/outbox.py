@@ -75,9 +75,14 @@ def load_reply(text: str) -> Reply:
     return Reply(value["text"], [[Button(**b) for b in row] for row in value["buttons"]])
 
 
-def permanent(err: BaseException) -> bool:
-    """Whether retrying cannot help (Telegram refused the message itself, or the chat is closed to the bot)."""
-    return any(cls.__name__ in PERMANENT for cls in type(err).__mro__)
+def permanent(err: BaseException | None) -> bool:
+    """Whether retrying cannot help (Telegram refused the message itself, or the chat is closed to the bot),
+    also when the refusal comes wrapped (``core.delivery.DeliveryFailed`` raised from it)."""
+    while err is not None:
+        if any(cls.__name__ in PERMANENT for cls in type(err).__mro__):
+            return True
+        err = err.__cause__
+    return False
 
 
 class Outbox:

@@ -229,7 +229,8 @@ async def test_a_result_whose_sending_fails_is_retried_until_it_arrives_once(fak
 async def test_a_result_not_yet_delivered_at_shutdown_arrives_after_the_restart(
     fake_telegram, bot, start_bot, tmp_path
 ):
-    transport = await bot(outbox={"backoff": 3600})  # no retry before the shutdown
+    # no retry before the shutdown: neither the outbox's nor the sending layer's own
+    transport = await bot(outbox={"backoff": 3600}, telegram={"send_retries": 0})
     fake_telegram.fail("sendMessage", times=3, kind="5xx")
     await transport.app.services.outbox.put(1001, Reply("Verification failed"), key="realname:s2")
     assert await transport.app.services.outbox.state("realname:s2") == "queued"
@@ -238,7 +239,8 @@ async def test_a_result_not_yet_delivered_at_shutdown_arrives_after_the_restart(
     assert db.execute("SELECT reply FROM outbox WHERE key='realname:s2'").fetchone()[0] is not None
     db.close()
 
-    transport = await bot(outbox={"backoff": 0.05})  # a restart makes it due at once; two more failures
+    # a restart makes it due at once; two more failures
+    transport = await bot(outbox={"backoff": 0.05}, telegram={"send_retries": 0})
     assert (await fake_telegram.bot_replied()).text == "Verification failed"
     assert len([c for c in fake_telegram.calls_of("sendMessage") if c.fault]) == 3
     assert await settled(transport.app.services.outbox, "realname:s2") == "delivered"

@@ -20,6 +20,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from core.app import App
+from core.chat import Reply
 from core.config import ConfigError, validate
 from core.hookspecs import hookimpl
 from core.metrics import Metrics, token_label
@@ -585,3 +586,12 @@ def test_the_telegram_bot_serves_and_stops_cleanly_on_sigterm(tmp_path, fake_tel
     assert fake_telegram.TOKEN not in err
     with pytest.raises(httpx.ConnectError):
         httpx.get(base + "/healthz", timeout=2)
+
+
+async def test_metrics_show_the_outbox_and_intake_depths(web, fake_telegram):
+    transport, base = await web(telegram={"send_retries": 0}, outbox={"backoff": 3600})
+    text = (await get(base + "/metrics")).text
+    assert sample(text, "aipbot_outbox_depth") == 0 and sample(text, "aipbot_intake_depth") == 0
+    fake_telegram.fail("sendMessage", times=5, kind="5xx")
+    await transport.app.services.outbox.put(1001, Reply("later"), key="t:1")  # fails; retried in an hour
+    assert sample((await get(base + "/metrics")).text, "aipbot_outbox_depth") == 1

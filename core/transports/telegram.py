@@ -349,6 +349,10 @@ class TelegramTransport:
     async def chat_action(self, chat_id: int, action: str = "typing") -> None:
         await self.delivery.chat_action(chat_id, ChatAction.TYPING if action == "typing" else action)
 
+    async def ping(self) -> None:
+        """Ask the Bot API once (``getMe``), without the sending layer's retries: for ``/readyz``."""
+        await self.application.bot.get_me(read_timeout=3, connect_timeout=3, rate_limit_args=1)  # one attempt
+
     def deep_link(self, payload: str) -> str:
         return create_deep_linked_url(self.application.bot.username, payload)
 
