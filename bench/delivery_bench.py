@@ -53,13 +53,7 @@ FAULTS: list[tuple[str, dict[str, Any], int]] = [
 
 def bot_config(fake: FakeTelegram, **telegram: Any) -> dict[str, Any]:
     base = {
-        "telegram": {
-            "token": fake.TOKEN,
-            "base_url": fake.base_url,
-            "base_file_url": fake.base_file_url,
-            "poll_timeout": 1,
-            "request_timeout": 1.0,
-        },
+        **fake.config(request_timeout=1.0),
         "storage": {"path": ":memory:"},
         "plugins": {"calc": {}},
     }

@@ -30,9 +30,7 @@ async def test_caption_refuses_a_truncated_photo_at_once_and_waits_for_nothing()
 
 
 async def test_caption_survives_a_restart_between_the_photo_and_the_words(fake_telegram, start_bot, tmp_path):
-    telegram = {"token": fake_telegram.TOKEN, "base_url": fake_telegram.base_url, "poll_timeout": 1}
-    telegram["base_file_url"] = fake_telegram.base_file_url
-    config = {"telegram": telegram, "storage": {"path": str(tmp_path / "db")}, "plugins": {"caption": {}}}
+    config = {**fake_telegram.config(), "storage": {"path": str(tmp_path / "db")}, "plugins": {"caption": {}}}
     await start_bot(validate(config), {"caption": caption_plugin})
     fake_telegram.user_sends_photo(PHOTO, caption="/caption")
     assert (await fake_telegram.bot_replied()).text == "What should the caption say?"

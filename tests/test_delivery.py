@@ -19,14 +19,7 @@ APOLOGY = "Sorry, something went wrong"
 
 def delivery_config(fake, **overrides) -> dict:
     base = {
-        "telegram": {
-            "token": fake.TOKEN,
-            "base_url": fake.base_url,
-            "base_file_url": fake.base_file_url,
-            "poll_timeout": 1,
-            "request_timeout": 0.5,  # a stalled request times out quickly
-            "send_backoff": 0.05,
-        },
+        **fake.config(request_timeout=0.5, send_backoff=0.05),  # a stalled request times out quickly
         "storage": {"path": ":memory:"},
         "plugins": {"calc": {}},
     }

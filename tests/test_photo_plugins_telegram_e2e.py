@@ -25,13 +25,7 @@ def bot(fake_telegram, fake_baidu, start_bot):
 
     async def start(**overrides) -> TelegramTransport:
         config = {
-            "telegram": {
-                "token": fake_telegram.TOKEN,
-                "base_url": fake_telegram.base_url,
-                "base_file_url": fake_telegram.base_file_url,
-                "poll_timeout": 1,
-                "album_wait": 0.3,
-            },
+            **fake_telegram.config(album_wait=0.3),
             "storage": {"path": ":memory:"},
             **fake_baidu.config(),
         }

@@ -25,12 +25,7 @@ class BotProcess:
         self.fake = fake_telegram
         self.tmp = tmp_path
         base = {
-            "telegram": {
-                "token": "${TEST_BOT_TOKEN}",
-                "base_url": fake_telegram.base_url,
-                "base_file_url": fake_telegram.base_file_url,
-                "poll_timeout": 1,
-            },
+            **fake_telegram.config(token="${TEST_BOT_TOKEN}"),
             "storage": {"path": str(tmp_path / "aipbot.sqlite3")},
         }
         self.path = tmp_path / "config.yaml"

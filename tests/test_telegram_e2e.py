@@ -23,13 +23,7 @@ def png(width: int = 40, height: int = 30) -> bytes:
 
 def telegram_config(fake, **overrides) -> dict:
     base = {
-        "telegram": {
-            "token": fake.TOKEN,
-            "base_url": fake.base_url,
-            "base_file_url": fake.base_file_url,
-            "poll_timeout": 1,
-            "album_wait": 0.3,
-        },
+        **fake.config(album_wait=0.3),
         "access": {"admins": [ADMIN]},
         "storage": {"path": ":memory:"},
         "plugins": {"probe": {}},

@@ -33,13 +33,7 @@ TOKEN = "metrics-token-0123456789"
 
 def telegram_config(fake, server: dict | None = None, **overrides) -> dict:
     base = {
-        "telegram": {
-            "token": fake.TOKEN,
-            "base_url": fake.base_url,
-            "base_file_url": fake.base_file_url,
-            "poll_timeout": 1,
-            "album_wait": 0.3,
-        },
+        **fake.config(album_wait=0.3),
         "storage": {"path": ":memory:"},
         "server": {"listen": "127.0.0.1", "port": 0, **(server or {})},
     }

@@ -34,7 +34,8 @@ Webhooks
     updates to be delivered (or given up); ``balance_webhook(*urls)`` sends successive attempts to several URLs in
     turn, as a load balancer in front of several bot front ends would.
 PTB conveniences
-    ``bot()``, ``app_builder()``, ``async with polling(app)``; ``TOKEN``, ``base_url``, ``base_file_url``.
+    ``bot()``, ``app_builder()``, ``async with polling(app)``; ``TOKEN``, ``base_url``, ``base_file_url``;
+    ``config(**telegram)``: the ``telegram:`` section of a bot on this server.
 
 What it checks like Telegram does (each a ``400 Bad Request``, PTB's ``BadRequest``): empty or too long texts and
 captions, HTML / MarkdownV2 that Telegram could not parse, callback data over 64 bytes, invalid bot commands,
@@ -293,6 +294,17 @@ class FakeTelegram(LocalServer):
     def base_file_url(self) -> str:
         """``http://127.0.0.1:<port>/file/bot``: pass as PTB's ``base_file_url``."""
         return f"{self.endpoint}/file/bot"
+
+    def config(self, **telegram: Any) -> JSONDict:
+        """The ``telegram:`` config section of a bot on this server (token, URLs, a 1 s long poll), with
+        ``telegram`` overriding keys: ``{"telegram": {...}}``, to merge into a whole config."""
+        section = {
+            "token": self.TOKEN,
+            "base_url": self.base_url,
+            "base_file_url": self.base_file_url,
+            "poll_timeout": 1,
+        }
+        return {"telegram": {**section, **telegram}}
 
     @property
     def bot_user(self) -> JSONDict:
