@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import io
 import logging
 import random
@@ -628,25 +629,13 @@ class Delivery:
         if problem is not None:
             log.info("a photo for chat %s goes as a document: %s", chat_id, problem)
             return await self._document(chat_id, data, filename, caption, keyboard)
-        params: dict[str, Any] = {"caption": caption, "reply_markup": keyboard}
-        tried: set[str] = set()
-        while True:
-            try:
-                sent: Message = await self.bot.send_photo(chat_id, data, **_plain(params))
-                return sent.message_id, params["caption"] is not None
-            except BadRequest as err:
-                kind = refusal(err)
-                if kind == "caption_too_long" and kind not in tried:
-                    tried.add(kind)
-                    params = {**params, "caption": None, "reply_markup": None}
-                    continue
-                if kind in ("entities", "buttons"):
-                    params = self._adapted("sendPhoto", chat_id, err, kind, params, tried)
-                    continue
-                log.warning("sendPhoto to chat %s refused (%s): sending as a document", chat_id, err.message)
-                return await self._document(chat_id, data, filename, params["caption"], params["reply_markup"])
-            except TelegramError as err:
-                raise DeliveryFailed(f"sendPhoto to chat {chat_id}: {_why(err)}") from err
+
+        async def as_document(err: BadRequest, params: dict[str, Any]) -> tuple[int, bool]:
+            log.warning("sendPhoto to chat %s refused (%s): sending as a document", chat_id, err.message)
+            return await self._document(chat_id, data, filename, params["caption"], params["reply_markup"])
+
+        send = functools.partial(self.bot.send_photo, chat_id, data)
+        return await self._media("sendPhoto", chat_id, send, caption, keyboard, as_document)
 
     async def _document(
         self, chat_id: int, data: bytes, filename: str, caption: str | None, keyboard: InlineKeyboardMarkup | None
@@ -654,11 +643,26 @@ class Delivery:
         """Send a file; ``(message id, caption sent)``."""
         if len(data) > DOCUMENT_MAX_BYTES:
             raise DeliveryFailed(f"sendDocument to chat {chat_id}: {len(data)} bytes, over the Bot API's 50 MB")
+        send = functools.partial(self.bot.send_document, chat_id, data, filename=filename)
+        return await self._media("sendDocument", chat_id, send, caption, keyboard, None)
+
+    async def _media(
+        self,
+        method: str,
+        chat_id: int,
+        send: Callable[..., Coroutine[Any, Any, Message]],
+        caption: str | None,
+        keyboard: InlineKeyboardMarkup | None,
+        otherwise: Callable[[BadRequest, dict[str, Any]], Coroutine[Any, Any, tuple[int, bool]]] | None,
+    ) -> tuple[int, bool]:
+        """A photo or a file with its caption, adapted to what Telegram refuses: a caption too long goes after
+        the media, entities or buttons are dropped; any other refusal goes to ``otherwise`` (when given).
+        ``(message id, caption sent)``."""
         params: dict[str, Any] = {"caption": caption, "reply_markup": keyboard}
         tried: set[str] = set()
         while True:
             try:
-                sent: Message = await self.bot.send_document(chat_id, data, filename=filename, **_plain(params))
+                sent = await send(**_plain(params))
                 return sent.message_id, params["caption"] is not None
             except BadRequest as err:
                 kind = refusal(err)
@@ -666,9 +670,11 @@ class Delivery:
                     tried.add(kind)
                     params = {**params, "caption": None, "reply_markup": None}
                     continue
-                params = self._adapted("sendDocument", chat_id, err, kind, params, tried)
+                if otherwise is not None and kind not in ("entities", "buttons"):
+                    return await otherwise(err, params)
+                params = self._adapted(method, chat_id, err, kind, params, tried)
             except TelegramError as err:
-                raise DeliveryFailed(f"sendDocument to chat {chat_id}: {_why(err)}") from err
+                raise DeliveryFailed(f"{method} to chat {chat_id}: {_why(err)}") from err
 
 
 def _plain(params: dict[str, Any]) -> dict[str, Any]:
