@@ -151,3 +151,30 @@ def test_a_missing_config_file_is_one_clear_line(tmp_path):
 def test_plain_http_to_this_machine_is_allowed_for_local_fakes():
     config = validate({"providers": {"baidu": {"endpoint": "http://127.0.0.1:8080"}}})
     assert config["providers"]["baidu"]["endpoint"] == "http://127.0.0.1:8080"
+
+
+def test_each_provider_declares_its_config_schema_and_what_it_can_do():
+    from core.providers import PROVIDERS, capabilities, schemas
+
+    assert set(schemas()) == set(PROVIDERS) == {"baidu", "webank"}
+    assert {"ocr", "face"} <= capabilities("baidu") and "ocr" not in capabilities("webank")
+
+
+def test_one_engine_rule_for_every_plugin():
+    from core.errors import ProviderMisconfigured
+    from core.providers import choose_engine
+
+    class Services:
+        def __init__(self, client):
+            self.client = client
+
+        def provider(self, name):
+            return self.client
+
+    assert choose_engine(Services("client"), "auto", "x") == "client"
+    assert choose_engine(Services(None), "auto", "x") is None
+    assert choose_engine(Services("client"), "local", "x") is None
+    with pytest.raises(ProviderMisconfigured, match=r"x is baidu, but providers\.baidu has no keys"):
+        choose_engine(Services(None), "baidu", "x")
+    with pytest.raises(ValueError, match="cannot do ocr"):
+        choose_engine(Services("client"), "auto", "x", "webank", needs="ocr")

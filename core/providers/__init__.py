@@ -21,14 +21,22 @@ def make_client(name: str, config: dict[str, Any], tokens: Any) -> Any:
     return getattr(importlib.import_module(module), cls).from_config(config, tokens)
 
 
-def choose_engine(services: Any, choice: str, where: str, provider: str = "baidu") -> Any:
+def capabilities(provider: str) -> frozenset[str]:
+    """What provider ``provider``'s client can do (its module's ``CAPABILITIES``: ``ocr``, ``face``, …)."""
+    return importlib.import_module(PROVIDERS[provider].partition(":")[0]).CAPABILITIES  # type: ignore[no-any-return]
+
+
+def choose_engine(services: Any, choice: str, where: str, provider: str = "baidu", *, needs: str = "") -> Any:
     """What ``engine: auto | local | <provider>`` means now, the same for every plugin: the provider's
     client, or None for the local engine.
 
     ``auto`` is the provider when its keys are configured, else local; naming the provider without its
     keys raises :class:`ProviderMisconfigured` (the user is told, the admins alerted). ``where`` is the
-    config key, for that message.
+    config key, for that message; ``needs`` the capability the plugin uses (a provider without it is a
+    programming error: ``ValueError``).
     """
+    if needs and needs not in capabilities(provider):
+        raise ValueError(f"{where}: provider {provider} cannot do {needs}")
     if choice == "local":
         return None
     client = services.provider(provider)

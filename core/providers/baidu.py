@@ -63,6 +63,9 @@ log = logging.getLogger(__name__)
 DEFAULT_ENDPOINT = "https://aip.baidubce.com"
 DEFAULT_H5_BASE_URL = "https://brain.baidu.com/face/print/"
 
+#: What the client can do, for :func:`core.providers.choose_engine`.
+CAPABILITIES = frozenset({"ocr", "face", "h5_verification"})
+
 #: ``providers.baidu`` in config.yaml.
 SCHEMA = {
     "api_key": Field(str, default="", secret=True, help="Baidu AI Cloud API Key"),

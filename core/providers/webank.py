@@ -56,6 +56,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINT = "https://kyc1.qcloud.com"
 
+#: What the client can do, for :func:`core.providers.choose_engine`.
+CAPABILITIES = frozenset({"h5_verification"})
+
 #: ``providers.webank`` in config.yaml.
 SCHEMA = {
     "app_id": Field(str, default="", secret=True, help="WeBank / Tencent FaceID app id (WBappid)"),

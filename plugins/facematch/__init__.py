@@ -113,7 +113,7 @@ class Plugin:
         models = "models loaded" if self.engine.loaded() else "models not loaded yet"
         threshold = f"threshold {config['threshold']:g}"
         try:
-            client = choose_engine(services, config["engine"], "plugins.facematch.engine")
+            client = choose_engine(services, config["engine"], "plugins.facematch.engine", needs="face")
         except ProviderMisconfigured:
             return f"baidu — NOT CONFIGURED (providers.baidu has no keys), {threshold}"
         except Exception as exc:  # a broken provider module must not break /plugins
@@ -147,7 +147,7 @@ class Plugin:
 
     def choose(self, ctx: Context) -> LocalFaceEngine | BaiduFaceEngine:
         config = ctx.config
-        client = choose_engine(ctx.services, config["engine"], "plugins.facematch.engine")
+        client = choose_engine(ctx.services, config["engine"], "plugins.facematch.engine", needs="face")
         if client is None:
             return self.engine
         return BaiduFaceEngine(
