@@ -68,9 +68,8 @@ def db(tmp_path) -> Path:
     return tmp_path / "aipbot.sqlite3"
 
 
-@pytest.fixture
-def baidu_bot(fake_telegram, fake_baidu, db, start_bot):
-    """``await baidu_bot(**realname)`` → the public base URL of a Baidu bot with its web server."""
+def baidu_starter(fake_telegram, fake_baidu, db: Path, start_bot):
+    """``await start(**realname)`` → the public base URL of a Baidu bot with its web server."""
 
     async def start(**plugin) -> str:
         provider = {"http": fake_baidu.config()["http"], "providers": {"baidu": fake_baidu.provider_config()}}
@@ -79,6 +78,12 @@ def baidu_bot(fake_telegram, fake_baidu, db, start_bot):
         return base
 
     return start
+
+
+@pytest.fixture
+def baidu_bot(fake_telegram, fake_baidu, db, start_bot):
+    """See :func:`baidu_starter`."""
+    return baidu_starter(fake_telegram, fake_baidu, db, start_bot)
 
 
 @pytest.fixture
