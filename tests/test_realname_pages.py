@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sqlite3
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -268,3 +269,25 @@ async def test_a_forged_webank_callback_changes_nothing_and_reveals_nothing(fake
     told = await fake_telegram.bot_replied(USER, timeout=5)
     assert told.text.startswith("❌ Real-name verification failed.")
     assert rows(db)[0]["state"] == "failed"
+
+
+def test_a_database_from_before_the_return_page_gets_the_column_and_keeps_its_rows(tmp_path):
+    from core.store import Store
+    from plugins.realname.sessions import SCHEMA, SessionStore
+
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(SCHEMA.replace(",\n    return_ref TEXT", ""))
+        conn.execute(
+            "INSERT INTO realname_sessions (id, user_id, chat_id, lang, provider, reference, state, created_at,"
+            " expires_at) VALUES ('s1', 1, 1, 'en', 'baidu', 'vt1', 'pending', 0, 7200)"
+        )
+    store = Store(path)
+    try:
+        sessions = SessionStore(store)
+        old = sessions.get("s1")
+        assert old is not None and old.return_ref is None and old.state == "pending"
+        SessionStore(store)  # a second start changes nothing
+        assert sessions.by_return_ref("s1") is None
+    finally:
+        store.close()
