@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
@@ -112,3 +113,38 @@ def test_the_page_strings_exist_in_both_languages_with_the_same_keys():
         assert en[key] and zh[key] and en[key] != zh[key]
     for check in {c for _, _, _, o in BAIDU_ROWS + WEBANK_ROWS if o != PENDING for c in o[1]}:
         assert f"realname.check.{check}" in en
+
+
+def test_the_baidu_provider_applies_the_table_to_what_the_strict_fake_answers(fake_baidu):
+    from core.providers.baidu import BaiduClient
+    from plugins.realname.providers import BaiduFaceprint
+
+    provider = BaiduFaceprint(BaiduClient.from_config(fake_baidu.config()), "fake-plan", RULE)
+    zero, failed, pending = (provider.start("https://example.org/back").reference for _ in range(3))
+    assert provider.result(pending) is None  # B4: the fake's "not finished" code
+    fake_baidu.finish_verification(zero, liveness_score=0.0, name="柴静", id_number="370102199001015826")
+    result = provider.result(zero)
+    assert result is not None and result.passed and result.liveness is None  # B1: 0 is "not reported"
+    assert (result.name, result.id_number) == ("柴*", "370***********5826")  # masked by Baidu
+    fake_baidu.finish_verification(failed, passed=False, code=222351)
+    result = provider.result(failed)
+    assert result is not None and not result.passed and result.failed_checks == ("identity",)  # B3
+    assert (result.score, result.liveness, result.spoofing) == (None, None, None)
+
+
+def test_the_webank_provider_fails_a_recordless_attempt_only_after_a_signed_callback(fake_webank):
+    import requests
+
+    from core.providers.webank import WebankClient
+    from plugins.realname.providers import Identity, WebankFaceId
+
+    provider = WebankFaceId(WebankClient.from_config(fake_webank.config()))
+    launch = provider.start("https://example.org/back", Identity("李雷", "370102199001015822"))
+    requests.get(launch.url, timeout=5)
+    assert provider.result(launch.reference) is None  # W3: not finished
+    callback = fake_webank.finish(launch.reference, passed=False, record=False)
+    assert provider.result(launch.reference) is None  # W3: a failure code, no record, no callback yet
+    params = {k: v[0] for k, v in parse_qs(urlsplit(callback).query).items()}
+    assert provider.check_return(launch.reference, params) and params["code"] != "0"
+    result = provider.result(launch.reference, params["code"])
+    assert result is not None and not result.passed and result.score is None  # W4
