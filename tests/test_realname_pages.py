@@ -18,7 +18,7 @@ import requests
 
 from core.config import validate
 from tests.harness import merge
-from tests.test_realname_e2e import ID_NUMBER, MASKED_ID, MASKED_NAME, NAME, USER, Link, rows
+from tests.test_realname_e2e import DETAIL, ID_NUMBER, MASKED_ID, MASKED_NAME, NAME, USER, Link, rows
 
 
 class PageLink:
@@ -135,12 +135,18 @@ async def test_baidu_comes_back_to_the_bots_page_and_the_user_is_told_without_wa
 
 
 async def test_a_page_visit_before_the_end_says_not_yet_and_a_failed_step_is_reported_at_once(
-    fake_telegram, fake_baidu, baidu_bot, db
+    fake_telegram, fake_baidu, baidu_bot, db, monkeypatch
 ):
+    from plugins.realname import pages
+
     await baidu_bot()
     link = await baidu_link(fake_telegram)
     assert_neutral(await get(link.success_url))
     assert rows(db)[0]["state"] == "pending"
+    asked = fake_baidu.count(DETAIL)
+    assert_neutral(await get(link.success_url))  # a reload right away does not ask Baidu again
+    assert fake_baidu.count(DETAIL) == asked
+    monkeypatch.setattr(pages, "RECHECK_SECONDS", 0.0)
     fake_baidu.finish_verification(link.token, passed=False, code=223120)  # liveness failed: no scores
     assert DONE_EN in (await get(link.failed_url)).text
     told = await fake_telegram.bot_replied(USER, timeout=5)
