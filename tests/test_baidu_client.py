@@ -454,8 +454,8 @@ def test_faceprint_flow(fake_baidu: FakeBaidu) -> None:
     fake_baidu.finish_verification(token, passed=True, score=88.0)
     detail = client.result_detail(token)
     assert detail.score == 88.0 and detail.liveness_score == pytest.approx(0.98)
-    assert (detail.name, detail.id_number) == ("王小明", "110101199003072345")
-    assert "王小明" not in repr(detail) and "110101199003072345" not in repr(detail) and "88.0" in repr(detail)
+    assert (detail.name, detail.id_number) == ("王**", "110***********2345")  # masked, as Baidu answers
+    assert "王**" not in repr(detail) and "2345" not in repr(detail) and "88.0" in repr(detail)
     assert client.result_simple(token)["image"].startswith("https://")
     assert "stat" in client.result_stat(token)
 
@@ -467,7 +467,7 @@ def test_faceprint_identity_from_ocr_and_failed_verification(fake_baidu: FakeBai
     detail = client.result_detail(token)
     assert isinstance(detail, VerifyDetail)
     assert detail.score is not None and detail.score < 80
-    assert (detail.name, detail.id_number) == ("李雷", "440101200001010011")
+    assert (detail.name, detail.id_number) == ("李*", "440***********0011")
 
 
 def test_faceprint_errors_in_the_success_code_shape(fake_baidu: FakeBaidu) -> None:

@@ -29,6 +29,8 @@ from core.hookspecs import hookimpl
 from core.i18n import load_dir
 from plugins.realname.flow import Verifier
 from plugins.realname.outcome import mask_id_number, mask_name
+from plugins.realname.pages import ReturnPage
+from plugins.realname.sessions import RETURN_PATH
 
 __all__ = ["SCHEMA", "Plugin", "Verifier", "mask_id_number", "mask_name"]
 
@@ -42,8 +44,8 @@ SCHEMA: dict[str, Field] = {
     "return_url": Field(
         str,
         default="",
-        help="where the H5 page sends the user back ({session} = session id); empty: the bot's deep link."
-        " WeBank appends its callback parameters to it",
+        help="where the H5 page sends the user back ({session} = session id); empty: the bot's return page"
+        " (with server.public_url), else its deep link. WeBank appends its callback parameters to it",
     ),
     "poll_seconds": Field(float, default=60, min=0.01, max=3600, help="how often pending sessions are checked"),
     "window_minutes": Field(
@@ -57,9 +59,17 @@ SCHEMA: dict[str, Field] = {
         help="a second /verify re-sends a pending link with at least this much time left, else replaces it",
     ),
     "min_score": Field(float, default=80, min=0, max=100, help="passed: face similarity at least this (0–100)"),
-    "min_liveness": Field(float, default=0.3, min=0, max=1, help="passed: liveness score at least this (0–1)"),
+    "min_liveness": Field(
+        float, default=0.3, min=0, max=1, help="passed: liveness score at least this (0–1; a 0 is 'not reported')"
+    ),
     "max_spoofing": Field(
         float, default=0.00048, min=0, max=1, help="passed: spoofing score at most this (0–1; Baidu: 0.00048)"
+    ),
+    "min_similarity": Field(
+        float, default=0, min=0, max=100, help="WeBank: also require similarity at least this (0–100; 0: off)"
+    ),
+    "min_live_rate": Field(
+        float, default=0, min=0, max=100, help="WeBank: also require liveRate at least this (0–100; 0: off)"
     ),
     "retention_days": Field(
         float, default=30, min=0, help="finished and expired sessions are deleted after this many days"
@@ -93,6 +103,13 @@ class Plugin:
                 check_secure_url(config[name], f"plugins.realname.{name}")
         self.verifier = Verifier(config, services)
         return self.verifier.commands()
+
+    @hookimpl
+    def aipbot_web_routes(self) -> list[Any]:
+        """``GET /verify/return/{ref}``: the page the provider sends the browser back to (see pages.py)."""
+        from starlette.routing import Route
+
+        return [Route(RETURN_PATH, ReturnPage(self).endpoint, methods=["GET"])]
 
     @hookimpl
     def aipbot_status(self) -> str:

@@ -26,6 +26,7 @@ from plugins.realname.sessions import (
     PASSED,
     PENDING,
     REPLACED,
+    RETURN_PATH,
     Session,
     SessionStore,
     looks_like_id,
@@ -95,10 +96,14 @@ class Verifier:
         except ProviderMisconfigured:
             return f"{self.config['provider']} — NOT CONFIGURED (providers.{self.config['provider']} has no keys)"
 
-    def _return_url(self, session_id: str) -> str:
+    def _return_url(self, session_id: str, return_ref: str | None) -> str:
+        """``return_url`` when set, else the bot's return page (with ``server.public_url``), else its deep link."""
         template = self.config["return_url"]
         if template:
             return template.replace("{session}", session_id)
+        web = getattr(self.services, "web", None)
+        if return_ref and web is not None and web.public_url:
+            return str(web.url(RETURN_PATH.replace("{ref}", return_ref)))
         return self.services.deep_link(COMMAND, session_id)
 
     def outcome(self, lang: str, session: Session, result: Result | None) -> str:
@@ -202,8 +207,8 @@ class Verifier:
             await self._begin_locked(ctx, fresh=fresh, identity=identity)
 
     async def _begin_locked(self, ctx: Context, *, fresh: bool, identity: Identity | None) -> None:
-        session_id = new_id()
-        return_url = self._return_url(session_id)
+        session_id, return_ref = new_id(), new_id()
+        return_url = self._return_url(session_id, return_ref)
         if not is_web_url(return_url):  # e.g. the console: its deep links are "/start …" lines, not web pages
             log.info("realname: /verify from user %s on a transport the H5 page cannot return to", ctx.user.id)
             await ctx.reply(ctx.t("realname.needs_telegram"))
@@ -219,7 +224,8 @@ class Verifier:
             if state == PENDING:
                 left = pending.expires_at - self.clock()
                 if not fresh and left >= self.config["reuse_minutes"] * 60:
-                    url = await ctx.run_blocking(provider.link, pending.reference, self._return_url(pending.id))
+                    back = self._return_url(pending.id, pending.return_ref)
+                    url = await ctx.run_blocking(provider.link, pending.reference, back)
                     if url:
                         text = ctx.t("realname.reused", minutes=max(1, int(left // 60)))
                         await ctx.reply(text, buttons=self._buttons(ctx, pending.id, url))
@@ -245,6 +251,7 @@ class Verifier:
             spoofing=None,
             created_at=now,
             expires_at=now + launch.expires_in,
+            return_ref=return_ref,
         )
         await ctx.run_db(self.sessions.create, session)
         log.info("realname: user %s started verification %s", ctx.user.id, session_id[:6])
@@ -301,15 +308,16 @@ class Verifier:
             return
         await ctx.reply(ctx.t(closed_key))
 
-    async def settle(self, session: Session) -> tuple[str, Result | None, bool]:
-        """Ask the provider about an open session and record what it says.
+    async def settle(self, session: Session, callback_code: str | None = None) -> tuple[str, Result | None, bool]:
+        """Ask the provider about an open session and record what it says (``callback_code``: see
+        :meth:`RealnameProvider.result`).
 
         Returns ``(state, result, won)``: ``won`` is true when this call moved the session out of pending
         (so the caller, and only it, may notify the user).
         """
         provider, db = self.provider(), self.services.run_db
         try:
-            result = await self.services.run_blocking(provider.result, session.reference)
+            result = await self.services.run_blocking(provider.result, session.reference, callback_code)
         except UserFacingError:
             now = self.clock()
             if session.state == PENDING and now >= session.expires_at + GIVE_UP_AFTER:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from core.chat import Reply
 from core.errors import ProviderMisconfigured, UserFacingError
 from plugins.realname.outcome import updated
+from plugins.realname.rules import Result
 from plugins.realname.sessions import FINISHED, Session
 
 if TYPE_CHECKING:
@@ -37,13 +38,17 @@ async def poll(verifier: Verifier) -> None:
         except UserFacingError as err:
             log.warning("realname: checking %s failed: %s", session.id[:6], err.detail)
             continue
-        if not won:
-            continue
-        if state in FINISHED:
-            text = verifier.outcome(session.lang, updated(session, state, result), result)
-        else:
-            text = verifier.services.catalogue.text(session.lang, "realname.expired_notice")
-        try:
-            await verifier.services.send(session.chat_id, Reply(text))
-        except Exception:
-            log.exception("realname: could not notify user %s", session.user_id)
+        if won:
+            await notify(verifier, session, state, result)
+
+
+async def notify(verifier: Verifier, session: Session, state: str, result: Result | None) -> None:
+    """Tell the owner of ``session`` how it ended (call only when :meth:`Verifier.settle` said ``won``: once)."""
+    if state in FINISHED:
+        text = verifier.outcome(session.lang, updated(session, state, result), result)
+    else:
+        text = verifier.services.catalogue.text(session.lang, "realname.expired_notice")
+    try:
+        await verifier.services.send(session.chat_id, Reply(text))
+    except Exception:
+        log.exception("realname: could not notify user %s", session.user_id)

@@ -39,6 +39,9 @@ from core.errors import (
     RateLimited,
     TemporarilyUnavailable,
 )
+from plugins.realname.rules import PassRule, Result, WebankRule, baidu_verdict, webank_verdict
+
+__all__ = ["BaiduFaceprint", "Identity", "Launch", "PassRule", "RealnameProvider", "Result", "WebankFaceId"]
 
 log = logging.getLogger(__name__)
 
@@ -63,48 +66,6 @@ class Launch:
     expires_in: float
 
 
-@dataclass(frozen=True)
-class Result:
-    """How a finished verification ended. ``name`` and ``id_number`` never appear in ``repr`` or storage.
-
-    ``failed_checks`` names the checks of the :class:`PassRule` that did not pass (``score``, ``liveness``,
-    ``spoofing``); empty when ``passed``.
-    """
-
-    passed: bool
-    score: float | None
-    liveness: float | None
-    spoofing: float | None
-    name: str | None = field(default=None, repr=False)
-    id_number: str | None = field(default=None, repr=False)
-    failed_checks: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class PassRule:
-    """Passed when every check holds: ``score ≥ min_score`` (similarity to the authoritative photo, 0–100),
-    ``liveness ≥ min_liveness`` (0–1; Baidu answers 0 when liveness failed) and ``spoofing ≤ max_spoofing``
-    (0–1, likelihood of a synthetic or re-captured face). A missing value fails its check (fail closed).
-    """
-
-    min_score: float = 80.0
-    min_liveness: float = 0.3
-    max_spoofing: float = 0.00048
-
-    def judge(
-        self, score: float | None, liveness: float | None, spoofing: float | None
-    ) -> tuple[bool, tuple[str, ...]]:
-        """``(passed, failed checks)`` for these scores."""
-        failed = []
-        if score is None or score < self.min_score:
-            failed.append("score")
-        if liveness is None or liveness < self.min_liveness:
-            failed.append("liveness")
-        if spoofing is None or spoofing > self.max_spoofing:
-            failed.append("spoofing")
-        return not failed, tuple(failed)
-
-
 class RealnameProvider(abc.ABC):
     """What the plugin needs from a verification provider. Methods block; errors are ``UserFacingError``s."""
 
@@ -126,8 +87,10 @@ class RealnameProvider(abc.ABC):
         """The page of a still-valid verification again, or None when it cannot be given twice."""
 
     @abc.abstractmethod
-    def result(self, reference: str) -> Result | None:
+    def result(self, reference: str, callback_code: str | None = None) -> Result | None:
         """The outcome, or None while the verification is not finished (or has no result yet).
+
+        ``callback_code``: the ``code`` of a signed browser callback that just came in (WeBank), else None.
 
         Raises ``ProviderMisconfigured`` / ``QuotaExhausted`` / ``RateLimited`` / ``TemporarilyUnavailable``
         when the provider cannot be asked right now.
@@ -151,8 +114,8 @@ class BaiduFaceprint(RealnameProvider):
 
     ``start``: ``verifyToken/generate`` for ``plan_id`` (then ``idcard/submit`` when given an identity) and
     the H5 URL with ``successUrl`` = ``failedUrl`` = ``return_url``. ``result``: ``result/detail`` judged by
-    ``rule``. Baidu does not document what ``result/detail`` answers before the user has finished, so any
-    refusal with an error code (other than the "cannot ask now" errors) counts as "no result yet".
+    ``rule`` through the decision table (docs/realname.md): a known failure code is "failed", any other
+    refusal (other than the "cannot ask now" errors, which are raised) "not finished".
     """
 
     name = "baidu"
@@ -184,28 +147,18 @@ class BaiduFaceprint(RealnameProvider):
         """The H5 page of ``reference`` (a verify_token stays usable for its whole window)."""
         return str(self.client.h5_url(reference, return_url, return_url, base=self.h5_base_url or None))
 
-    def result(self, reference: str) -> Result | None:
-        """``result/detail`` judged by the rule; None while Baidu has no result."""
+    def result(self, reference: str, callback_code: str | None = None) -> Result | None:
+        """``result/detail`` through the decision table (:func:`~plugins.realname.rules.baidu_verdict`)."""
         try:
             detail = self.client.result_detail(reference)
         except CANNOT_ASK:
             raise
         except ProviderError as err:
-            log.debug("realname: Baidu has no result yet (%s)", getattr(err, "code", None) or type(err).__name__)
-            return None
-        if detail.score is None and detail.liveness_score is None and detail.spoofing is None:
-            log.debug("realname: Baidu result/detail without verify_result; treated as not finished")
-            return None
-        passed, failed = self.rule.judge(detail.score, detail.liveness_score, detail.spoofing)
-        return Result(
-            passed=passed,
-            score=detail.score,
-            liveness=detail.liveness_score,
-            spoofing=detail.spoofing,
-            name=detail.name,
-            id_number=detail.id_number,
-            failed_checks=failed,
-        )
+            code = getattr(err, "code", None)
+            verdict = baidu_verdict(None, code if code is not None else type(err).__name__, self.rule)
+            log.debug("realname: Baidu result/detail answered %s: %s", code, "pending" if verdict is None else "failed")
+            return verdict
+        return baidu_verdict(detail, None, self.rule)
 
     def stats(self, reference: str) -> dict[str, Any]:
         """``result/stat`` as Baidu answers it."""
@@ -240,8 +193,9 @@ class WebankFaceId(RealnameProvider):
     only (WeBank needs one; a random one ties nothing to the Telegram account), ``getAdvFaceId`` with the
     name and ID number, then the H5 login URL signed with a fresh NONCE ticket and ``url`` = ``return_url``.
     ``link`` is None: that URL works once. ``result``: ``queryfacerecord``; WeBank's verdict decides
-    (``code`` "0": the same person, live), ``similarity`` and ``liveRate`` (both 0–100) are reported. An
-    answer with a non-zero code and no record means "no result yet" (WeBank's error table is not public).
+    (``code`` "0": the same person, live), ``similarity`` and ``liveRate`` (both 0–100) are reported; a
+    failure code is "failed" when WeBank has a record, or when a signed callback said the page ended
+    (see :func:`~plugins.realname.rules.webank_verdict`).
     """
 
     name = "webank"
@@ -249,9 +203,10 @@ class WebankFaceId(RealnameProvider):
     identity_in_result = False
     started_key = "realname.started_webank"
 
-    def __init__(self, client: Any, *, window: float = BAIDU_WINDOW) -> None:
+    def __init__(self, client: Any, *, window: float = BAIDU_WINDOW, rule: WebankRule | None = None) -> None:
         self.client = client
         self.window = window
+        self.rule = rule or WebankRule()
 
     def start(self, return_url: str, identity: Identity | None = None) -> Launch:
         """``getAdvFaceId`` with ``identity``, then a single-use launch URL coming back to ``return_url``."""
@@ -270,19 +225,13 @@ class WebankFaceId(RealnameProvider):
         """None: a launch URL is signed with a single-use NONCE ticket, so it cannot be given twice."""
         return None
 
-    def result(self, reference: str) -> Result | None:
-        """``queryfacerecord``: WeBank's verdict with similarity and liveness; None while there is no record."""
+    def result(self, reference: str, callback_code: str | None = None) -> Result | None:
+        """``queryfacerecord`` through the decision table (:func:`~plugins.realname.rules.webank_verdict`)."""
         record = self.client.query_result(reference)
-        if not record.passed and not record.has_record:
-            log.debug("realname: WeBank has no record for %s yet (code %s: %s)", reference[:6], record.code, record.msg)
-            return None
-        return Result(
-            passed=record.passed,
-            score=record.similarity,
-            liveness=record.live_rate,
-            spoofing=None,
-            failed_checks=() if record.passed else ("webank",),
-        )
+        verdict = webank_verdict(record, callback_code, self.rule)
+        if verdict is None:
+            log.debug("realname: WeBank has no record for %s yet (code %s)", reference[:6], record.code)
+        return verdict
 
     def check_return(self, reference: str, params: dict[str, Any]) -> bool:
         """Whether the browser callback ``params`` are WeBank's, for this order (a signature is required).
@@ -316,7 +265,10 @@ def make_provider(config: dict[str, Any], services: Any) -> RealnameProvider | N
     """The provider ``plugins.realname.provider`` names, or None when its credentials are not configured."""
     if config["provider"] == "webank":
         client = services.provider("webank")
-        return None if client is None else WebankFaceId(client, window=config["window_minutes"] * 60)
+        if client is None:
+            return None
+        rule = WebankRule(config["min_similarity"], config["min_live_rate"])
+        return WebankFaceId(client, window=config["window_minutes"] * 60, rule=rule)
     if config["provider"] == "baidu":
         client = services.provider("baidu")
         if client is None:

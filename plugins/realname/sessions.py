@@ -1,8 +1,9 @@
 """Verification sessions in SQLite (``core.store.Store``): what survives a restart, and nothing personal.
 
 One row per ``/verify``: a random session id (the deep-link payload), the Telegram user and chat, the reply
-language, the provider and its opaque reference (Baidu ``verify_token``), the state, the three scores and
-timestamps. Never a name, an ID number, an image or base64.
+language, the provider and its opaque reference (Baidu ``verify_token``), the state, the three scores,
+timestamps and the return page's own random reference (``return_ref``, another 192 random bits).
+Never a name, an ID number, an image or base64.
 
 States: ``pending`` → ``passed`` | ``failed`` (a result appeared) | ``expired`` (the window ended without
 one) | ``replaced`` (a second ``/verify`` started a new one). Transitions out of ``pending`` are
@@ -20,6 +21,8 @@ from typing import Any
 
 PENDING, PASSED, FAILED, EXPIRED, REPLACED = "pending", "passed", "failed", "expired", "replaced"
 FINISHED = (PASSED, FAILED)
+#: The return page (``aipbot_web_routes``); ``{ref}`` is a session's ``return_ref``.
+RETURN_PATH = "/verify/return/{ref}"
 #: ``secrets.token_urlsafe(24)``: 32 characters of ``[A-Za-z0-9_-]`` (192 random bits).
 ID_LENGTH = 32
 
@@ -39,15 +42,21 @@ CREATE TABLE IF NOT EXISTS realname_sessions (
     expires_at REAL NOT NULL,
     checked_at REAL,
     finished_at REAL,
-    notified_at REAL
+    notified_at REAL,
+    return_ref TEXT
 );
 CREATE INDEX IF NOT EXISTS realname_sessions_user ON realname_sessions(user_id, created_at);
 CREATE INDEX IF NOT EXISTS realname_sessions_state ON realname_sessions(state, expires_at);
 """
+#: Added after the first release: a database made before gets the column (and its index) at start-up.
+RETURN_REF_INDEX = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS realname_sessions_return ON realname_sessions(return_ref)"
+    " WHERE return_ref IS NOT NULL"
+)
 
 _COLUMNS = (
     "id, user_id, chat_id, lang, provider, reference, state, score, liveness, spoofing,"
-    " created_at, expires_at, checked_at, finished_at, notified_at"
+    " created_at, expires_at, checked_at, finished_at, notified_at, return_ref"
 )
 
 
@@ -80,6 +89,8 @@ class Session:
     checked_at: float | None = None
     finished_at: float | None = None
     notified_at: float | None = None
+    #: The opaque reference of the return page (``/verify/return/<ref>``): random, bound to this session only.
+    return_ref: str | None = None
 
     def __repr__(self) -> str:  # the id is the owner's link: show only its start; never the reference
         return f"Session({self.id[:6]}…, user={self.user_id}, {self.state})"
@@ -91,6 +102,10 @@ class SessionStore:
     def __init__(self, store: Any) -> None:
         self.store = store
         store.executescript(SCHEMA)
+        columns = {row[1] for row in store.execute("PRAGMA table_info(realname_sessions)")}
+        if "return_ref" not in columns:
+            store.execute("ALTER TABLE realname_sessions ADD COLUMN return_ref TEXT")
+        store.execute(RETURN_REF_INDEX)
 
     def _one(self, sql: str, params: tuple[Any, ...]) -> Session | None:
         rows = self.store.execute(sql, params)
@@ -104,6 +119,10 @@ class SessionStore:
     def get(self, session_id: str) -> Session | None:
         """The session with this id, or None."""
         return self._one(f"SELECT {_COLUMNS} FROM realname_sessions WHERE id = ?", (session_id,))
+
+    def by_return_ref(self, ref: str) -> Session | None:
+        """The session whose return page is ``ref``, or None."""
+        return self._one(f"SELECT {_COLUMNS} FROM realname_sessions WHERE return_ref = ?", (ref,))
 
     def latest(self, user_id: int) -> Session | None:
         """The user's most recent session."""

@@ -36,7 +36,9 @@ What the recognisers answer (deterministic)
       results answer ``pending_code``, a value Baidu does not document) until the test calls
       :meth:`FakeBaidu.finish_verification` with ``passed=True`` or ``False``; ``result/detail`` then has
       ``verify_result`` and ``idcard_confirm`` (``name``/``idcard_number``) or, with ``via_ocr=True``,
-      ``idcard_ocr_result`` (``name``/``id_card_number``) instead.
+      ``idcard_ocr_result`` (``name``/``id_card_number``) instead, **masked** as Baidu answers them
+      (``柴*``, ``370***********5826``). A failure at a step (``code=223120``, ``222351``, …) answers that
+      error code and no scores.
 
 Knobs (attributes, change them at any time)
     ``latency`` (seconds before each API answer), ``qps_cap`` (a token bucket of that rate and burst;
@@ -194,6 +196,7 @@ class Verification:
     liveness_score: float = 0.0
     spoofing: float = 0.0
     via_ocr: bool = False
+    failure_code: int | None = None
     requests: Counter = field(default_factory=Counter)
 
 
@@ -338,11 +341,16 @@ class FakeBaidu(LocalServer):
         name: str | None = None,
         id_number: str | None = None,
         via_ocr: bool = False,
+        code: int | None = None,
     ) -> None:
-        """The user finished the H5 flow: results now answer ``passed`` (or failed) scores and identity."""
+        """The user finished the H5 flow: results now answer ``passed`` (or failed) scores and identity.
+
+        ``code`` (with ``passed=False``): the attempt failed at a step, so ``result/detail`` answers that error
+        code and no scores (e.g. 223120 liveness failed, 222351 name and ID number do not match)."""
         with self._lock:
             v = self.verifications[verify_token]
             v.status = "passed" if passed else "failed"
+            v.failure_code = None if passed else code
             v.score = score if score is not None else (91.5 if passed else 31.0)
             v.liveness_score = liveness_score if liveness_score is not None else (0.98 if passed else 0.12)
             v.spoofing = spoofing if spoofing is not None else (0.00002 if passed else 0.87)
@@ -652,6 +660,8 @@ class FakeBaidu(LocalServer):
             return self._fp_error(283513, f"unknown path {api}")
         if v.status == "pending":
             return self._fp_error(self.pending_code, "verification not finished")
+        if v.failure_code is not None:
+            return self._fp_error(v.failure_code)
         if api == "result/simple":
             result = {"image": f"https://fake.baidu.example/face/{data['verify_token']}.jpg"}
             return {"success": True, "result": result, "log_id": next(self._log_ids)}
@@ -659,10 +669,11 @@ class FakeBaidu(LocalServer):
             "verify_result": {"score": v.score, "liveness_score": v.liveness_score, "spoofing": v.spoofing},
             "idcard_images": {"front_base64": "", "back_base64": ""},
         }
+        name, number = baidu_mask_name(v.id_name or ""), baidu_mask_id(v.id_no or "")  # as Baidu answers them
         if v.via_ocr:
             detail["idcard_ocr_result"] = {
-                "name": v.id_name,
-                "id_card_number": v.id_no,
+                "name": name,
+                "id_card_number": number,
                 "birthday": "1949-12-31",
                 "gender": "女",
                 "nation": "汉",
@@ -672,8 +683,18 @@ class FakeBaidu(LocalServer):
                 "expire_time": "2030-01-01",
             }
         else:
-            detail["idcard_confirm"] = {"name": v.id_name, "idcard_number": v.id_no}
+            detail["idcard_confirm"] = {"name": name, "idcard_number": number}
         return {"success": True, "result": detail, "log_id": next(self._log_ids)}
+
+
+def baidu_mask_name(name: str) -> str:
+    """``柴静`` → ``柴*``: how Baidu's ``result/detail`` shows a name (its documented example)."""
+    return name[:1] + "*" * (len(name) - 1)
+
+
+def baidu_mask_id(number: str) -> str:
+    """``370102199001015826`` → ``370***********5826``: how ``result/detail`` shows an ID number."""
+    return number[:3] + "*" * (len(number) - 7) + number[-4:] if len(number) > 7 else "*" * len(number)
 
 
 def _json(obj: Any) -> bytes:

@@ -115,10 +115,11 @@ class Order:
     user_id: str
     name: str
     id_no: str
-    status: str = "created"  # created → opened → passed | failed
+    status: str = "created"  # created → opened → passed | failed | norecord
     callback_url: str | None = None
     similarity: float | None = None
     live_rate: float | None = None
+    failure_code: str = ""
 
 
 class FakeWebank(LocalServer):
@@ -211,17 +212,24 @@ class FakeWebank(LocalServer):
         similarity: float | None = None,
         live_rate: float | None = None,
         code: str | None = None,
+        record: bool = True,
+        failure_code: str = "",
     ) -> str:
         """The user completed the H5 page (which must have been opened). Returns the callback URL the page sends
-        the browser to, with ``code``, ``orderNo``, ``h5faceId``, ``newSignature`` and ``liveRate``."""
+        the browser to, with ``code``, ``orderNo``, ``h5faceId``, ``newSignature`` and ``liveRate``.
+
+        ``record=False`` (with ``passed=False``): the attempt ended without a record WeBank keeps (abandoned,
+        refused by risk control): ``queryfacerecord`` answers ``failure_code`` (default :data:`FAILED_CODE`)
+        and no ``result``, and the callback carries that code too."""
         signing = self.current_sign_ticket()
         with self._lock:
             order = self.orders[order_no]
             assert order.status == "opened", f"order {order_no} was {order.status}, not opened on the phone"
-            order.status = "passed" if passed else "failed"
+            order.status = "passed" if passed else ("failed" if record else "norecord")
+            order.failure_code = failure_code or FAILED_CODE
             order.similarity = similarity if similarity is not None else (95.25 if passed else 31.0)
             order.live_rate = live_rate if live_rate is not None else (99.0 if passed else 12.0)
-            callback_code = code or ("0" if passed else "3003")
+            callback_code = code or ("0" if passed else ("3003" if record else order.failure_code))
             params = {
                 "code": callback_code,
                 "orderNo": order_no,
@@ -375,6 +383,8 @@ class FakeWebank(LocalServer):
         order_no = self._common(q, data)
         self._check_sign([self.app_id, order_no, VERSION, str(data["nonce"])], str(data.get("sign") or ""))
         order = self.orders.get(order_no)
+        if order is not None and order.status == "norecord":
+            return {"code": order.failure_code, "msg": "核身未通过"}
         if order is None or order.status not in ("passed", "failed"):
             return {"code": NO_RECORD_CODE, "msg": "no record for this orderNo (yet)"}
         result = {
@@ -387,7 +397,7 @@ class FakeWebank(LocalServer):
         }
         if order.status == "passed":
             return {"code": "0", "msg": "请求成功", "result": result}
-        return {"code": FAILED_CODE, "msg": "比对相似度未达到通过标准", "result": result}
+        return {"code": order.failure_code, "msg": "比对相似度未达到通过标准", "result": result}
 
 
 def _ok(body: dict[str, Any]) -> tuple[int, str, bytes]:
