@@ -392,3 +392,23 @@ def test_session_ids_are_unguessable_payloads_and_the_store_keeps_no_more_than_i
     assert not store.finish(session.id, "failed", 1.0, 0.0, 1.0, 12.0), "only one transition wins"
     assert store.get(session.id).state == "passed"
     assert store.purge(before=12.0) == 1 and store.get(session.id) is None
+
+
+async def test_a_result_whose_notice_a_restart_cut_off_is_told_once_by_the_next_run_of_the_job(fake_baidu):
+    async with harness(fake_baidu) as bot:
+        token, session_id = link_of(await bot.send("/verify"))
+        fake_baidu.finish_verification(token)
+        v = verifier(bot)
+        [session] = await bot.app.services.run_db(v.sessions.pending)
+        state_now, _, won = await v.settle(session)  # decided; the process dies before the notice
+        assert won and state_now == "passed"
+        before = len(bot.transport.sent)
+        await v.poll()  # too soon to call it missed: it may still be on its way
+        assert len(bot.transport.sent) == before
+        start = v.clock()
+        v.clock = lambda: start + 61
+        await v.poll()
+        await v.poll()
+        notices = [reply.text for _, reply in bot.transport.sent[before:]]
+    assert len(notices) == 1 and notices[0].startswith("✅ Real-name verification passed.")
+    assert session_id in notices[0]

@@ -217,7 +217,7 @@ class Verifier:
         replace: Session | None = None
         pending: Session | None = await ctx.run_db(self.sessions.pending_of, ctx.user.id)
         if pending is not None:
-            state, result, _ = await self.settle(pending)
+            state, result, _ = await self.settle(pending, answered=True)
             if state in FINISHED:  # it ended meanwhile: that is the answer
                 await ctx.reply(self.outcome(ctx.lang, updated(pending, state, result), result))
                 return
@@ -287,7 +287,7 @@ class Verifier:
     async def _show(self, ctx: Context, session: Session, *, closed_key: str) -> None:
         """Tell the owner where ``session`` stands (asking the provider when it is still open)."""
         if session.state in (PENDING, REPLACED):
-            state, result, _ = await self.settle(session)
+            state, result, _ = await self.settle(session, answered=True)
             if state in FINISHED:
                 await ctx.reply(self.outcome(ctx.lang, updated(session, state, result), result))
             elif state == PENDING:
@@ -308,12 +308,14 @@ class Verifier:
             return
         await ctx.reply(ctx.t(closed_key))
 
-    async def settle(self, session: Session, callback_code: str | None = None) -> tuple[str, Result | None, bool]:
+    async def settle(
+        self, session: Session, callback_code: str | None = None, *, answered: bool = False
+    ) -> tuple[str, Result | None, bool]:
         """Ask the provider about an open session and record what it says (``callback_code``: see
-        :meth:`RealnameProvider.result`).
+        :meth:`RealnameProvider.result`; ``answered``: the caller tells the user in the chat itself).
 
         Returns ``(state, result, won)``: ``won`` is true when this call moved the session out of pending
-        (so the caller, and only it, may notify the user).
+        (so the caller, and only it, notifies the user: in the chat when ``answered``, else ``job.notify``).
         """
         provider, db = self.provider(), self.services.run_db
         try:
@@ -321,12 +323,13 @@ class Verifier:
         except UserFacingError:
             now = self.clock()
             if session.state == PENDING and now >= session.expires_at + GIVE_UP_AFTER:
-                return EXPIRED, None, await db(self.sessions.close, session.id, EXPIRED, now)
+                return EXPIRED, None, await db(self.sessions.close, session.id, EXPIRED, now, answered)
             raise
         now = self.clock()
         if result is not None:
             state = PASSED if result.passed else FAILED
-            if await db(self.sessions.finish, session.id, state, result.score, result.liveness, result.spoofing, now):
+            scores = (result.score, result.liveness, result.spoofing)
+            if await db(self.sessions.finish, session.id, state, *scores, now, answered):
                 log.info("realname: verification %s of user %s %s", session.id[:6], session.user_id, state)
                 return state, result, True
             current: Session | None = await db(self.sessions.get, session.id)
@@ -334,7 +337,7 @@ class Verifier:
                 return current.state, result, False
             return (current.state if current else EXPIRED), None, False
         if session.state == PENDING and now >= session.expires_at:
-            won = await db(self.sessions.close, session.id, EXPIRED, now)
+            won = await db(self.sessions.close, session.id, EXPIRED, now, answered)
             if won:
                 log.info("realname: verification %s of user %s expired", session.id[:6], session.user_id)
             return EXPIRED, None, won

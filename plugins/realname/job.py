@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Seconds after its decision a session still not marked notified is taken for a notice a restart cut off.
+MISSED_AFTER = 60.0
+
 
 async def poll(verifier: Verifier) -> None:
     """One run of the job. A session the provider cannot answer for is skipped (and logged); the rest go on."""
@@ -24,6 +27,7 @@ async def poll(verifier: Verifier) -> None:
     purged = await db(verifier.sessions.purge, now - verifier.config["retention_days"] * 86400)
     if purged:
         log.info("realname: deleted %d sessions past retention", purged)
+    await notify_missed(verifier)
     sessions: list[Session] = await db(verifier.sessions.pending)
     if not sessions:
         return
@@ -42,13 +46,22 @@ async def poll(verifier: Verifier) -> None:
             await notify(verifier, session, state, result)
 
 
+async def notify_missed(verifier: Verifier) -> None:
+    """Notices a restart cut off between the decision and the notice (the outbox key keeps them single)."""
+    for session in await verifier.services.run_db(verifier.sessions.unnotified, verifier.clock() - MISSED_AFTER):
+        log.info("realname: user %s was not yet told how %s ended", session.user_id, session.id[:6])
+        await notify(verifier, session, session.state, None)
+
+
 async def notify(verifier: Verifier, session: Session, state: str, result: Result | None) -> None:
-    """Tell the owner of ``session`` how it ended (call only when :meth:`Verifier.settle` said ``won``: once)."""
+    """Tell the owner of ``session`` how it ended (call only when :meth:`Verifier.settle` said ``won``: once).
+
+    Through the outbox: stored first, retried until Telegram accepts it, across restarts, once per session
+    (its key). The notice holds only the masked identity Baidu returns; the outbox erases it on delivery.
+    """
     if state in FINISHED:
         text = verifier.outcome(session.lang, updated(session, state, result), result)
     else:
         text = verifier.services.catalogue.text(session.lang, "realname.expired_notice")
-    try:
-        await verifier.services.send(session.chat_id, Reply(text))
-    except Exception:
-        log.exception("realname: could not notify user %s", session.user_id)
+    await verifier.services.outbox.put(session.chat_id, Reply(text), key=f"realname:{session.id}")
+    await verifier.services.run_db(verifier.sessions.notified, session.id, verifier.clock())

@@ -163,24 +163,43 @@ class SessionStore:
         liveness: float | None,
         spoofing: float | None,
         now: float,
+        answered: bool = False,
     ) -> bool:
         """pending (or replaced) → ``state`` with the scores; False when it was already finished or expired.
 
         A replaced session may still finish: its user can complete the old page and come back by its link.
+        ``answered``: the user is being told in the chat right now (else the outbox tells them: see
+        :func:`plugins.realname.job.notify`, which marks ``notified_at``).
         """
         rows = self.store.execute(
             "UPDATE realname_sessions SET state = ?, score = ?, liveness = ?, spoofing = ?, finished_at = ?,"
             " checked_at = ?, notified_at = ? WHERE id = ? AND state IN (?, ?) RETURNING id",
-            (state, score, liveness, spoofing, now, now, now, session_id, PENDING, REPLACED),
+            (state, score, liveness, spoofing, now, now, now if answered else None, session_id, PENDING, REPLACED),
         )
         return bool(rows)
 
-    def close(self, session_id: str, state: str, now: float) -> bool:
-        """pending → ``expired`` or ``replaced``; False when the session was no longer pending."""
+    def notified(self, session_id: str, now: float) -> None:
+        """The user's notice of how ``session_id`` ended is in the outbox (it arrives once)."""
+        self.store.execute("UPDATE realname_sessions SET notified_at = ? WHERE id = ?", (now, session_id))
+
+    def unnotified(self, before: float) -> list[Session]:
+        """Sessions that ended (passed, failed, expired) before ``before`` whose user was never told: a restart
+        came between the decision and the notice."""
         rows = self.store.execute(
-            "UPDATE realname_sessions SET state = ?, finished_at = ?, checked_at = ?"
+            f"SELECT {_COLUMNS} FROM realname_sessions WHERE state IN (?, ?, ?) AND notified_at IS NULL"
+            " AND finished_at < ?",
+            (PASSED, FAILED, EXPIRED, before),
+        )
+        return [Session(*row) for row in rows]
+
+    def close(self, session_id: str, state: str, now: float, answered: bool = False) -> bool:
+        """pending → ``expired`` or ``replaced``; False when the session was no longer pending. A replaced
+        session needs no notice; ``answered`` as for :meth:`finish`."""
+        told = now if answered or state == REPLACED else None
+        rows = self.store.execute(
+            "UPDATE realname_sessions SET state = ?, finished_at = ?, checked_at = ?, notified_at = ?"
             " WHERE id = ? AND state = ? RETURNING id",
-            (state, now, now, session_id, PENDING),
+            (state, now, now, told, session_id, PENDING),
         )
         return bool(rows)
 
