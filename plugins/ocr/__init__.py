@@ -222,6 +222,7 @@ async def handle(ctx: Context) -> None:
             continue
         if page.animated:
             head.append(ctx.t("ocr.animated"))
+        head += [ctx.t(key, **params) for key, params in page.notes]
         sections.append("\n".join([*head, page.text or ctx.t("ocr.no_text")]))
         lines += len(page.lines)
         chars += len(page.text)

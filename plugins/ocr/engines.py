@@ -44,6 +44,7 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from plugins.ocr.layout import Fragment, is_cjk
+from plugins.ocr.page import TURN, PageReading, read_page
 
 log = logging.getLogger(__name__)
 
@@ -110,14 +111,14 @@ class LocalEngine:
 
     name = "local"
 
-    def __init__(self, threads: int = 0, max_side: int = 2000, det_side: int = 960) -> None:
+    def __init__(self, threads: int = 0, max_side: int = 2000, max_lines: int = 1000) -> None:
         """``threads``: ONNX Runtime threads per recognition (0: as many as cores).
 
-        ``max_side``: downscale so the longest side is at most this; ``det_side``: detection resolution.
+        ``max_side``: downscale so the longest side is at most this; ``max_lines``: lines recognised per page.
         """
         self.threads = threads
         self.max_side = max_side
-        self.det_side = det_side
+        self.max_lines = max_lines
         self._ocr: Any = None
         self._lock = threading.Lock()
         self._load_lock = threading.Lock()
@@ -143,8 +144,7 @@ class LocalEngine:
                         inter_op_num_threads=1 if threads > 0 else -1,
                         # We downscale ourselves; RapidOCR's own reduce_max_side crashes on very thin images.
                         max_side_len=100_000,
-                        det_limit_type="max",
-                        det_limit_side_len=self.det_side,
+                        det_limit_type="max",  # tiles of at most 640 px are then detected at their own size
                     )
                     log.info("RapidOCR loaded (threads=%s, max_side=%d)", self.threads or "auto", self.max_side)
         return self._ocr
@@ -164,8 +164,11 @@ class LocalEngine:
             scale = min(1.0, 32 / shortest)
         return scale
 
-    def read(self, image: Image.Image) -> list[Fragment]:
-        """Recognise ``image`` (RGB); fragments in the coordinates of ``image`` as given."""
+    def read_page(self, image: Image.Image) -> PageReading:
+        """Every line of ``image`` (RGB), the page turned upright (see :mod:`plugins.ocr.page`).
+
+        Fragments are in the coordinates of ``PageReading.image``: ``image`` turned by ``rotation``.
+        """
         ocr = self._engine()
         scale = self.scale_for(image.width, image.height)
         work = image
@@ -173,15 +176,20 @@ class LocalEngine:
             size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
             work = image.resize(size, Image.Resampling.LANCZOS)
         with self._lock:
-            result, _ = ocr(work, return_word_box=True)
-        fragments = []
-        for quad, text, score, *words in result or []:
-            points = tuple((float(x) / scale, float(y) / scale) for x, y in quad)
-            if len(words) >= 2:
-                text = restore_spaces(str(text), quad, words[0], words[1])
-            fragments.append(Fragment(str(text), points, float(score)))  # type: ignore[arg-type]
-        log.debug("local engine: %d fragments from %dx%d (scale %.2f)", len(fragments), *image.size, scale)
-        return fragments
+            page = read_page(ocr, work, self.max_lines)
+        if scale < 1.0:
+            page.fragments = [
+                Fragment(f.text, tuple((x / scale, y / scale) for x, y in f.quad), f.score)  # type: ignore[arg-type, union-attr]
+                for f in page.fragments
+            ]
+            page.image = image.transpose(TURN[page.rotation]) if page.rotation else image
+            page.text_height /= scale
+        log.debug("local engine: %d fragments from %dx%d (scale %.2f)", len(page.fragments), *image.size, scale)
+        return page
+
+    def read(self, image: Image.Image) -> list[Fragment]:
+        """Recognise ``image`` (RGB); fragments in the coordinates of ``image`` turned upright."""
+        return self.read_page(image).fragments
 
     def read_reading(self, image: Image.Image) -> Reading:
         """:meth:`read` wrapped as a :class:`Reading`."""
@@ -245,12 +253,12 @@ _LOCAL: dict[tuple[int, int, int], LocalEngine] = {}
 _LOCAL_LOCK = threading.Lock()
 
 
-def local_engine(threads: int = 0, max_side: int = 2000, det_side: int = 960) -> LocalEngine:
+def local_engine(threads: int = 0, max_side: int = 2000, max_lines: int = 1000) -> LocalEngine:
     """The process-wide local engine for these settings (the model loads once, however many bots run)."""
-    key = (threads, max_side, det_side)
+    key = (threads, max_side, max_lines)
     with _LOCAL_LOCK:
         if key not in _LOCAL:
-            _LOCAL[key] = LocalEngine(threads, max_side, det_side)
+            _LOCAL[key] = LocalEngine(threads, max_side, max_lines)
         return _LOCAL[key]
 
 

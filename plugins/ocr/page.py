@@ -1,0 +1,273 @@
+"""Whole pages with the local engine: every line found, the page read the right way up, in bounded memory.
+
+:func:`read_page` replaces RapidOCR's one-call pipeline (detect at one size, classify each line, recognise)
+with four steps, each measured on ``../shared/data/pages`` (see ``docs/ocr.md``):
+
+1. **Detection size from the text height.** A probe runs the detector once on the whole page shrunk to
+   :data:`TILE` pixels, measures the median height of what it found, and chooses the detection scale so that
+   text is about :data:`DET_TEXT_HEIGHT` pixels tall for the detector (never above the image's own size).
+   Recognition always reads the line crops from the full-resolution image, so shrinking for detection
+   costs no accuracy as long as the detector still sees the text.
+2. **Tiles with overlap.** The detector then runs on tiles of at most :data:`TILE` × :data:`TILE` pixels
+   that overlap by :data:`OVERLAP`. Its memory grows with its input (measured: +160 MB at 640², +450 MB at
+   960², +680 MB at 2000²), so tiles bound the peak whatever the page size. Pieces of one line cut by a tile
+   edge are merged again (they overlap along the line's direction).
+3. **Orientation of the whole page.** RapidOCR's per-line direction classifier is *off*: on
+   ``page_en.png`` it called 22 of 50 upright lines "upside down", 10 of them confidently enough to be
+   flipped and lost. Instead: when most boxes are tall and thin the page is sideways and is turned by 90°;
+   then a sample of the widest lines is recognised as they are and turned by 180°, and the page is turned
+   when the turned reading is clearly more confident (:data:`FLIP_MARGIN`).
+4. **Recognition** of every line (up to ``max_lines``; more are counted in ``skipped_lines`` so the answer
+   can say so), with RapidOCR's per-character boxes for :func:`~plugins.ocr.engines.restore_spaces`.
+
+Everything here is synchronous and CPU-bound (the plugin calls it through ``ctx.run_cpu``) and must run
+under the engine's lock: RapidOCR's objects are not thread-safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from plugins.ocr.layout import Fragment
+
+log = logging.getLogger(__name__)
+
+#: Largest detector input (pixels per side) for one call: the probe and every tile.
+TILE = 640
+#: Tiles overlap by this many detector pixels: a line up to this tall is whole in at least one tile.
+OVERLAP = 128
+#: Box height (pixels, the detector's boxes are a little taller than the text) the detector should see.
+#: Measured on ``../shared/data/pages`` (CER en / zh): 16 → 0.25 % / 0 % (boxes at low scale take in bits of
+#: the next line), 24 → 0 % / 0.4 %, full size → 0 % / 0.1 % at twice the detection time.
+DET_TEXT_HEIGHT = 24
+#: Lines sampled (the widest) to decide whether the page is upside down.
+ORIENTATION_SAMPLE = 6
+#: The page is turned by 180° when the turned sample reads this much more confidently (mean score, 0..1).
+FLIP_MARGIN = 0.1
+#: Recognised lines below this confidence are dropped (RapidOCR's default ``text_score``).
+TEXT_SCORE = 0.5
+#: Under this estimated text height (image pixels) the page was probably shrunk too much to read.
+SMALL_TEXT = 9
+
+
+@dataclass
+class PageReading:
+    """What :func:`read_page` found: fragments in the coordinates of ``image`` (the page turned upright).
+
+    ``rotation``: degrees the page was turned clockwise to be upright (0, 90, 180, 270);
+    ``skipped_lines``: lines found but not recognised because of ``max_lines``;
+    ``text_height``: median detected text height in image pixels (0 when nothing was found).
+    """
+
+    fragments: list[Fragment]
+    image: Image.Image
+    rotation: int = 0
+    skipped_lines: int = 0
+    text_height: float = 0.0
+
+
+def _order(quad: np.ndarray) -> np.ndarray:
+    """Four points clockwise from the top-left (for boxes tilted less than 45°)."""
+    by_x = quad[np.argsort(quad[:, 0], kind="stable")]
+    left, right = by_x[:2], by_x[2:]
+    tl, bl = left[np.argsort(left[:, 1], kind="stable")]
+    tr, br = right[np.argsort(right[:, 1], kind="stable")]
+    return np.array([tl, tr, br, bl], dtype=np.float32)
+
+
+def _detect(ocr: Any, array: np.ndarray) -> np.ndarray:
+    """Boxes (N×4×2, ``array`` coordinates) from one detector call on an image of at most ~TILE² pixels."""
+    boxes, _ = ocr.text_det(array)
+    if boxes is None or len(boxes) == 0:
+        return np.zeros((0, 4, 2), dtype=np.float32)
+    return np.asarray(boxes, dtype=np.float32).reshape(-1, 4, 2)
+
+
+def _spans(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of ``tile`` pixels covering ``length`` with at least ``overlap`` in common."""
+    if length <= tile:
+        return [0]
+    count = math.ceil((length - overlap) / (tile - overlap))
+    step = (length - tile) / (count - 1)
+    return [round(i * step) for i in range(count)]
+
+
+def _heights(boxes: np.ndarray) -> np.ndarray:
+    """The short side of each box (the text height, whatever the text direction)."""
+    sides_a = np.linalg.norm(boxes[:, 0] - boxes[:, 1], axis=1)
+    sides_b = np.linalg.norm(boxes[:, 0] - boxes[:, 3], axis=1)
+    return np.minimum(sides_a, sides_b)
+
+
+def detect_boxes(ocr: Any, image: Image.Image) -> tuple[np.ndarray, np.ndarray, float]:
+    """``(boxes, tile index of each box, median text height)`` for ``image``, in its pixel coordinates.
+
+    The probe (the page shrunk to :data:`TILE`) chooses the detection scale; tiles then cover the page at
+    that scale. A page that fits one tile at its own size is detected once.
+    """
+    width, height = image.size
+    fit = min(1.0, TILE / max(width, height))
+    probe_image = image if fit >= 1.0 else image.resize((round(width * fit), round(height * fit)), Image.BILINEAR)
+    probe = _detect(ocr, np.asarray(probe_image))
+    if fit >= 1.0:
+        text_height = float(np.median(_heights(probe))) if len(probe) else 0.0
+        return probe, np.zeros(len(probe), dtype=np.int32), text_height
+    del probe_image
+    if len(probe):
+        probe_height = float(np.median(_heights(probe))) / fit  # in image pixels
+        scale = min(1.0, max(fit, DET_TEXT_HEIGHT / probe_height))
+    else:
+        scale = 1.0  # nothing seen shrunk: look at full size (small text, or a blank page)
+    work = image if scale >= 1.0 else image.resize((round(width * scale), round(height * scale)), Image.BILINEAR)
+    array = np.asarray(work)
+    del work
+    found: list[np.ndarray] = []
+    tiles: list[np.ndarray] = []
+    number = 0
+    for top in _spans(array.shape[0], TILE, OVERLAP):
+        for left in _spans(array.shape[1], TILE, OVERLAP):
+            boxes = _detect(ocr, np.ascontiguousarray(array[top : top + TILE, left : left + TILE]))
+            if len(boxes):
+                boxes[:, :, 0] += left
+                boxes[:, :, 1] += top
+                found.append(boxes / scale)
+                tiles.append(np.full(len(boxes), number, dtype=np.int32))
+            number += 1
+    del array
+    if not found:
+        return np.zeros((0, 4, 2), dtype=np.float32), np.zeros(0, dtype=np.int32), 0.0
+    boxes, tile_of = np.concatenate(found), np.concatenate(tiles)
+    log.debug("page %dx%d: detection at scale %.2f in %d tile(s), %d boxes", width, height, scale, number, len(boxes))
+    return boxes, tile_of, float(np.median(_heights(boxes)))
+
+
+def merge_tiles(boxes: np.ndarray, tile_of: np.ndarray) -> np.ndarray:
+    """Boxes of one line found in two tiles (pieces cut by a tile edge, or a line seen whole and in part) merged.
+
+    Two boxes from *different* tiles are one line when their outlines overlap and their vertical extents
+    share at least half the smaller height (lines run horizontally here: the page is turned first).
+    Boxes from one tile are never merged: the detector separated them on purpose.
+    """
+    if len(boxes) < 2 or len(set(tile_of.tolist())) < 2:
+        return boxes
+    x0, x1 = boxes[:, :, 0].min(axis=1), boxes[:, :, 0].max(axis=1)
+    y0, y1 = boxes[:, :, 1].min(axis=1), boxes[:, :, 1].max(axis=1)
+    dx = np.minimum(x1[:, None], x1[None, :]) - np.maximum(x0[:, None], x0[None, :])
+    dy = np.minimum(y1[:, None], y1[None, :]) - np.maximum(y0[:, None], y0[None, :])
+    h = y1 - y0
+    same = (dx > 0) & (dy >= 0.5 * np.minimum(h[:, None], h[None, :])) & (tile_of[:, None] != tile_of[None, :])
+    parent = list(range(len(boxes)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in zip(*np.nonzero(np.triu(same, 1)), strict=True):
+        parent[root(int(i))] = root(int(j))
+    groups: dict[int, list[int]] = {}
+    for i in range(len(boxes)):
+        groups.setdefault(root(i), []).append(i)
+    import cv2
+
+    merged = []
+    for members in groups.values():
+        if len(members) == 1:
+            merged.append(boxes[members[0]])
+            continue
+        points = boxes[members].reshape(-1, 2)
+        merged.append(_order(cv2.boxPoints(cv2.minAreaRect(points)).astype(np.float32)))
+    return np.array(merged, dtype=np.float32)
+
+
+def _turn(boxes: np.ndarray, size: tuple[int, int], degrees: int) -> np.ndarray:
+    """``boxes`` in an image of ``size`` turned clockwise by ``degrees`` (90, 180 or 270)."""
+    width, height = size
+    x, y = boxes[:, :, 0].copy(), boxes[:, :, 1].copy()
+    out = np.empty_like(boxes)
+    if degrees == 90:
+        out[:, :, 0], out[:, :, 1] = height - y, x
+    elif degrees == 180:
+        out[:, :, 0], out[:, :, 1] = width - x, height - y
+    else:  # 270
+        out[:, :, 0], out[:, :, 1] = y, width - x
+    return np.array([_order(quad) for quad in out], dtype=np.float32)
+
+
+#: How to turn an image clockwise by 90, 180 or 270 degrees (``Image.transpose``).
+TURN = {90: Image.Transpose.ROTATE_270, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_90}
+
+
+def is_sideways(boxes: np.ndarray) -> bool:
+    """Whether most text boxes stand upright (tall and thin): the page lies on its side."""
+    if len(boxes) == 0:
+        return False
+    sides_x = np.linalg.norm(boxes[:, 0] - boxes[:, 1], axis=1)
+    sides_y = np.linalg.norm(boxes[:, 0] - boxes[:, 3], axis=1)
+    tall = int(np.sum(sides_y > 2 * sides_x))
+    wide = int(np.sum(sides_x > 2 * sides_y))
+    return tall >= 2 and tall > wide
+
+
+def upside_down(ocr: Any, crops: list[np.ndarray]) -> bool:
+    """Whether the widest lines read more confidently turned by 180° (the page is upside down)."""
+    if not crops:
+        return False
+    sample = sorted(crops, key=lambda c: c.shape[1] / max(1, c.shape[0]), reverse=True)[:ORIENTATION_SAMPLE]
+    as_is, _ = ocr.text_rec(sample)
+    turned, _ = ocr.text_rec([np.ascontiguousarray(np.rot90(c, 2)) for c in sample])
+    score_as_is = float(np.mean([float(r[1]) for r in as_is]))
+    score_turned = float(np.mean([float(r[1]) for r in turned]))
+    log.debug("orientation: mean score %.2f as is, %.2f turned by 180°", score_as_is, score_turned)
+    return score_turned > score_as_is + FLIP_MARGIN
+
+
+def read_page(ocr: Any, image: Image.Image, max_lines: int = 1000) -> PageReading:
+    """Every line of ``image`` (RGB): fragments with the recognised text and per-character boxes.
+
+    Returns the fragments in the coordinates of the page turned upright (``PageReading.image``), the
+    rotation applied, and how many lines were not recognised because of ``max_lines``.
+    """
+    from plugins.ocr.engines import restore_spaces  # engines imports this module
+
+    boxes, tile_of, text_height = detect_boxes(ocr, image)
+    rotation = 0
+    if is_sideways(boxes):  # detect again on the turned page: tiles cut vertical lines along their length
+        rotation = 90
+        image = image.transpose(TURN[90])
+        boxes, tile_of, text_height = detect_boxes(ocr, image)
+    boxes = merge_tiles(boxes, tile_of)
+    if len(boxes) == 0:
+        return PageReading([], image, rotation)
+    # Reading order for the cap (top to bottom), so that what is skipped is the end of the page.
+    boxes = boxes[np.argsort(boxes[:, :, 1].min(axis=1), kind="stable")]
+    array = np.asarray(image)
+    crops = ocr.get_crop_img_list(array, list(boxes))
+    if upside_down(ocr, crops):
+        rotation = (rotation + 180) % 360
+        boxes = _turn(boxes, image.size, 180)
+        image = image.transpose(TURN[180])
+        boxes = boxes[np.argsort(boxes[:, :, 1].min(axis=1), kind="stable")]
+        array = np.asarray(image)
+        crops = ocr.get_crop_img_list(array, list(boxes))
+    skipped = max(0, len(boxes) - max_lines)
+    boxes, crops = boxes[:max_lines], crops[:max_lines]
+    results, _ = ocr.text_rec(crops, True)
+    results = ocr.cal_rec_boxes(crops, list(boxes), results)
+    del crops, array
+    fragments = []
+    for quad, (text, score, word_boxes, pieces, *_rest) in zip(boxes, results, strict=True):
+        if float(score) < TEXT_SCORE or not str(text).strip():
+            continue
+        text = restore_spaces(str(text), quad.tolist(), word_boxes, pieces)
+        points = tuple((float(x), float(y)) for x, y in quad)
+        fragments.append(Fragment(text, points, float(score)))  # type: ignore[arg-type]
+    log.debug("page: %d boxes, %d lines read, rotation %d°, %d skipped", len(boxes), len(fragments), rotation, skipped)
+    return PageReading(fragments, image, rotation, skipped, text_height)
