@@ -20,7 +20,7 @@ from typing import TextIO
 
 from core.app import App
 from core.chat import Button, Chat, Photo, Reply, User
-from core.images import IMAGE_SUFFIXES
+from core.images import DOCUMENT_MIME_TYPES, DOCUMENT_SUFFIXES, IMAGE_SUFFIXES
 from core.router import Incoming
 
 
@@ -94,7 +94,8 @@ def _file_photo(path: Path) -> Photo:
     async def load() -> bytes:
         return await asyncio.get_running_loop().run_in_executor(None, path.read_bytes)
 
-    return Photo(load, file_name=path.name, size=path.stat().st_size, as_document=True)
+    mime = DOCUMENT_MIME_TYPES[0] if path.suffix.lower() in DOCUMENT_SUFFIXES else None
+    return Photo(load, file_name=path.name, mime_type=mime, size=path.stat().st_size, as_document=True)
 
 
 def parse_line(line: str, user: User, chat: Chat, buttons: list[Button], max_file_mb: float) -> Incoming | str:
@@ -117,11 +118,11 @@ def parse_line(line: str, user: User, chat: Chat, buttons: list[Button], max_fil
     too_large = False
     for token in tokens:
         path = Path(token).expanduser()
-        looks_like_path = "/" in token or path.suffix.lower() in IMAGE_SUFFIXES
+        looks_like_path = "/" in token or path.suffix.lower() in IMAGE_SUFFIXES + DOCUMENT_SUFFIXES
         if looks_like_path and path.is_file():
             too_large = too_large or path.stat().st_size > max_file_mb * 1024 * 1024
             photos.append(_file_photo(path))
-        elif path.suffix.lower() in IMAGE_SUFFIXES:
+        elif path.suffix.lower() in IMAGE_SUFFIXES + DOCUMENT_SUFFIXES:
             return f"no such file: {token}"
         else:
             words.append(token)

@@ -32,7 +32,7 @@ from telegram.helpers import create_deep_linked_url
 from core.app import App
 from core.chat import Button, Chat, Photo, Reply, User
 from core.i18n import resolve_language
-from core.images import IMAGE_SUFFIXES
+from core.images import DOCUMENT_MIME_TYPES, DOCUMENT_SUFFIXES, IMAGE_SUFFIXES
 from core.router import Incoming
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,8 @@ class TelegramTransport:
             doc = message.document
             name = doc.file_name or ""
             mime = doc.mime_type or ""
-            if not (mime.startswith("image/") or name.lower().endswith(IMAGE_SUFFIXES)):
+            readable = mime.startswith("image/") or mime in DOCUMENT_MIME_TYPES
+            if not (readable or name.lower().endswith(IMAGE_SUFFIXES + DOCUMENT_SUFFIXES)):
                 return "error.not_an_image_file"
             file_id, meta, as_document = doc.file_id, {"size": doc.file_size}, True
         else:
