@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from core.chat import Command, Context, Document, Reply, Services
 from core.config import Field
 from core.errors import ProviderMisconfigured, QuotaExhausted, UserFacingError
@@ -45,7 +47,8 @@ from plugins.ocr.engines import (
     local_language_note,
     parse_language,
 )
-from plugins.ocr.reader import PageResult, finish, prepare_for_baidu, read_local
+from plugins.ocr.pdf import is_pdf, read_pdf, to_png
+from plugins.ocr.reader import PageResult, finish, prepare_for_baidu, read_image, read_local
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +83,7 @@ def aipbot_config_schema() -> dict[str, Field]:
             int, default=2000, min=640, max=4096, help="local engine: downscale to this longest side (pixels)"
         ),
         "max_photos": Field(int, default=10, min=1, max=10, help="images read from one album"),
+        "max_pdf_pages": Field(int, default=20, min=1, max=500, help="pages read from one PDF (the rest: a note)"),
     }
 
 
@@ -206,10 +210,22 @@ async def handle(ctx: Context) -> None:
     lines = chars = failed = 0
     stop: UserFacingError | None = None  # a STOP_ERRORS error: images from ``stopped_at`` on were not read
     stopped_at = 0
+
+    async def read_rendered(image: Image.Image) -> PageResult:  # a PDF page without a text layer
+        if isinstance(engine, LocalEngine):
+            return await ctx.run_cpu(read_image, engine, image)
+        return await read_page(ctx, engine, await ctx.run_cpu(to_png, image), options.language, False)
+
     for number, photo in enumerate(ctx.photos, 1):
         head = [ctx.t("ocr.image_label", n=number) + ":"] if album else []
         try:
-            page = await read_page(ctx, engine, await photo.read(), options.language, boxes)
+            data = await photo.read()
+            if is_pdf(data):
+                text, pdf_lines = await read_pdf(ctx, data, read_rendered, ctx.config["max_side"])
+                sections.append("\n".join([*head, text]))
+                lines, chars = lines + pdf_lines, chars + len(text)
+                continue
+            page = await read_page(ctx, engine, data, options.language, boxes)
         except STOP_ERRORS as err:
             stop, stopped_at = err, number  # the next images would fail the same way
             if number > 1:
