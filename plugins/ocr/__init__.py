@@ -177,7 +177,7 @@ async def read_page(
 ) -> PageResult:
     """One image read by ``engine`` in worker threads (raises :class:`UserFacingError` subclasses)."""
     if isinstance(engine, LocalEngine):
-        return await ctx.run_cpu(read_local, engine, data, boxes)
+        return await ctx.run_cpu(read_local, engine, data, boxes, language)
     prepared = await ctx.run_cpu(prepare_for_baidu, data)
     reading = await ctx.run_blocking(engine.read, prepared.data, language, boxes)
     return await ctx.run_cpu(finish, reading, prepared, boxes)
@@ -213,7 +213,7 @@ async def handle(ctx: Context) -> None:
 
     async def read_rendered(image: Image.Image) -> PageResult:  # a PDF page without a text layer
         if isinstance(engine, LocalEngine):
-            return await ctx.run_cpu(read_image, engine, image)
+            return await ctx.run_cpu(read_image, engine, image, False, False, options.language)
         return await read_page(ctx, engine, await ctx.run_cpu(to_png, image), options.language, False)
 
     for number, photo in enumerate(ctx.photos, 1):

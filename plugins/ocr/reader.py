@@ -58,23 +58,29 @@ def _result(reading: Reading, image: Image.Image, animated: bool, want_boxes: bo
     return PageResult(lines, reading.engine, animated, drawn)
 
 
-def read_image(engine: LocalEngine, image: Image.Image, want_boxes: bool = False, animated: bool = False) -> PageResult:
+def read_image(
+    engine: LocalEngine,
+    image: Image.Image,
+    want_boxes: bool = False,
+    animated: bool = False,
+    language: str | None = None,
+) -> PageResult:
     """Read an RGB image with the local engine (the page turned upright first); notes for any limit hit."""
-    page = engine.read_page(image)
+    page = engine.read_page(image, language)
     result = _result(Reading(page.fragments, "local"), page.image, animated, want_boxes)
     if page.skipped_lines:
         result.notes.append(("ocr.skipped_lines", {"n": page.skipped_lines, "limit": engine.max_lines}))
     return result
 
 
-def read_local(engine: LocalEngine, data: bytes, want_boxes: bool = False) -> PageResult:
+def read_local(engine: LocalEngine, data: bytes, want_boxes: bool = False, language: str | None = None) -> PageResult:
     """Decode ``data`` (raises :class:`core.errors.BadImage`) and read it with the local engine.
 
     When the image had to be shrunk to ``max_side`` and its text came out smaller than the engine reads
     reliably, the result says so (``ocr.small_text``).
     """
     loaded = images.load(data, local_limits(engine.max_side))
-    result = read_image(engine, loaded.image, want_boxes, loaded.animated)
+    result = read_image(engine, loaded.image, want_boxes, loaded.animated, language)
     width, height = loaded.original_size
     shrunk = max(width, height) > engine.max_side
     if shrunk and result.lines and _line_height(result.lines) < SMALL_TEXT:
