@@ -14,8 +14,9 @@ orientation, recognition, reading order).
 
 CER: Levenshtein distance between the expected and the recognised text over the length of the expected text,
 with **all whitespace removed from both** (nothing else is normalised); a set's CER is the total distance over
-the total length (micro-average). Time: per image the median of ``--repeat`` runs (pages: one run) after a
-warm-up, model load excluded; a set's time is the median over its images.
+the total length (micro-average). Time: per image the median of ``--repeat`` runs (``--page-repeat`` for
+pages) after a warm-up, model load excluded, as wall time and as CPU time (user + system, Tesseract's child
+process included: on a shared machine wall time grows with the load); a set's time is the median over images.
 
 Tesseract (``tesseract`` on PATH; Debian ``tesseract-ocr`` + ``tesseract-ocr-chi-sim``) reads the same bytes from
 stdin with ``-l eng+chi_sim`` (``fra+deu+spa+por`` for the latin set when installed), default page
@@ -23,7 +24,7 @@ segmentation; its time includes starting the process, which is how a bot would c
 when missing.
 
 Memory: a subprocess loads the engine, then reads one 8900×8900 blank PNG (greyscale, 97 KB, and RGB); printed
-are its resident-set peak (``ru_maxrss``) before and after the read.
+are its resident-set peak (``VmHWM``) before and after the read.
 """
 
 from __future__ import annotations
@@ -140,14 +141,24 @@ def latin_set() -> list[Case]:
     return cases
 
 
-def timed(fn: Callable[[], str], repeat: int) -> tuple[str, float]:
-    """The result of ``fn`` and its median wall time over ``repeat`` runs."""
-    times, text = [], ""
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and its finished children so far."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def timed(fn: Callable[[], str], repeat: int) -> tuple[str, float, float]:
+    """The result of ``fn`` and its median wall time and median CPU time over ``repeat`` runs.
+
+    CPU time says what the work costs when other processes share the cores (wall time then grows with load).
+    """
+    times, cpus, text = [], [], ""
     for _ in range(repeat):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_seconds()
         text = fn()
         times.append(time.perf_counter() - start)
-    return text, statistics.median(times)
+        cpus.append(cpu_seconds() - cpu)
+    return text, statistics.median(times), statistics.median(cpus)
 
 
 def tesseract_langs(binary: str) -> set[str]:
@@ -156,16 +167,25 @@ def tesseract_langs(binary: str) -> set[str]:
     return set((out.stdout + out.stderr).split())
 
 
+def peak_mb() -> int:
+    """This process's peak resident memory in MB (``VmHWM``: unlike ``ru_maxrss`` it does not carry the
+    parent's peak over ``fork`` + ``exec``)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) // 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+
+
 def memory_child(kind: str) -> int:
-    """(subprocess) Load the engine, read one blank 8900×8900 PNG of mode ``kind``, print the peaks in MB."""
+    """(subprocess) Load the engine, read the PNG on stdin (``kind``: its mode), print the peaks in MB."""
+    blank = sys.stdin.buffer.read()
     engine = LocalEngine()
     engine.warm()
-    blank = png(Image.new(kind, (8900, 8900), 255 if kind == "L" else (255, 255, 255)))
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    before = peak_mb()
     start = time.perf_counter()
     result = read_local(engine, blank)
     seconds = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    after = peak_mb()
     print(json.dumps({"kind": kind, "bytes": len(blank), "before": before, "after": after, "s": seconds,
                       "lines": len(result.lines)}))  # fmt: skip
     return 0
@@ -173,12 +193,13 @@ def memory_child(kind: str) -> int:
 
 def measure_memory() -> None:
     """Peak memory of reading the blank 8900×8900 image, in a fresh process each (greyscale and RGB)."""
-    print("\nmemory: one blank 8900×8900 PNG, fresh process, engine loaded and warmed first (ru_maxrss)")
+    print("\nmemory: one blank 8900×8900 PNG, fresh process, engine loaded and warmed first (peak RSS, VmHWM)")
     for kind in ("L", "RGB"):
+        blank = png(Image.new(kind, (8900, 8900), 255 if kind == "L" else (255, 255, 255)))
         out = subprocess.run(
-            [sys.executable, __file__, "--memory-child", kind], capture_output=True, text=True, check=True
+            [sys.executable, __file__, "--memory-child", kind], input=blank, capture_output=True, check=True
         )
-        m = json.loads(out.stdout.strip().splitlines()[-1])
+        m = json.loads(out.stdout.decode().strip().splitlines()[-1])
         print(
             f"  {kind:<4}{m['bytes'] // 1024:>6} KB: peak {m['after']} MB (engine loaded: {m['before']} MB, "
             f"+{m['after'] - m['before']} MB for the image), {m['s']:.1f} s, {m['lines']} lines"
@@ -191,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data directory")
     parser.add_argument("--sets", default="text,pages,rotated,transparent,latin", help="comma-separated sets")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per small image (median reported)")
+    parser.add_argument("--page-repeat", type=int, default=1, help="timed runs per page (pages, rotated)")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: all cores)")
     parser.add_argument("--max-side", type=int, default=2000, help="local engine: longest side in pixels")
     parser.add_argument("--no-tesseract", action="store_true", help="skip Tesseract even when installed")
@@ -234,28 +256,28 @@ def main(argv: list[str] | None = None) -> int:
     summary: list[str] = []
     for set_name in args.sets.split(","):
         cases = makers[set_name]()
-        repeat = 1 if set_name in ("pages", "rotated") else args.repeat
-        results: dict[str, list[tuple[float, int, int]]] = {}
+        repeat = args.page_repeat if set_name in ("pages", "rotated") else args.repeat
+        results: dict[str, list[tuple[float, int, int, float]]] = {}
         print(f"\n[{set_name}]")
         for name, data, lines, language in cases:
             row = f"  {name:<26}"
             for engine, run in engines(language).items():
                 if repeat > 1:
                     run(data)  # warm caches for this size
-                text, seconds = timed(lambda run=run, data=data: run(data), repeat)
+                text, seconds, cpu = timed(lambda run=run, data=data: run(data), repeat)
                 distance, length = cer_parts("\n".join(lines), text)
-                results.setdefault(engine, []).append((seconds, distance, length))
-                row += f"  {engine} {seconds * 1000:>7.0f} ms {distance:>4}/{length:<5}"
+                results.setdefault(engine, []).append((seconds, distance, length, cpu))
+                row += f"  {engine} {seconds * 1000:>7.0f} ms (cpu {cpu * 1000:>6.0f}) {distance:>4}/{length:<5}"
                 if args.show:
                     print(f"--- {engine} {name}:\n{text}")
             print(row)
         line = f"{set_name:<12}"
         for engine, rows in results.items():
             distance, length = sum(r[1] for r in rows), sum(r[2] for r in rows)
-            median = statistics.median(r[0] for r in rows)
-            line += f"  {engine}: CER {distance / length:>6.2%} ({distance}/{length}), median {median:6.2f} s"
+            median, cpu = statistics.median(r[0] for r in rows), statistics.median(r[3] for r in rows)
+            line += f"  {engine}: CER {distance / length:>6.2%} ({distance}/{length}), {median:5.2f} s (cpu {cpu:5.2f})"
         summary.append(line)
-    print("\nper set (CER whitespace-insensitive, micro-average; time: median per image)")
+    print("\nper set (CER whitespace-insensitive, micro-average; median wall time per image, and CPU time)")
     print("\n".join(summary))
     if not args.no_memory:
         measure_memory()

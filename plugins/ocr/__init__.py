@@ -1,4 +1,4 @@
-"""OCR: ``/ocr`` reads the text in a photo and answers with it, lines in reading order.
+"""OCR: ``/ocr`` reads the text in a photo (or a PDF) and answers with it, lines in reading order.
 
 Usage: ``/ocr`` with a photo (as its caption, or first and the photo next; an album reads each image);
 ``/ocr <language>`` (``en``, ``zh``, ``ja``, ``ko``, ``fr``, ``de``, ``es``, ``ru``, ``pt``, ``it``) for one
@@ -13,6 +13,10 @@ in the background at start-up; ``baidu`` — Baidu OCR (``api``, ``language_type
 The language argument: with Baidu it sets ``language_type`` for that request. The local model reads
 Chinese and English whatever the argument; naming another language only adds an honest note that the
 answer may be incomplete (accents for fr/de/es/pt/it, a script it cannot read for ja/ko/ru).
+
+PDF documents (:mod:`plugins.ocr.pdf`): each page's text layer, else the page rendered and read; one section
+per page, progress in one edited status message, at most ``max_pdf_pages`` pages (a note says when there were
+more). Whole pages, rotation and memory bounds of the local engine: :mod:`plugins.ocr.page`.
 
 Replies: the text; "no text found"; over 4096 characters a ``.txt`` file; an album gets one section per
 image ("Image 1", …); an unusable image gets its own clear message (per image in an album). A problem only

