@@ -177,3 +177,20 @@ async def test_a_blank_scanned_page_says_no_text_for_that_page():
     async with Harness(LOCAL) as bot:
         (answer,) = await bot.send("/ocr", photos=[pdf])
         assert answer.text == "Page 1:\n" + message(bot, "ocr.no_text")
+
+
+async def test_telegram_file_named_pdf_that_is_a_damaged_image_says_so(telegram_bot, fake_telegram):
+    await telegram_bot({"ocr": {"engine": "local"}})
+    fake_telegram.user_sends_document(
+        (DATA / "bad" / "truncated.jpg").read_bytes(), file_name="scan.pdf", mime_type="application/pdf", caption="/ocr"
+    )
+    reply = await fake_telegram.bot_replied(timeout=30)
+    assert "damaged or incomplete" in reply.text
+
+
+async def test_with_baidu_a_pdf_text_layer_costs_no_baidu_call(fake_baidu):
+    config = {**fake_baidu.config(), "plugins": {"ocr": {"enabled": True, "engine": "baidu"}}}
+    async with Harness(config) as bot:
+        (reply,) = await bot.send("/ocr", photos=[text_pdf([REPORT])])
+    assert reply.text == "Page 1:\n" + "\n".join(REPORT)
+    assert fake_baidu.api_calls == 0
