@@ -5,6 +5,7 @@ and the peak memory of reading one 8900×8900 blank image.
                                         [--repeat 3] [--no-tesseract] [--no-memory] [--show]
 
 Sets: ``text`` (``data/text``: short photos and screenshots), ``pages`` (``data/pages``: whole document pages),
+``long`` (a 1900×1950 page of 60 lines of 20 px serif, ~1200 px each, made here),
 ``rotated`` (the pages turned by 90, 180 and 270 degrees), ``transparent`` (white text on a transparent PNG,
 made here), ``latin`` (French, German, Spanish and Portuguese lines with accents, made here with DejaVu Serif;
 the local engine is asked with ``/ocr fr`` etc., so it uses the Latin model when installed; ``local-ch`` is
@@ -129,6 +130,20 @@ def transparent_set() -> list[Case]:
     return [("white_on_transparent.png", png(image), lines, None)]
 
 
+def long_page_set() -> list[Case]:
+    """A 1900×1950 page of 60 numbered lines of 20 px serif, each ~1200 px long (issue 14's example)."""
+    words = "budget meeting delivery manager expense quarter review approval deadline supplier stock project"
+    vocabulary = (words + " report update warehouse member agenda").split()
+    lines = [
+        f"{n}. " + " ".join(vocabulary[(n * 7 + k * 5) % len(vocabulary)] for k in range(14)) for n in range(1, 61)
+    ]
+    image = Image.new("RGB", (1900, 1950), "white")
+    draw = ImageDraw.Draw(image)
+    for number, line in enumerate(lines):
+        draw.text((60, 30 + 31 * number), line, font=font(20, serif=True), fill="black")
+    return [("long_page_60_lines.png", png(image), lines, None)]
+
+
 def latin_set() -> list[Case]:
     """Two lines per language with the accents the PP-OCRv4 model lacks (ç ñ ß ã …), 30 px DejaVu Serif."""
     cases = []
@@ -210,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the tables; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data directory")
-    parser.add_argument("--sets", default="text,pages,rotated,transparent,latin", help="comma-separated sets")
+    parser.add_argument("--sets", default="text,pages,long,rotated,transparent,latin", help="comma-separated sets")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per small image (median reported)")
     parser.add_argument("--page-repeat", type=int, default=1, help="timed runs per page (pages, rotated)")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: all cores)")
@@ -227,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         "text": lambda: expected_set(args.data / "text"),
         "pages": lambda: expected_set(args.data / "pages"),
         "rotated": lambda: rotated_set(args.data / "pages"),
+        "long": long_page_set,
         "transparent": transparent_set,
         "latin": latin_set,
     }
@@ -256,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     summary: list[str] = []
     for set_name in args.sets.split(","):
         cases = makers[set_name]()
-        repeat = args.page_repeat if set_name in ("pages", "rotated") else args.repeat
+        repeat = args.page_repeat if set_name in ("pages", "long", "rotated") else args.repeat
         results: dict[str, list[tuple[float, int, int, float]]] = {}
         print(f"\n[{set_name}]")
         for name, data, lines, language in cases:
