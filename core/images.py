@@ -46,6 +46,13 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".ti
 #: reads them (``/ocr`` reads PDFs) looks at the bytes; for the others they are simply "not an image".
 DOCUMENT_SUFFIXES = (".pdf",)
 DOCUMENT_MIME_TYPES = ("application/pdf",)
+
+
+def is_document(file_name: str | None, mime_type: str | None) -> bool:
+    """Whether a file, by its name or MIME type, is one of the documents of :data:`DOCUMENT_SUFFIXES`."""
+    return mime_type in DOCUMENT_MIME_TYPES or (file_name or "").lower().endswith(DOCUMENT_SUFFIXES)
+
+
 #: Input formats we decode (Pillow's names). Anything else Pillow knows is refused as ``error.image_format``.
 ACCEPTED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")  # JPEG includes MPO (multi-picture JPEG)
 #: Largest decoded size in pixels; above it the image is refused before decoding (Pillow warns at ~89 M).

@@ -26,6 +26,7 @@ from typing import Any
 
 from core.chat import Button, Chat, Command, Context, Photo, Reply, Services, Transport, User
 from core.errors import ProviderMisconfigured, QuotaExhausted, UserFacingError
+from core.images import is_document
 
 log = logging.getLogger(__name__)
 
@@ -304,6 +305,9 @@ class Router:
     ) -> None:
         """Run ``command``; ``counted``: this continues an invocation whose quota use was already counted."""
         user, chat = incoming.user, incoming.chat
+        if not command.documents and any(is_document(p.file_name, p.mime_type) for p in photos):
+            await self._say(transport, chat, self.t(user, "error.not_an_image_file"))  # a PDF for /facematch
+            return
         if not counted and not await self._within_quota(command, user, consume=True):
             await self._quota_refused(command, user, chat, transport)
             return

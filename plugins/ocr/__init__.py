@@ -41,6 +41,7 @@ from core.config import Field
 from core.errors import ProviderMisconfigured, QuotaExhausted, UserFacingError
 from core.hookspecs import hookimpl
 from core.i18n import load_dir
+from core.images import DOCUMENT_MIME_TYPES
 from plugins.ocr.engines import (
     BAIDU_APIS,
     BAIDU_LANGUAGE_TYPES,
@@ -99,8 +100,12 @@ def aipbot_messages() -> dict[str, dict[str, str]]:
 
 @hookimpl
 def aipbot_commands(config: dict[str, Any]) -> list[Command]:
-    """``/ocr``: takes a photo or an album of up to ``max_photos``."""
-    return [Command("ocr", "ocr.help", handle, takes_photos=True, max_photos=config["max_photos"])]
+    """``/ocr``: takes a photo or an album of up to ``max_photos``, and PDF documents."""
+    return [
+        Command(
+            "ocr", "ocr.help", handle, takes_photos=True, max_photos=config["max_photos"], documents=DOCUMENT_MIME_TYPES
+        )
+    ]
 
 
 @hookimpl
