@@ -10,9 +10,10 @@ in the background at start-up; ``baidu`` — Baidu OCR (``api``, ``language_type
 ``auto`` — Baidu when its keys are configured, else local. Both go through one reading-order function
 (:mod:`plugins.ocr.layout`).
 
-The language argument: with Baidu it sets ``language_type`` for that request. The local model reads
-Chinese and English whatever the argument; naming another language only adds an honest note that the
-answer may be incomplete (accents for fr/de/es/pt/it, a script it cannot read for ja/ko/ru).
+The language argument: with Baidu it sets ``language_type`` for that request. The local engine reads
+Chinese and English with its default model; fr/de/es/pt/it switch it to a Latin recognition model when
+installed (:func:`plugins.ocr.engines.latin_model`), and the answer still carries an honest note (some
+accents may be missed; ja/ko/ru: a script it cannot read).
 
 PDF documents (:mod:`plugins.ocr.pdf`): each page's text layer, else the page rendered and read; one section
 per page, progress in one edited status message, at most ``max_pdf_pages`` pages (a note says when there were
