@@ -160,6 +160,8 @@ class Command:
     - ``takes_photos``: the command works on photos. Invoked without one, the router asks for a photo
       and keeps the command pending for a few minutes; the next photo (or album) is delivered to it.
     - ``max_photos``: how many photos one invocation takes (an album is cut to this many).
+    - ``documents``: MIME types of documents other than images the command reads (``/ocr``: PDF). A
+      document of another type (``core.images.is_document``) sent to the command gets "this is not an image".
     - ``on_callback``: ``async def f(ctx, data)`` for presses of buttons made with ``ctx.button``.
     - ``on_deep_link``: ``async def f(ctx, payload)`` for ``/start`` links made with ``ctx.deep_link``.
     - ``ends_conversation``: running it ends the user's conversation in progress (the built-in ``/help``
@@ -176,6 +178,7 @@ class Command:
     admin_only: bool = False
     takes_photos: bool = False
     max_photos: int = 1
+    documents: tuple[str, ...] = ()
     on_callback: PayloadHandler | None = None
     on_deep_link: PayloadHandler | None = None
     ends_conversation: bool = True

@@ -17,9 +17,11 @@ with a specific catalogue key before any network call:
 
 What happens to a usable image: the format is detected from the bytes (never a file name); the first
 frame of an animation is used (``PreparedImage.animated`` says so); EXIF orientation is applied;
-transparency is flattened onto white (so dark text on a transparent PNG stays readable) and the
-result is RGB; it is downscaled (never upscaled) to fit the limits; and it is re-encoded, which also
-drops metadata such as GPS positions before the image leaves the bot. Encoding: PNG when the source is
+transparency is flattened onto a background that contrasts with the content (white under dark text,
+black under light text: :func:`flatten_background`) and the result is RGB; it is downscaled (never
+upscaled) to fit the limits, a huge image already while decoding (JPEG draft, whole-factor reduce); and
+:func:`prepare` re-encodes it, which also drops metadata such as GPS positions before the image leaves the
+bot (:func:`load` skips that step for local engines). Encoding: PNG when the source is
 lossless (PNG, BMP, GIF, TIFF, lossless WebP — screenshots and text keep sharp edges) and the PNG fits
 the byte limit, else JPEG (quality 90, then lower, then smaller dimensions until it fits). Nothing is
 written to disk.
@@ -31,7 +33,7 @@ import io
 import logging
 from dataclasses import dataclass, field
 
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageChops, ImageFile, ImageOps, ImageStat, UnidentifiedImageError
 
 from core.errors import BadImage
 
@@ -40,6 +42,17 @@ log = logging.getLogger(__name__)
 #: File-name suffixes of images, for transports deciding whether a file looks like an image. The bytes decide
 #: in the end (:func:`prepare`); a name only spares a download of what is plainly not one.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".heic", ".heif")
+#: Documents that transports pass on like images (as a ``core.chat.Photo`` with their ``mime_type``): a plugin that
+#: reads them (``/ocr`` reads PDFs) looks at the bytes; for the others they are simply "not an image".
+DOCUMENT_SUFFIXES = (".pdf",)
+DOCUMENT_MIME_TYPES = ("application/pdf",)
+
+
+def is_document(file_name: str | None, mime_type: str | None) -> bool:
+    """Whether a file, by its name or MIME type, is one of the documents of :data:`DOCUMENT_SUFFIXES`."""
+    return mime_type in DOCUMENT_MIME_TYPES or (file_name or "").lower().endswith(DOCUMENT_SUFFIXES)
+
+
 #: Input formats we decode (Pillow's names). Anything else Pillow knows is refused as ``error.image_format``.
 ACCEPTED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")  # JPEG includes MPO (multi-picture JPEG)
 #: Largest decoded size in pixels; above it the image is refused before decoding (Pillow warns at ~89 M).
@@ -90,8 +103,10 @@ def _bad(key: str, detail: str, **params: object) -> BadImage:
     return BadImage(detail, key=key, **params)
 
 
-def _decode(data: bytes, min_side: int, draft_side: int | None = None) -> tuple[Image.Image, str, bool, bool]:
-    """``(rgb image, original format, animated, lossless)``: validated, first frame, oriented, RGB.
+def _decode(
+    data: bytes, min_side: int, draft_side: int | None = None
+) -> tuple[Image.Image, str, bool, bool, tuple[int, int]]:
+    """``(rgb image, original format, animated, lossless, stored size)``: validated, first frame, oriented, RGB.
 
     ``draft_side``: a JPEG may be decoded at 1/2, 1/4 or 1/8 scale as long as both sides stay at least
     this long (cheap for huge photos that will be downscaled anyway).
@@ -130,13 +145,39 @@ def _decode(data: bytes, min_side: int, draft_side: int | None = None) -> tuple[
         if draft_side and fmt in ("JPEG", "MPO"):
             im.draft(None, (draft_side, draft_side))
         im.load()
+        im = _reduce(im, draft_side, min_side)
         im = ImageOps.exif_transpose(im) or im
         rgb = _to_rgb(im)
     except Image.DecompressionBombError as exc:
         raise _bad("error.image_too_large", f"decompression bomb: {exc}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise _bad("error.image_truncated", f"{fmt} {width}x{height} cannot be decoded: {exc}") from None
-    return rgb, fmt, animated, bool(lossless)
+    return rgb, fmt, animated, bool(lossless), (width, height)
+
+
+#: Modes :meth:`PIL.Image.Image.reduce` works on (``1`` is reduced as ``L``; palette images are left alone).
+_REDUCIBLE = ("L", "LA", "RGB", "RGBA", "RGBa", "La", "I", "F", "1")
+
+
+def _reduce(im: Image.Image, draft_side: int | None, min_side: int) -> Image.Image:
+    """``im`` shrunk by a whole factor (box filter, in its own mode, before it becomes RGB) when it is at least
+    twice as large as ``draft_side`` on its longest side: a huge PNG costs the memory of its decoded pixels once,
+    not again for every conversion. The longest side stays at least ``draft_side``. Images that would end up too
+    narrow are left alone, so the error names their real size."""
+    if not draft_side or im.mode not in _REDUCIBLE:
+        return im
+    longest, shortest = max(im.size), min(im.size)
+    factor = longest // draft_side
+    if factor < 2 or shortest * draft_side / longest < 4 * min_side:
+        return im
+    source = im.convert("L") if im.mode == "1" else im
+    reduced = source.reduce(factor)
+    reduced.info = dict(im.info)
+    exif = im.getexif()
+    if exif:
+        reduced.info["exif"] = exif.tobytes()
+    log.debug("decoded %dx%d %s reduced by %d", im.width, im.height, im.mode, factor)
+    return reduced
 
 
 def _unidentified(data: bytes) -> BadImage:
@@ -148,8 +189,31 @@ def _unidentified(data: bytes) -> BadImage:
         return _bad("error.image_not_image", f"not an image ({len(data)} bytes)")
 
 
+#: Opaque content brighter than this (alpha-weighted mean luminance, 0..255) is flattened onto black.
+LIGHT_CONTENT = 140
+
+
+def flatten_background(rgba: Image.Image) -> tuple[int, int, int]:
+    """The background that contrasts with the opaque content of ``rgba``: black under light content, else white.
+
+    Decided from the alpha-weighted mean brightness of the pixels (measured on a reduced copy of a large
+    image): white text on a transparent PNG becomes white on black, dark text stays dark on white.
+    """
+    sample = rgba
+    factor = max(1, min(rgba.size) // 256)
+    if factor > 1:
+        sample = rgba.reduce(factor)
+    alpha = sample.getchannel("A")
+    weight = sum(ImageStat.Stat(alpha).sum)
+    if weight <= 0:
+        return (255, 255, 255)
+    weighted = ImageChops.multiply(sample.convert("L"), alpha)  # luminance × alpha / 255
+    brightness = sum(ImageStat.Stat(weighted).sum) / weight * 255
+    return (0, 0, 0) if brightness > LIGHT_CONTENT else (255, 255, 255)
+
+
 def _to_rgb(im: Image.Image) -> Image.Image:
-    """RGB, with transparency flattened onto white and 16/32-bit greys scaled to 8 bits."""
+    """RGB, with transparency flattened onto a contrasting background and 16/32-bit greys scaled to 8 bits."""
     if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         im = im.convert("I").point(lambda v: v * (1 / 256)).convert("L")
     elif im.mode == "F":
@@ -157,7 +221,8 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     has_alpha = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info)
     if has_alpha:
         rgba = im.convert("RGBA")
-        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        del im
+        background = Image.new("RGB", rgba.size, flatten_background(rgba))
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
     return im if im.mode == "RGB" else im.convert("RGB")
@@ -204,12 +269,35 @@ def open_image(data: bytes) -> Image.Image:
     return _decode(data, _MIN_SIDE)[0]
 
 
+@dataclass(frozen=True)
+class LoadedImage:
+    """A decoded image for a local engine: RGB ``image`` within the limits, not re-encoded.
+
+    ``animated``: the input had several frames (the first is used); ``original_size``: its size as stored
+    (before EXIF orientation and downscale).
+    """
+
+    image: Image.Image = field(repr=False)
+    animated: bool
+    original_size: tuple[int, int]
+
+
+def load(data: bytes, limits: Limits) -> LoadedImage:
+    """``data`` checked, oriented, RGB and downscaled to ``limits`` like :func:`prepare`, without re-encoding.
+
+    For local engines: large images are decoded reduced (JPEG draft, whole-factor reduce) so that only the
+    decoded file and the reduced copy are ever in memory. Raises :class:`BadImage` like :func:`prepare`.
+    """
+    im, _fmt, animated, _lossless, original = _decode(data, limits.min_side, draft_side=limits.max_side)
+    return LoadedImage(_resize(im, _fit(im.width, im.height, limits), limits), animated, original)
+
+
 def prepare(data: bytes, limits: Limits) -> PreparedImage:
     """``data`` checked and normalised to ``limits``: oriented, RGB, downscaled, re-encoded (see module doc).
 
     Raises :class:`BadImage` (keys in the module docstring) before anything is sent anywhere.
     """
-    im, fmt, animated, lossless = _decode(data, limits.min_side, draft_side=limits.max_side)
+    im, fmt, animated, lossless, _original = _decode(data, limits.min_side, draft_side=limits.max_side)
     im = _resize(im, _fit(im.width, im.height, limits), limits)
     encoded: bytes | None = None
     out_format = "JPEG"

@@ -25,6 +25,7 @@ from typing import Any
 from core.chat import Button, Chat, Command, Context, Incoming, Photo, Reply, Services, Transport, User
 from core.conversation import CHOICE, PHOTO, TEXT, Conversation
 from core.errors import UserFacingError
+from core.images import is_document
 from core.metrics import metrics_of
 from core.middleware import Access, AdminAlerts, Quotas
 
@@ -194,6 +195,9 @@ class Router:
         """Run ``command``; a continued conversation whose quota use was counted is not counted again."""
         user, chat, photos = incoming.user, incoming.chat, more.get("photos", [])
         counted = more.get("conversation") is not None and more["conversation"].counted
+        if not command.documents and any(is_document(p.file_name, p.mime_type) for p in photos):
+            await self._say(transport, chat, self.t(user, "error.not_an_image_file"))  # a PDF for /facematch
+            return
         if not counted and not await self.quotas.within(command, user, consume=True):
             await self._say(transport, chat, self.quotas.refusal(command, user))
             return

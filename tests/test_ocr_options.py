@@ -87,6 +87,7 @@ def test_config_defaults_and_validation():
         "threads": 0,
         "max_side": 2000,
         "max_photos": 10,
+        "max_pdf_pages": 20,
     }
     with pytest.raises(ConfigError, match=r"plugins\.ocr\.engine: must be one of auto, baidu, local"):
         check_section(schema, {"engine": "tesseract"}, "plugins.ocr")

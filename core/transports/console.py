@@ -31,7 +31,7 @@ from typing import TextIO
 from core.app import App
 from core.chat import Button, Chat, Photo, Reply, User
 from core.errors import BadImage
-from core.images import IMAGE_SUFFIXES
+from core.images import DOCUMENT_MIME_TYPES, DOCUMENT_SUFFIXES, IMAGE_SUFFIXES
 from core.router import Incoming
 
 log = logging.getLogger(__name__)
@@ -139,18 +139,19 @@ def _file_photo(path: Path, size: int, name: str) -> Photo:
         except OSError as err:  # it could be read a moment ago: gone, or a read error
             raise BadImage(f"cannot read {name}: {err.strerror or err}") from None
 
-    return Photo(load, ref=str(path), file_name=name, size=size, as_document=True)
+    mime = DOCUMENT_MIME_TYPES[0] if path.suffix.lower() in DOCUMENT_SUFFIXES else None
+    return Photo(load, ref=str(path), file_name=name, mime_type=mime, size=size, as_document=True)
 
 
 def _find_file(token: str, max_bytes: float) -> Photo | str | None:
     """The photo a token names, a notice saying why it cannot be used, or None when it is no path.
 
-    A token is a path when it contains ``/`` or ends in an image suffix. A path that names an existing
+    A token is a path when it contains ``/`` or ends in an image (or PDF) suffix. A path that names an existing
     regular file that can be read is a photo; an existing directory or other non-file is a notice; an
     image name that cannot be found or opened is a notice; anything else is a word of the text.
     (Worker thread: this touches the file system.)
     """
-    image_name = os.path.splitext(token)[1].lower() in IMAGE_SUFFIXES
+    image_name = os.path.splitext(token)[1].lower() in IMAGE_SUFFIXES + DOCUMENT_SUFFIXES
     if "/" not in token and not image_name:
         return None
     shown = _visible(token, 80)

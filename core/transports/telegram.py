@@ -39,7 +39,7 @@ from core.delivery import Delivery, SendLimiter
 from core.delivery import split_text as split_text
 from core.errors import BadImage
 from core.i18n import resolve_language
-from core.images import IMAGE_SUFFIXES
+from core.images import DOCUMENT_MIME_TYPES, DOCUMENT_SUFFIXES, IMAGE_SUFFIXES
 from core.intake import Entry, Intake
 from core.router import Incoming
 
@@ -182,7 +182,8 @@ class TelegramTransport:
         elif message.document:
             doc = message.document
             name, mime = doc.file_name or "", doc.mime_type or ""
-            if not (mime.startswith("image/") or name.lower().endswith(IMAGE_SUFFIXES)):
+            readable = mime.startswith("image/") or mime in DOCUMENT_MIME_TYPES
+            if not (readable or name.lower().endswith(IMAGE_SUFFIXES + DOCUMENT_SUFFIXES)):
                 return "error.not_an_image_file"
             file_id = doc.file_id
             meta = {"size": doc.file_size, "file_name": name, "mime_type": mime, "as_document": True}

