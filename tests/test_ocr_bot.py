@@ -201,10 +201,10 @@ async def test_startup_returns_before_the_model_is_warm(monkeypatch):
 
     blocked = BlockedEngine()
     monkeypatch.setattr(ocr_plugin, "local_engine", lambda *args: blocked)
-    async with Harness(LOCAL):
+    async with Harness(LOCAL) as bot:
         assert not warmed.is_set()  # start-up did not wait for the model
         release.set()
-        await asyncio.to_thread(ocr_plugin._warm_threads[-1].join, 30)
+        await asyncio.to_thread(bot.app.plugins.pm.get_plugin("ocr")._warm.join, 30)
     assert warmed.is_set()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.config import ConfigError, check_section
-from plugins.ocr import Options, aipbot_config_schema, parse_args
+from plugins.ocr import Options, config_schema, parse_args
 from plugins.ocr.engines import LANGUAGES, LocalEngine, local_language_note, parse_language, restore_spaces
 
 
@@ -76,7 +76,7 @@ def test_downscale_keeps_a_readable_shortest_side():
 
 
 def test_config_defaults_and_validation():
-    schema = aipbot_config_schema()
+    schema = config_schema()
     section = check_section(schema, {}, "plugins.ocr")
     assert section == {
         "engine": "auto",

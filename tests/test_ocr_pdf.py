@@ -11,7 +11,7 @@ from PIL import Image
 from core.chat import Chat, User
 from core.config import ConfigError, check_section, validate
 from core.transports.console import parse_line
-from plugins.ocr import aipbot_config_schema
+from plugins.ocr import config_schema
 from plugins.ocr.pdf import clean_text, is_pdf
 from tests.harness import Harness, merge
 from tests.pdf_samples import encrypted_pdf, scanned_pdf, text_pdf
@@ -72,7 +72,7 @@ async def test_a_long_pdf_comes_as_a_text_file():
 
 def test_the_page_limit_is_validated():
     with pytest.raises(ConfigError, match=r"plugins\.ocr\.max_pdf_pages: .*at least 1"):
-        check_section(aipbot_config_schema(), {"max_pdf_pages": 0}, "plugins.ocr")
+        check_section(config_schema(), {"max_pdf_pages": 0}, "plugins.ocr")
 
 
 async def test_an_encrypted_pdf_gets_a_clear_answer_in_the_users_language():

@@ -43,6 +43,7 @@ from core.errors import ProviderMisconfigured, QuotaExhausted, UserFacingError
 from core.hookspecs import hookimpl
 from core.i18n import load_dir
 from core.images import DOCUMENT_MIME_TYPES
+from core.providers import choose_engine as core_choose_engine
 from plugins.ocr.engines import (
     BAIDU_APIS,
     BAIDU_LANGUAGE_TYPES,
@@ -67,12 +68,9 @@ BOXES_ARGS = ("boxes", "box")
 #: (which tells the user and alerts the admins).
 STOP_ERRORS = (ProviderMisconfigured, QuotaExhausted)
 
-_warm_threads: list[threading.Thread] = []
 
-
-# ---------------------------------------------------------------------------------------------- hooks
-@hookimpl
-def aipbot_config_schema() -> dict[str, Field]:
+# ---------------------------------------------------------------------------------------------- the plugin
+def config_schema() -> dict[str, Field]:
     """``plugins.ocr``: engine choice, Baidu options, local engine settings, album size, annotation."""
     return {
         "engine": Field(
@@ -93,67 +91,71 @@ def aipbot_config_schema() -> dict[str, Field]:
     }
 
 
-@hookimpl
-def aipbot_messages() -> dict[str, dict[str, str]]:
-    """The plugin's catalogue (``locale/en.yaml``, ``locale/zh.yaml``)."""
-    return load_dir(Path(__file__).parent / "locale")
+class Plugin:
+    """``/ocr`` for one bot: its config and the thread that warms its local engine belong to this instance
+    (the model itself is loaded once per process and setting: :func:`plugins.ocr.engines.local_engine`)."""
+
+    def __init__(self) -> None:
+        self._warm: threading.Thread | None = None
+
+    @hookimpl
+    def aipbot_config_schema(self) -> dict[str, Field]:
+        return config_schema()
+
+    @hookimpl
+    def aipbot_messages(self) -> dict[str, dict[str, str]]:
+        """The plugin's catalogue (``locale/en.yaml``, ``locale/zh.yaml``)."""
+        return load_dir(Path(__file__).parent / "locale")
+
+    @hookimpl
+    def aipbot_commands(self, config: dict[str, Any]) -> list[Command]:
+        """``/ocr``: takes a photo or an album of up to ``max_photos``, and PDF documents."""
+        limit = config["max_photos"]
+        return [Command("ocr", "ocr.help", handle, takes_photos=True, max_photos=limit, documents=DOCUMENT_MIME_TYPES)]
+
+    @hookimpl
+    def aipbot_status(self, config: dict[str, Any], services: Services) -> str:
+        """``engine: local (RapidOCR)`` or ``engine: baidu (accurate_basic)``, with ``auto`` when chosen so."""
+        try:
+            engine = choose_engine(config, services)
+        except ProviderMisconfigured:
+            return "engine: baidu (no Baidu keys configured!)"
+        return f"engine: {engine.describe()}" + (" (auto)" if config["engine"] == "auto" else "")
+
+    @hookimpl
+    def aipbot_startup(self, config: dict[str, Any], services: Services) -> None:
+        """Warm the local engine in a background thread when it is the one in use; returns at once."""
+        try:
+            engine = choose_engine(config, services)
+        except ProviderMisconfigured as err:
+            log.warning("ocr: %s", err.detail)
+            return
+        if isinstance(engine, LocalEngine) and not engine.loaded:
+            self._warm = threading.Thread(target=_warm, args=(engine,), name="aipbot-ocr-warm", daemon=True)
+            self._warm.start()
+
+    @hookimpl
+    def aipbot_shutdown(self) -> None:
+        """Wait (bounded) for a warm-up still loading, so no native thread outlives the bot."""
+        if self._warm is not None:
+            self._warm.join(timeout=30)
 
 
-@hookimpl
-def aipbot_commands(config: dict[str, Any]) -> list[Command]:
-    """``/ocr``: takes a photo or an album of up to ``max_photos``, and PDF documents."""
-    return [
-        Command(
-            "ocr", "ocr.help", handle, takes_photos=True, max_photos=config["max_photos"], documents=DOCUMENT_MIME_TYPES
-        )
-    ]
-
-
-@hookimpl
-def aipbot_status(config: dict[str, Any], services: Services) -> str:
-    """``engine: local (RapidOCR)`` or ``engine: baidu (accurate_basic)``, with ``auto`` when chosen automatically."""
+def _warm(engine: LocalEngine) -> None:
     try:
-        engine = choose_engine(config, services)
-    except ProviderMisconfigured:
-        return "engine: baidu (no Baidu keys configured!)"
-    return f"engine: {engine.describe()}" + (" (auto)" if config["engine"] == "auto" else "")
-
-
-@hookimpl
-def aipbot_startup(services: Services) -> None:
-    """Warm the local engine in a background thread when it is the one in use; returns at once."""
-    config = services.config["plugins"][NAME]
-    try:
-        engine = choose_engine(config, services)
-    except ProviderMisconfigured as err:
-        log.warning("ocr: %s", err.detail)
-        return
-    if isinstance(engine, LocalEngine) and not engine.loaded:
-
-        def warm() -> None:
-            try:
-                started = time.perf_counter()
-                engine.warm()
-                log.info("ocr: local engine ready in %.1f s", time.perf_counter() - started)
-            except Exception:  # the first request will try again and report
-                log.exception("ocr: warming the local engine failed")
-
-        thread = threading.Thread(target=warm, name="aipbot-ocr-warm", daemon=True)
-        _warm_threads.append(thread)
-        thread.start()
+        started = time.perf_counter()
+        engine.warm()
+        log.info("ocr: local engine ready in %.1f s", time.perf_counter() - started)
+    except Exception:  # the first request will try again and report
+        log.exception("ocr: warming the local engine failed")
 
 
 # ---------------------------------------------------------------------------------------------- engines
 def choose_engine(config: dict[str, Any], services: Services) -> LocalEngine | BaiduEngine:
     """The engine for ``config`` now: raises :class:`ProviderMisconfigured` for ``baidu`` without keys."""
-    if config["engine"] != "local":
-        client = services.provider("baidu")
-        if client is not None:
-            return BaiduEngine(
-                client, config["api"], config["language_type"], detect_direction=config["detect_direction"]
-            )
-        if config["engine"] == "baidu":
-            raise ProviderMisconfigured("plugins.ocr.engine is baidu but providers.baidu has no api_key/secret_key")
+    client = core_choose_engine(services, config["engine"], "plugins.ocr.engine", needs="ocr")
+    if client is not None:
+        return BaiduEngine(client, config["api"], config["language_type"], detect_direction=config["detect_direction"])
     return local_engine(config["threads"], config["max_side"])
 
 
