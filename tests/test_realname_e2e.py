@@ -34,12 +34,7 @@ DETAIL = "/rpc/2.0/brain/solution/faceprint/result/detail"
 
 def config(fake_telegram, fake_baidu, db: Path, **plugin) -> dict:
     base = {
-        "telegram": {
-            "token": fake_telegram.TOKEN,
-            "base_url": fake_telegram.base_url,
-            "base_file_url": fake_telegram.base_file_url,
-            "poll_timeout": 1,
-        },
+        **fake_telegram.config(),
         "access": {"admins": [ADMIN]},
         "storage": {"path": str(db)},
         "http": fake_baidu.config()["http"],
@@ -54,15 +49,20 @@ def db(tmp_path) -> Path:
     return tmp_path / "aipbot.sqlite3"
 
 
-@pytest.fixture
-def bot(fake_telegram, fake_baidu, db, start_bot):
-    """``await bot(**realname_config)`` starts a bot on the fake servers; ``await bot.stop()`` stops it."""
+def bot_starter(start_bot, make_config):
+    """``await bot(**realname_config)`` starts a bot with ``make_config(**realname_config)``; ``await bot.stop()``
+    stops it."""
 
     async def start(**plugin) -> TelegramTransport:
-        return await start_bot(config(fake_telegram, fake_baidu, db, **plugin))
+        return await start_bot(make_config(**plugin))
 
     start.stop = start_bot.stop  # type: ignore[attr-defined]
     return start
+
+
+@pytest.fixture
+def bot(fake_telegram, fake_baidu, db, start_bot):
+    return bot_starter(start_bot, lambda **plugin: config(fake_telegram, fake_baidu, db, **plugin))
 
 
 class Link:

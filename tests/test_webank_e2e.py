@@ -18,9 +18,8 @@ import pytest
 import requests
 
 from core.config import validate
-from core.transports.telegram import TelegramTransport
 from tests.fakes.webank import FACE_ID_PATH, QUERY_PATH
-from tests.test_realname_e2e import assert_nothing_personal_stored, rows, until
+from tests.test_realname_e2e import assert_nothing_personal_stored, bot_starter, rows, until
 
 USER = 1001
 NAME = "李雷"
@@ -30,12 +29,7 @@ ID_NUMBER = "370102199001015822"
 def config(fake_telegram, fake_webank, db: Path, **plugin) -> dict:
     return validate(
         {
-            "telegram": {
-                "token": fake_telegram.TOKEN,
-                "base_url": fake_telegram.base_url,
-                "base_file_url": fake_telegram.base_file_url,
-                "poll_timeout": 1,
-            },
+            **fake_telegram.config(),
             "storage": {"path": str(db)},
             **fake_webank.config(),
             "plugins": {"realname": {"provider": "webank", "poll_seconds": 3600, **plugin}},
@@ -51,12 +45,7 @@ def db(tmp_path) -> Path:
 @pytest.fixture
 def bot(fake_telegram, fake_webank, db, start_bot):
     """``await bot(**realname_config)`` starts a bot on the fake servers; ``await bot.stop()`` stops it."""
-
-    async def start(**plugin) -> TelegramTransport:
-        return await start_bot(config(fake_telegram, fake_webank, db, **plugin))
-
-    start.stop = start_bot.stop  # type: ignore[attr-defined]
-    return start
+    return bot_starter(start_bot, lambda **plugin: config(fake_telegram, fake_webank, db, **plugin))
 
 
 async def launch(fake_telegram, identity: str = f"{NAME} {ID_NUMBER}") -> tuple[dict, str, str]:
