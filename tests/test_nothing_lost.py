@@ -13,7 +13,7 @@ import pytest
 from core import intake as intake_module
 from core.chat import Button, Reply
 from tests import probe_plugin
-from tests.test_telegram_e2e import png, telegram_config
+from tests.test_telegram_e2e import png, slow_echo, telegram_config
 
 FACES = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "faces"
 
@@ -76,14 +76,7 @@ async def test_facematch_then_two_photos_sent_at_once_are_compared(fake_telegram
 
 
 async def test_a_chats_next_message_waits_for_the_slow_one_while_other_chats_go_on(fake_telegram, bot):
-    release = asyncio.Event()
-    transport = await bot()
-
-    async def slow(ctx):
-        await release.wait()
-        await ctx.reply("slow done")
-
-    transport.app.router.commands["echo"].handler = slow
+    release = slow_echo(await bot())
     fake_telegram.user_sends_text("/echo", user_id=1)
     fake_telegram.user_sends_text("/nope", user_id=1)
     fake_telegram.user_sends_text("/nope", user_id=2)

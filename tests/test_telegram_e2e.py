@@ -157,15 +157,21 @@ async def test_chinese_users_get_chinese_replies(fake_telegram, running):
     assert (await fake_telegram.bot_replied()).text.startswith("我不认识 /nope")
 
 
-async def test_one_slow_job_does_not_stall_another_user(fake_telegram, running):
+def slow_echo(transport) -> asyncio.Event:
+    """Make ``/echo`` wait until the returned event is set, then answer "slow done"."""
     release = asyncio.Event()
-    transport = await running()
 
     async def slow(ctx):
         await release.wait()
         await ctx.reply("slow done")
 
     transport.app.router.commands["echo"].handler = slow
+    return release
+
+
+async def test_one_slow_job_does_not_stall_another_user(fake_telegram, running):
+    transport = await running()
+    release = slow_echo(transport)
     fake_telegram.user_sends_text("/echo", user_id=1)
     fake_telegram.user_sends_text("/nope", user_id=2)
     other = await fake_telegram.bot_replied(2)
