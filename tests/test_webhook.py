@@ -461,3 +461,20 @@ async def test_webhook_delete_on_stop_deletes_it_and_polling_deletes_it_first(ho
     assert fake_telegram.webhook is None
     assert (await fake_telegram.bot_replied()).text == "hi polled"
     assert not any(c.error and "Conflict" in str(c.error) for c in fake_telegram.calls_of("getUpdates"))
+
+
+async def test_a_webhook_set_while_polling_is_deleted_and_polling_goes_on(fake_telegram, start_bot):
+    from tests.test_telegram_e2e import telegram_config
+
+    await start_bot(telegram_config(fake_telegram), {"probe": probe_plugin})
+    fake_telegram.webhook_retries = 1000  # the fake must not give the update up while it cannot deliver it
+    async with fake_telegram.bot() as other:  # someone sets a webhook for the bot meanwhile
+        await other.set_webhook("http://127.0.0.1:9/elsewhere")
+    deleted = fake_telegram.webhook_deleted
+    fake_telegram.user_sends_text("/echo still")
+    for _ in range(100):  # the next getUpdates draws 409 Conflict; the webhook is deleted again
+        if fake_telegram.webhook is None:
+            break
+        await asyncio.sleep(0.05)
+    assert fake_telegram.webhook is None and fake_telegram.webhook_deleted > deleted
+    assert (await fake_telegram.bot_replied(timeout=15)).text == "hi still"
