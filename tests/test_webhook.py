@@ -437,11 +437,22 @@ async def test_an_update_acknowledged_just_before_a_shutdown_is_answered_after_t
     assert len(fake_telegram.deliveries) == 1  # handled from the journal, not from a redelivery
 
 
-async def test_an_update_arriving_while_the_bot_stops_gets_503_and_comes_again(hook, fake_telegram, start_bot):
+async def test_an_update_arriving_while_the_bot_cannot_take_it_gets_503_and_comes_again(hook, fake_telegram, tmp_path):
     transport = await hook(telegram={"webhook_secret": SECRET})
-    transport.webhook.receive = None  # what stop() does first
+    transport.webhook.receive = None  # what stop() does first (and what the endpoint is before start)
     answer = await post(transport.hook_url, update(830001))
     assert (answer.status_code, answer.text) == (503, "not ready: the bot is starting or stopping\n")
+    fake_telegram.webhook_retries = 100
+    fake_telegram.user_sends_text("/echo again")
+    for _ in range(100):
+        if fake_telegram.deliveries:
+            break
+        await asyncio.sleep(0.02)
+    assert fake_telegram.deliveries[0].status == 503
+    transport.webhook.receive = transport.intake.receive  # e.g. another process, or this one started again
+    assert (await fake_telegram.bot_replied()).text == "hi again"
+    assert fake_telegram.deliveries[-1].status == 200
+    assert len(journal(tmp_path)) == 1  # the update that got 503s, once; not the one posted directly
 
 
 async def test_webhook_delete_on_stop_deletes_it_and_polling_deletes_it_first(hook, fake_telegram, start_bot):
