@@ -8,6 +8,7 @@ raises :class:`ConfigError` whose text is one line: ``key.path: problem``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -195,6 +196,26 @@ SCHEMA: dict[str, Field] = {
         rate_per_chat=Field(float, default=1, min=0, help="messages a second to one chat (0: no limit)"),
         chat_burst=Field(int, default=3, min=1, max=100, help="messages one chat may get in a row"),
         rate_per_group=Field(float, default=20, min=0, help="messages a minute to one group (0: no limit)"),
+        # webhook mode (core/webhook.py); checked together with `server:` in validate()
+        mode=Field(str, default="polling", choices=["polling", "webhook"], help="how updates reach the bot"),
+        webhook_path=Field(str, default="/telegram/webhook", help="path of the webhook on the bot's web server"),
+        webhook_secret=Field(
+            str, default="", secret=True, help="X-Telegram-Bot-Api-Secret-Token; empty: derived from the bot token"
+        ),
+        webhook_max_connections=Field(
+            int, default=40, min=1, max=100, help="simultaneous webhook deliveries Telegram may open"
+        ),
+        webhook_max_body_kb=Field(int, default=256, min=1, max=102400, help="largest webhook body (KB)"),
+        webhook_source_networks=Field(
+            list,
+            default=["149.154.160.0/20", "91.108.4.0/22"],
+            item=Field(str),
+            help="networks webhook requests may come from; []: any",
+        ),
+        trusted_proxies=Field(
+            list, default=[], item=Field(str), help="proxies whose X-Forwarded-For is believed (networks)"
+        ),
+        webhook_delete_on_stop=Field(bool, default=False, help="deleteWebhook at shutdown (one process only)"),
     ),
     "language": _section(default=Field(str, default="en", choices=["en", "zh"], help="when Telegram reports none")),
     "access": _section(
@@ -271,11 +292,40 @@ def check_url_scheme(value: str, schemes: Sequence[str], path: str) -> None:
         raise ConfigError(path, f"must be a {wanted} URL (got {shown!r})")
 
 
+#: What Telegram allows as a webhook ``secret_token``.
+WEBHOOK_SECRET = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+
+
+def _check_webhook(config: dict[str, Any]) -> None:
+    """The webhook keys, and what webhook mode needs from ``server:`` (a public URL)."""
+    telegram = config["telegram"]
+    secret = telegram["webhook_secret"]
+    if secret and not WEBHOOK_SECRET.match(secret):
+        raise ConfigError("telegram.webhook_secret", "must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
+    path = telegram["webhook_path"]
+    if not path.startswith("/") or any(c in path for c in "?#{} "):
+        raise ConfigError("telegram.webhook_path", f"must be a plain path starting with / (got {path!r})")
+    for key in ("webhook_source_networks", "trusted_proxies"):
+        for i, network in enumerate(telegram[key]):
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ConfigError(f"telegram.{key}[{i}]", f"not an IP network (got {network!r})") from None
+    if telegram["mode"] != "webhook":
+        return
+    server = config["server"]
+    if not server or not server.get("enabled", True):
+        raise ConfigError("telegram.mode", "webhook needs the web server: add a server: section with public_url")
+    if not server.get("public_url"):
+        raise ConfigError("server.public_url", "is required in webhook mode (the URL Telegram posts updates to)")
+
+
 def validate(raw: Any) -> dict[str, Any]:
     """The validated core configuration (plugin sections checked only for shape here)."""
     from core.providers import schemas
 
     config = check_section({**SCHEMA, "providers": _section(**schemas())}, substitute(raw), "")
+    _check_webhook(config)
     for name, section in config["plugins"].items():
         path = f"plugins.{name}"
         if not isinstance(section, dict):

@@ -8,7 +8,8 @@ which nothing serves.
 
 What records what:
 
-- the transport: :meth:`Metrics.update_received`, :meth:`Metrics.reply_sent`, :meth:`Metrics.telegram_error`;
+- the transport: :meth:`Metrics.update_received`, :meth:`Metrics.reply_sent`, :meth:`Metrics.telegram_error`,
+  :meth:`Metrics.webhook_request`;
 - the router: :meth:`Metrics.command_handled`, :meth:`Metrics.conversation_step`;
 - provider clients: :func:`metered` on their one request function (calls, latency, error codes), and
   :meth:`Metrics.qps_wait` after the rate limiter;
@@ -169,6 +170,12 @@ class Metrics:
         self.token_fetches = Counter(
             "aipbot_token_fetches", "Token service fetches, by token and outcome", ["token", "outcome"], registry=r
         )
+        self.webhook_requests = Counter(
+            "aipbot_webhook_requests",
+            "Requests to the Telegram webhook, by outcome (recorded, duplicate, refused, bad_request, error…)",
+            ["outcome"],
+            registry=r,
+        )
         self._gauges = _ScrapeGauges()
         r.register(self._gauges)
         ProcessCollector(registry=r)
@@ -188,6 +195,12 @@ class Metrics:
         """A Bot API call failed: the HTTP/Bot API error code (400, 403, 429, 502…) or a kind (``network``,
         ``timeout``)."""
         self.telegram_errors.labels(_code(code)).inc()
+
+    def webhook_request(self, outcome: str) -> None:
+        """A request reached the webhook: ``recorded`` (a new update journaled), ``duplicate`` (an ``update_id``
+        seen before), ``unauthorized`` / ``forbidden`` (secret missing / wrong), ``not_telegram`` (source
+        network), ``bad_request``, ``too_large``, ``not_ready``, ``error`` (the journal could not record it)."""
+        self.webhook_requests.labels(_slug(outcome)).inc()
 
     # -- the router -------------------------------------------------------------------------------------
     def command_handled(self, command: str, outcome: str) -> None:

@@ -1,9 +1,17 @@
-"""The Telegram transport: python-telegram-bot v22 ``Application`` wiring, with our own long polling.
+"""The Telegram transport: python-telegram-bot v22 ``Application`` wiring, with our own long polling or a webhook.
 
-Polling goes through :mod:`core.intake`: each ``getUpdates`` batch is journaled in the database before
-the next ``getUpdates`` confirms it to Telegram, unfinished updates are replayed after a restart, and a
-replayed update never sends a reply twice. The updates of one chat are handled in arrival order, those of
-different chats concurrently, so one slow job never stalls another user.
+Updates reach the bot one of two ways (``telegram.mode``), both through :mod:`core.intake`:
+
+- ``polling`` (the default): each ``getUpdates`` batch is journaled in the database before the next
+  ``getUpdates`` confirms it to Telegram; any webhook left set is deleted first (``getUpdates`` is a 409 while
+  one is set);
+- ``webhook``: Telegram POSTs each update to ``<server.public_url><telegram.webhook_path>`` on the bot's web
+  server; :mod:`core.webhook` checks it and journals it before answering 200. ``setWebhook`` at start; at stop
+  the webhook stays set unless ``telegram.webhook_delete_on_stop`` (another process may still serve it).
+
+Unfinished updates are replayed after a restart, and a replayed update never sends a reply twice. The
+updates of one chat are handled in arrival order, those of different chats concurrently, so one slow job
+never stalls another user.
 
 Updates become :class:`core.router.Incoming` events: photos (largest size) and images sent as files
 (full resolution) are attached lazily (downloaded into memory only when a plugin reads them); the
@@ -27,7 +35,7 @@ from typing import Any
 from telegram import BotCommand, Message, Update
 from telegram import User as TgUser
 from telegram.constants import ChatAction
-from telegram.error import TelegramError
+from telegram.error import Conflict, TelegramError
 from telegram.ext import Application, ApplicationBuilder, CallbackQueryHandler, ContextTypes, MessageHandler, filters
 from telegram.helpers import create_deep_linked_url
 
@@ -42,6 +50,7 @@ from core.i18n import resolve_language
 from core.images import DOCUMENT_MIME_TYPES, DOCUMENT_SUFFIXES, IMAGE_SUFFIXES
 from core.intake import Entry, Intake
 from core.router import Incoming
+from core.webhook import WebhookEndpoint, webhook_secret
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +62,8 @@ STOP_WAIT = 20.0
 _LONG_NUMBER = re.compile(r"\d{15}")
 #: Set in the journaled form of an update whose text was left out (see ``TelegramTransport._scrub``).
 WITHHELD = "aipbot_withheld"
+#: The longest pause between two ``setWebhook`` attempts when Telegram did not take the webhook.
+MAX_WEBHOOK_BACKOFF = 300.0
 
 
 class TelegramTransport:
@@ -82,6 +93,21 @@ class TelegramTransport:
         self.intake: Intake | None = None
         self._poller: asyncio.Task[None] | None = None
         self.delivery = Delivery(self.application.bot, app.services.run_cpu)
+        self.mode: str = self.config["mode"]
+        self.webhook: WebhookEndpoint | None = None
+        self._webhook_set = False
+        self._webhook_task: asyncio.Task[None] | None = None
+        if self.mode == "webhook":
+            self._secret = webhook_secret(self.config)
+            self.webhook = WebhookEndpoint(
+                self._secret,
+                source_networks=self.config["webhook_source_networks"],
+                trusted_proxies=self.config["trusted_proxies"],
+                max_body=min(self.config["webhook_max_body_kb"] * 1024, app.web.max_body),
+                metrics=app.metrics,
+            )
+            app.web.route(self.config["webhook_path"], self.webhook.handle, methods=["POST"], name="telegram-webhook")
+            app.web.ready_check("webhook", self._webhook_ready)
 
     # ------------------------------------------------------------------ lifecycle
     async def _post_init(self, application: Application) -> None:
@@ -109,7 +135,8 @@ class TelegramTransport:
                 log.warning("setMyCommands (%s) failed: %s", lang, err)
 
     async def start(self) -> None:
-        """Connect (getMe), start the plugins, replay what an earlier run left unfinished, then poll."""
+        """Connect (getMe), start the plugins, replay what an earlier run left unfinished, then poll (or set the
+        webhook and take updates on it)."""
         await self.application.initialize()
         await self._post_init(self.application)
         await self.application.start()
@@ -123,18 +150,37 @@ class TelegramTransport:
             scrub=self._scrub,
         )
         await self.intake.start()
+        if self.webhook is not None:
+            self.webhook.receive = self.intake.receive  # from now on the endpoint records (before: 503)
+            if not await self._set_webhook():
+                self._webhook_task = asyncio.get_running_loop().create_task(
+                    self._keep_setting_webhook(), name="aipbot-set-webhook"
+                )
+            return
+        await self._delete_webhook()  # polling while a webhook is set draws 409 Conflict
         self._poller = asyncio.get_running_loop().create_task(self.intake.poll(self._get_updates), name="aipbot-poll")
 
     async def stop(self) -> None:
-        """Stop polling, let the updates being handled finish (at most :data:`STOP_WAIT` seconds: the rest
+        """Stop polling (or taking webhook updates: 503 from now on, so Telegram delivers them again, here or to
+        another process), let the updates being handled finish (at most :data:`STOP_WAIT` seconds: the rest
         are replayed at the next start), then stop the outbox, the plugins and PTB."""
         if self._poller is not None:
             self._poller.cancel()
             await asyncio.gather(self._poller, return_exceptions=True)
             self._poller = None
+        if self.webhook is not None:
+            self.webhook.receive = None
+            if self._webhook_task is not None:
+                self._webhook_task.cancel()
+                await asyncio.gather(self._webhook_task, return_exceptions=True)
+                self._webhook_task = None
+            if self.config["webhook_delete_on_stop"] and self._webhook_set:
+                await self._delete_webhook()
+            self._webhook_set = False
         if self.intake is not None:
             await self.intake.stop(STOP_WAIT)
-            await self._confirm(self.intake.confirmable())
+            if self.webhook is None:
+                await self._confirm(self.intake.confirmable())
         await self.app.services.outbox.stop()
         if self.application.running:
             await self.application.stop()
@@ -153,10 +199,63 @@ class TelegramTransport:
     async def _get_updates(self, offset: int | None) -> list[dict[str, Any]]:
         """One long poll: the updates as plain JSON (what the journal keeps)."""
         timeout = self.config["poll_timeout"]
-        updates = await self.application.bot.get_updates(
-            offset=offset, timeout=timeout, allowed_updates=ALLOWED_UPDATES
-        )
+        try:
+            updates = await self.application.bot.get_updates(
+                offset=offset, timeout=timeout, allowed_updates=ALLOWED_UPDATES
+            )
+        except Conflict as err:  # someone set a webhook meanwhile (or another poller runs): polling wins here
+            if "webhook" in str(err).lower():
+                await self._delete_webhook()
+            raise
         return [json.loads(update.to_json()) for update in updates]
+
+    # ------------------------------------------------------------------ webhook
+    def webhook_url(self) -> str:
+        """Where Telegram posts updates: ``server.public_url`` + ``telegram.webhook_path``."""
+        return self.app.web.url(self.config["webhook_path"])
+
+    async def _set_webhook(self) -> bool:
+        """``setWebhook`` (URL, secret, the updates polling asks for, ``max_connections``, pending updates kept);
+        whether Telegram took it (a refusal is logged, never with the secret)."""
+        url = self.webhook_url()
+        try:
+            await self.application.bot.set_webhook(
+                url=url,
+                secret_token=self._secret,
+                allowed_updates=ALLOWED_UPDATES,
+                max_connections=self.config["webhook_max_connections"],
+                drop_pending_updates=False,
+            )
+        except TelegramError as err:
+            log.error("setWebhook %s failed: %s; Telegram delivers nothing until it succeeds", url, err)
+            return False
+        self._webhook_set = True
+        log.info("webhook set: Telegram posts updates to %s", url)
+        return True
+
+    async def _keep_setting_webhook(self) -> None:
+        """Try ``setWebhook`` again with a growing pause (at most :data:`MAX_WEBHOOK_BACKOFF`) until it succeeds;
+        ``/readyz`` names the webhook not ready meanwhile."""
+        backoff = 2.0
+        while True:
+            await asyncio.sleep(backoff)
+            if await self._set_webhook():
+                return
+            backoff = min(MAX_WEBHOOK_BACKOFF, backoff * 2)
+
+    async def _delete_webhook(self) -> None:
+        """``deleteWebhook`` keeping the pending updates (polling gets them)."""
+        try:
+            await self.application.bot.delete_webhook(drop_pending_updates=False)
+        except TelegramError as err:
+            log.warning("deleteWebhook failed: %s", err)
+
+    async def _webhook_ready(self) -> None:
+        """For ``/readyz``: the webhook endpoint records updates and Telegram took ``setWebhook``."""
+        if self.webhook is None or self.webhook.receive is None:
+            raise RuntimeError("the webhook does not take updates (starting or stopping)")
+        if not self._webhook_set:
+            raise RuntimeError("setWebhook has not succeeded")
 
     # ------------------------------------------------------------------ incoming
     def _user(self, tg_user: TgUser | None) -> User:
@@ -359,7 +458,8 @@ class TelegramTransport:
 
 
 def run_telegram(app: App) -> None:
-    """Poll Telegram until SIGINT or SIGTERM, then shut down cleanly (updates being handled may finish)."""
+    """Poll Telegram (or serve the webhook) until SIGINT or SIGTERM, then shut down cleanly (updates being
+    handled may finish)."""
     asyncio.run(_serve(TelegramTransport(app)))
 
 
