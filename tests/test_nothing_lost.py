@@ -12,6 +12,7 @@ import pytest
 
 from core import intake as intake_module
 from core.chat import Button, Reply
+from core.hookspecs import hookimpl
 from tests import probe_plugin
 from tests.test_telegram_e2e import png, slow_echo, telegram_config
 
@@ -153,26 +154,37 @@ async def test_an_update_cut_off_by_a_shutdown_is_finished_after_the_restart_wit
     fake_telegram, bot, start_bot, monkeypatch
 ):
     monkeypatch.setattr("core.transports.telegram.STOP_WAIT", 0.2)
-    transport = await bot()
 
     async def two_steps(ctx):
         await ctx.reply("working on it")
         await asyncio.sleep(30)  # cut off by the shutdown
         await ctx.reply("never")
 
-    transport.app.router.commands["echo"].handler = two_steps
+    async def finish(ctx):
+        await ctx.reply("working on it")  # reply 0 was sent before: skipped
+        await ctx.reply("done")
+
+    # the handler is in place before each start: the replay may begin while the bot is still starting
+    handlers = [two_steps]
+    original = probe_plugin.aipbot_commands
+
+    @hookimpl
+    def aipbot_commands(config):
+        commands = original(config)
+        for command in commands:
+            if command.name == "echo":
+                command.handler = lambda ctx: handlers[-1](ctx)
+        return commands
+
+    monkeypatch.setattr(probe_plugin, "aipbot_commands", aipbot_commands)
+    await bot()
     fake_telegram.user_sends_text("/echo")
     assert (await fake_telegram.bot_replied()).text == "working on it"
     await asyncio.sleep(0.2)
     await start_bot.stop()
 
-    transport = await bot()  # same database: the unfinished update is replayed first
-
-    async def finish(ctx):
-        await ctx.reply("working on it")  # reply 0 was sent before: skipped
-        await ctx.reply("done")
-
-    transport.app.router.commands["echo"].handler = finish
+    handlers.append(finish)
+    await bot()  # same database: the unfinished update is replayed first
     assert (await fake_telegram.bot_replied()).text == "done"
     await asyncio.sleep(0.3)
     assert texts_to(fake_telegram, 1001) == ["working on it", "done"]
