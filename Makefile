@@ -21,6 +21,7 @@ run: $(VENV)/.runtime
 	$(PY) bot.py $(ARGS)
 
 test: $(VENV)/.dev
+	bash scripts/test-packages
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest
