@@ -297,3 +297,17 @@ def test_a_database_from_before_the_return_page_gets_the_column_and_keeps_its_ro
         assert sessions.by_return_ref("s1") is None
     finally:
         store.close()
+
+
+async def test_metrics_count_verification_sessions_by_state(fake_telegram, fake_baidu, baidu_bot):
+    from tests.test_web import sample
+
+    base = await baidu_bot()
+    link = await baidu_link(fake_telegram)
+    metrics = (await get(base + "/metrics")).text
+    assert sample(metrics, "aipbot_verification_sessions", state="pending") == 1
+    fake_baidu.finish_verification(link.token, name=NAME, id_number=ID_NUMBER)
+    await get(link.success_url)
+    metrics = (await get(base + "/metrics")).text
+    assert sample(metrics, "aipbot_verification_sessions", state="passed") == 1
+    assert sample(metrics, "aipbot_verification_sessions", state="pending") == 0

@@ -121,6 +121,13 @@ class Plugin:
         """Schedule the polling job (it also expires abandoned sessions and applies the retention)."""
         if self.verifier is not None:
             services.every(config["poll_seconds"], self.verifier.poll, name="realname-poll")
+            sessions = self.verifier.sessions
+            services.metrics.gauge(
+                "aipbot_verification_sessions",
+                "Verification sessions in the database, by state",
+                lambda: services.run_db(sessions.counts),
+                labels=("state",),
+            )
 
     @hookimpl
     def aipbot_shutdown(self) -> None:

@@ -148,6 +148,11 @@ class SessionStore:
         )
         return [Session(*row) for row in rows]
 
+    def counts(self) -> dict[str, int]:
+        """How many sessions there are in each state (for ``/metrics``)."""
+        rows = self.store.execute("SELECT state, COUNT(*) FROM realname_sessions GROUP BY state")
+        return {state: 0 for state in (PENDING, PASSED, FAILED, EXPIRED, REPLACED)} | dict(rows)
+
     def recent(self, limit: int = 10) -> list[Session]:
         """The newest sessions of everyone (admins' overview)."""
         rows = self.store.execute(
