@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
@@ -71,20 +70,18 @@ def install_plugin(site: Path) -> None:
     (info / "entry_points.txt").write_text("[aipbot]\nslowwork = aipbot_slowwork\n")
 
 
-def start(fake, tmp_path: Path, seconds: float, log: str) -> subprocess.Popen:
-    """``bot.py`` on the fake with the plugin sleeping ``seconds``; its stderr goes to ``tmp_path / log``."""
+def start(
+    fake, tmp_path: Path, seconds: float, log: str, *, telegram: str = "poll_timeout: 1", more: str = ""
+) -> subprocess.Popen:
+    """``bot.py`` on the fake with the plugin sleeping ``seconds``; its stderr goes to ``tmp_path / log``.
+    ``telegram``: more lines of the ``telegram:`` section (YAML, one key a line); ``more``: more top-level YAML."""
     config = tmp_path / "config.yaml"
+    extra = "".join(f"  {line}\n" for line in telegram.splitlines())
     config.write_text(
-        textwrap.dedent(f"""\
-        telegram:
-          token: ${{TEST_BOT_TOKEN}}
-          base_url: {fake.base_url}
-          base_file_url: {fake.base_file_url}
-          poll_timeout: 1
-        storage: {{path: {tmp_path / "db.sqlite3"}}}
-        plugins:
-          slowwork: {{seconds: {seconds}}}
-        """)
+        f"telegram:\n  token: ${{TEST_BOT_TOKEN}}\n  base_url: {fake.base_url}\n  base_file_url: {fake.base_file_url}\n"
+        + extra
+        + more
+        + f"storage: {{path: {tmp_path / 'db.sqlite3'}}}\nplugins:\n  slowwork: {{seconds: {seconds}}}\n"
     )
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),

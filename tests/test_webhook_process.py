@@ -8,17 +8,15 @@ killed (SIGKILL) while all five wait for "done". Started again on the same datab
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import httpx
 
 from core.webhook import derive_secret
-from tests.test_intake_process import ROOT, accepted, install_plugin, until
+from tests.test_intake_process import accepted, install_plugin, until
+from tests.test_intake_process import start as start_polling_bot
 from tests.test_web import free_port
 
 USERS = [3000 + i for i in range(5)]
@@ -26,36 +24,9 @@ USERS = [3000 + i for i in range(5)]
 
 def start(fake, tmp_path: Path, port: int, seconds: float, log: str) -> subprocess.Popen:
     """``bot.py`` in webhook mode on ``port`` with the plugin sleeping ``seconds``; stderr to ``tmp_path / log``."""
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        textwrap.dedent(f"""\
-        telegram:
-          token: ${{TEST_BOT_TOKEN}}
-          base_url: {fake.base_url}
-          base_file_url: {fake.base_file_url}
-          mode: webhook
-          webhook_source_networks: [127.0.0.1/32]
-        server: {{listen: 127.0.0.1, port: {port}, public_url: "http://127.0.0.1:{port}", ready_cache: 0}}
-        storage: {{path: {tmp_path / "db.sqlite3"}}}
-        plugins:
-          slowwork: {{seconds: {seconds}}}
-        """)
-    )
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONPATH": str(tmp_path / "site"),
-        "TEST_BOT_TOKEN": fake.TOKEN,
-        "NO_PROXY": "127.0.0.1,localhost",
-        "HOME": str(tmp_path),
-    }
-    with (tmp_path / log).open("w") as stderr:
-        return subprocess.Popen(
-            [sys.executable, str(ROOT / "bot.py"), "--config", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            env=env,
-            cwd=tmp_path,
-        )
+    server = f'server: {{listen: 127.0.0.1, port: {port}, public_url: "http://127.0.0.1:{port}", ready_cache: 0}}\n'
+    telegram = "mode: webhook\nwebhook_source_networks: [127.0.0.1/32]"
+    return start_polling_bot(fake, tmp_path, seconds, log, telegram=telegram, more=server)
 
 
 async def test_after_kill_9_every_update_acknowledged_by_the_webhook_is_answered_once(fake_telegram, tmp_path):
