@@ -38,7 +38,7 @@ import sqlite3
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from core.chat import Button, Reply, Transport
@@ -209,6 +209,7 @@ class _Queue:
         self.task: asyncio.Task[None] | None = None
 
 
+@dataclass(eq=False)
 class Intake:
     """Journals updates, replays unfinished ones, and hands them to ``handle`` in per-chat order.
 
@@ -216,26 +217,18 @@ class Intake:
     ``classify``: the chat and album an update belongs to; ``handle``: the transport's handler.
     """
 
-    def __init__(
-        self,
-        services: Any,
-        transport: Transport,
-        classify: Classify,
-        handle: Handle,
-        *,
-        album_wait: float,
-        album_max_wait: float,
-        scrub: Scrub | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.services = services
-        self.scrub = scrub
-        self.transport = transport
-        self.classify = classify
-        self.handle = handle
-        self.album_wait = album_wait
-        self.album_max_wait = max(album_wait, album_max_wait)
-        self.clock = clock
+    services: Any
+    transport: Transport
+    classify: Classify
+    handle: Handle
+    _: KW_ONLY
+    album_wait: float
+    album_max_wait: float
+    scrub: Scrub | None = None
+    clock: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
+        self.album_max_wait = max(self.album_wait, self.album_max_wait)
         self._queues: dict[str, _Queue] = {}
         self._loose: set[asyncio.Task[None]] = set()
         self._stopping = False
