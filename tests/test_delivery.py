@@ -206,20 +206,21 @@ async def test_a_photo_telegram_would_refuse_goes_as_a_document(fake_telegram, r
     assert not fake_telegram.calls_of("sendPhoto")
 
 
-async def test_a_photo_telegram_refuses_anyway_goes_as_a_document(fake_telegram, running):
+@pytest.mark.parametrize(
+    ("fault", "method"),
+    [
+        ({"kind": "400", "description": "PHOTO_INVALID_DIMENSIONS"}, "sendDocument"),  # refused anyway: a document
+        ({"kind": "5xx"}, "sendPhoto"),  # retried
+    ],
+)
+async def test_a_photo_refused_anyway_goes_as_a_document_and_one_after_a_5xx_is_retried(
+    fake_telegram, running, fault, method
+):
     await running()
-    fake_telegram.fail("sendPhoto", 1, "400", description="PHOTO_INVALID_DIMENSIONS")
+    fake_telegram.fail("sendPhoto", 1, **fault)
     fake_telegram.user_sends_text("/pic")
     reply = await fake_telegram.bot_replied(1001)
-    assert reply.method == "sendDocument" and reply.text == "a small picture"
-
-
-async def test_a_photo_is_retried_after_a_5xx(fake_telegram, running):
-    await running()
-    fake_telegram.fail("sendPhoto", 1, "5xx")
-    fake_telegram.user_sends_text("/pic")
-    reply = await fake_telegram.bot_replied(1001)
-    assert reply.method == "sendPhoto" and reply.text == "a small picture"
+    assert reply.method == method and reply.text == "a small picture"
 
 
 async def test_an_edit_rides_out_a_fault_and_a_vanished_message_is_sent_anew(fake_telegram, running):
