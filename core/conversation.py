@@ -14,6 +14,7 @@ conversation.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -25,6 +26,8 @@ from core.chat import Photo
 from core.state import State, key
 
 PHOTO, TEXT, CHOICE = "photo", "text", "choice"
+#: At most this many bytes of photos held in memory for conversations waiting in this process.
+HELD_BYTES = 256 * 1024 * 1024
 
 
 class PhotoSource(Protocol):
@@ -57,10 +60,14 @@ class Conversation:
 class Conversations:
     """The conversations of every chat, in ``state``; photo bytes in a bounded in-memory table."""
 
-    def __init__(self, state: State, minutes: Callable[[], float], *, max_photos: int = 10_000) -> None:
+    def __init__(self, state: State, minutes: Callable[[], float], *, max_bytes: int = HELD_BYTES) -> None:
         self.state = state
         self._minutes = minutes
-        self.held: TTLCache[str, Photo] = TTLCache(max_photos, self.ttl, timer=lambda: state.clock())
+        # bounded by bytes: past the bound the oldest are let go (a conversation then fetches them again by
+        # reference; bytes sent without one are gone), so waiting photos never grow memory without limit
+        self.held: TTLCache[str, Photo] = TTLCache(
+            max_bytes, self.ttl, timer=lambda: state.clock(), getsizeof=lambda photo: max(1, photo.size or 1 << 20)
+        )
 
     @property
     def ttl(self) -> float:
@@ -108,7 +115,8 @@ class Conversations:
     # ------------------------------------------------------------------ photos by reference
     def _hold(self, photo: Photo) -> dict[str, Any]:
         token = secrets.token_hex(8)
-        self.held[token] = photo
+        with contextlib.suppress(ValueError):  # larger than the whole bound: kept by its reference only
+            self.held[token] = photo
         return {"mem": token, "ref": photo.ref, **photo.meta()}
 
     def _restore(self, ref: dict[str, Any], transport: PhotoSource | None) -> Photo | None:

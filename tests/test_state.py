@@ -285,3 +285,18 @@ async def test_a_held_lock_can_be_extended_and_is_lost_once_taken_over(state):
         state.test_clock.now += 6
         assert await state.add("lock:long", "other", ttl=5)
         assert not await held.extend()
+
+
+async def test_photos_held_for_conversations_are_bounded_by_bytes_and_the_oldest_let_go():
+    from core.chat import Photo
+    from core.conversation import Conversation, Conversations
+
+    table = Conversations(MemoryState(), lambda: 5, max_bytes=1000)
+    photos = [Photo.from_bytes(b"x" * 400, ref=f"file-{n}") for n in range(3)]
+    for n, photo in enumerate(photos):
+        await table.save(n, n, Conversation("snap", "photo"), [photo])
+    held = list(table.held.values())
+    assert photos[0] not in held and photos[1] in held and photos[2] in held
+    huge = Photo.from_bytes(b"x" * 2000, ref="file-huge")
+    await table.save(9, 9, Conversation("snap", "photo"), [huge])  # larger than the bound: by reference only
+    assert (await table.get(9, 9)).photos[0]["ref"] == "file-huge"
