@@ -15,15 +15,18 @@ conversation.
 from __future__ import annotations
 
 import contextlib
+import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
 from cachetools import TTLCache
 
 from core.chat import Photo
 from core.state import State, key
+
+log = logging.getLogger(__name__)
 
 PHOTO, TEXT, CHOICE = "photo", "text", "choice"
 #: At most this many bytes of photos held in memory for conversations waiting in this process.
@@ -53,8 +56,14 @@ class Conversation:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, value: dict[str, Any]) -> Conversation:
-        return cls(**value)
+    def from_json(cls, value: Any) -> Conversation | None:
+        """The conversation stored as ``value``; None for a record this version cannot read (it is dropped)."""
+        try:
+            names = {f.name for f in fields(cls)}
+            return cls(**{k: v for k, v in value.items() if k in names})
+        except (AttributeError, TypeError):
+            log.warning("dropping a conversation record of an unknown shape")
+            return None
 
 
 class Conversations:
@@ -84,33 +93,33 @@ class Conversations:
     async def save(self, chat_id: int, user_id: int, conversation: Conversation, photos: list[Photo]) -> None:
         """Store ``conversation`` (replacing, and wiping, any other) keeping ``photos`` by reference."""
         conversation.photos = [self._hold(photo) for photo in photos]
-        old = await self.state.get(self._key(chat_id, user_id))
+        old = await self.get(chat_id, user_id)
         await self.state.set(self._key(chat_id, user_id), conversation.to_json(), self.ttl)
         if old is not None:
-            self._wipe(old["photos"], keep=photos)
+            self._wipe(old.photos, keep=photos)
 
     async def take(self, chat_id: int, user_id: int, transport: PhotoSource | None) -> tuple[Conversation, list[Photo]]:
         """Remove the conversation to continue it: it and its photos (brought back from their references)."""
         value = await self.state.delete(self._key(chat_id, user_id))
-        if value is None:
+        conversation = None if value is None else Conversation.from_json(value)
+        if conversation is None:
             raise LookupError("no conversation")
-        conversation = Conversation.from_json(value)
         photos = [p for p in (self._restore(ref, transport) for ref in conversation.photos) if p is not None]
         for ref in conversation.photos:  # the handler holds them now; it keeps them again if it still needs them
-            self.held.pop(ref["mem"], None)
+            self.held.pop(ref.get("mem"), None)
         return conversation, photos
 
     async def drop(self, chat_id: int, user_id: int) -> Conversation | None:
         """Forget the conversation (``/cancel``, a new command): its photos are wiped."""
         value = await self.state.delete(self._key(chat_id, user_id))
-        if value is None:
-            return None
-        self._wipe(value["photos"])
-        return Conversation.from_json(value)
+        conversation = None if value is None else Conversation.from_json(value)
+        if conversation is not None:
+            self._wipe(conversation.photos)
+        return conversation
 
     async def is_current(self, chat_id: int, user_id: int, conversation_id: str) -> bool:
-        value = await self.state.get(self._key(chat_id, user_id))
-        return value is not None and value["id"] == conversation_id
+        conversation = await self.get(chat_id, user_id)
+        return conversation is not None and conversation.id == conversation_id
 
     # ------------------------------------------------------------------ photos by reference
     def _hold(self, photo: Photo) -> dict[str, Any]:
@@ -120,7 +129,7 @@ class Conversations:
         return {"mem": token, "ref": photo.ref, **photo.meta()}
 
     def _restore(self, ref: dict[str, Any], transport: PhotoSource | None) -> Photo | None:
-        photo = self.held.get(ref["mem"])
+        photo = self.held.get(ref.get("mem"))
         if photo is not None and not photo.wiped:
             return photo
         if ref.get("ref") and transport is not None and hasattr(transport, "photo_from_ref"):
@@ -132,7 +141,7 @@ class Conversations:
         """Forget the photos of ``refs`` and drop their bytes, except those in ``keep`` (held again)."""
         kept = {id(photo) for photo in keep or []}
         for ref in refs:
-            photo = self.held.pop(ref["mem"], None)
+            photo = self.held.pop(ref.get("mem"), None)
             if photo is not None and id(photo) not in kept:
                 photo.wipe()
 

@@ -300,3 +300,18 @@ async def test_photos_held_for_conversations_are_bounded_by_bytes_and_the_oldest
     huge = Photo.from_bytes(b"x" * 2000, ref="file-huge")
     await table.save(9, 9, Conversation("snap", "photo"), [huge])  # larger than the bound: by reference only
     assert (await table.get(9, 9)).photos[0]["ref"] == "file-huge"
+
+
+async def test_a_conversation_record_this_version_cannot_read_is_dropped_not_a_crash():
+    from core.conversation import Conversation, Conversations
+
+    state = MemoryState()
+    table = Conversations(state, lambda: 5)
+    await state.set("conv:1:1", {"command": "ocr", "wants": "photo", "photos": [], "new_field": 1}, ttl=60)
+    assert (await table.get(1, 1)).command == "ocr"  # unknown keys are ignored
+    await state.set("conv:1:1", ["not", "a", "record"], ttl=60)
+    assert await table.get(1, 1) is None
+    with pytest.raises(LookupError):
+        await table.take(1, 1, None)
+    await table.save(1, 1, Conversation("snap", "photo"), [])
+    assert (await table.get(1, 1)).command == "snap"
