@@ -270,3 +270,31 @@ def test_a_baidu_client_pair_fetches_one_token_and_draws_no_18(connect) -> None:
         assert run_threads(10, call) == [None] * 10
         assert fake.token_fetches == 2
         assert fake.errors_sent[18] == 0
+
+
+# -- the bot -------------------------------------------------------------------------------------------------
+
+
+async def test_a_bot_with_cluster_redis_url_shares_tokens_and_qps(redis_server: RedisServer, fake_baidu: FakeBaidu):
+    from tests import probe_plugin
+    from tests.harness import Harness
+
+    raw = redis_server.client()
+    config = {"plugins": {"probe": {}}, "providers": {"baidu": fake_baidu.provider_config()}}
+    try:
+        alone = Harness(config, extra_plugins={"probe": probe_plugin})
+        async with alone:
+            assert alone.app.services.tokens.shared is None
+            assert not isinstance(alone.app.services.provider("baidu").limiter, RedisRateLimiter)
+        bot = Harness({**config, "cluster": {"redis_url": redis_server.url}}, extra_plugins={"probe": probe_plugin})
+        async with bot:
+            services = bot.app.services
+            assert services.tokens.shared is not None and services.tokens.shared.prefix == "aipbot:"
+            client = services.provider("baidu")
+            assert isinstance(client.limiter, RedisRateLimiter) and client.limiter.shared is services.tokens.shared
+            await services.run_blocking(services.tokens.get, client.token_key)
+            assert raw.exists(f"aipbot:token:{client.token_key}")
+    finally:
+        for name in raw.scan_iter("aipbot:*"):
+            raw.delete(name)
+        raw.close()
