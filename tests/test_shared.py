@@ -299,3 +299,27 @@ async def test_a_bot_with_cluster_redis_url_shares_tokens_and_qps(redis_server: 
         for name in raw.scan_iter("aipbot:*"):
             raw.delete(name)
         raw.close()
+
+
+# -- WeBank clients in cluster mode ---------------------------------------------------------------------------
+
+
+def test_a_webank_client_pair_fetches_one_token_and_one_sign_ticket_never_a_shared_nonce(connect) -> None:
+    from core.providers.webank import WebankClient
+    from tests.fakes.webank import FakeWebank
+
+    with FakeWebank(latency=0.05) as fake:
+        clients = [WebankClient.from_config(fake.config(), tokens=TokenService(shared=connect())) for _ in range(2)]
+        assert all(c is not None for c in clients)
+
+        def call(i=itertools.count()) -> tuple[str, str]:
+            client = clients[next(i) % 2]
+            return client.sign_ticket(), client.nonce_ticket("user-1")
+
+        results = run_threads(12, call)
+        assert len({sign for sign, _ in results}) == 1
+        assert len({nonce for _, nonce in results}) == 12  # single use: one fetch per launch, never cached
+        assert fake.token_fetches == 1
+        assert fake.ticket_fetches("SIGN") == 1
+        assert fake.ticket_fetches("NONCE") == 12
+        assert clients[0].sign_tickets() == clients[1].sign_tickets() == [results[0][0]]
