@@ -319,6 +319,7 @@ class TokenService:
         def usable(rec: TokenRecord | None) -> bool:
             return rec is not None and rec.parent == parent_fp and rec.age < self._refresh_after(spec, rec.lifetime)
 
+        calls = self.fetch_count(key)
         try:
             rec = shared.read_token(key)
             if usable(rec):
@@ -346,6 +347,8 @@ class TokenService:
                     log.warning("token %s: no value from the process holding the lock in time, fetching here", key)
                     return self._fetch_and_store(key, spec, rec, parent_fp), True
         except RedisError as err:
+            if self.fetch_count(key) != calls:
+                raise  # the source itself failed so: not a reason to call it twice
             log.warning("token %s: Redis unavailable (%s), fetching without the cluster", key, type(err).__name__)
             value, lifetime = self._call_source(key, spec)
             return (value, lifetime, 0.0, None), True
