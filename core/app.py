@@ -23,6 +23,7 @@ from core.outbox import Outbox
 from core.plugins import PluginManager
 from core.providers import make_client
 from core.router import Router
+from core.shared import SharedRedis
 from core.state import RedisUnavailable, State, open_state
 from core.store import Store
 from core.tokens import TokenService
@@ -52,7 +53,10 @@ class BotServices:
         self._jobs: list[asyncio.Task[None]] = []
         self._providers: dict[str, Any] = {}
         self._providers_lock = threading.Lock()
-        self.tokens = TokenService()  # the one token service: every credential of every provider client
+        # the one token service: every credential of every provider client; in cluster mode its cache, its
+        # single flight and the provider QPS budgets are shared through Redis (core.shared)
+        redis_url = (config.get("cluster") or {}).get("redis_url") or ""
+        self.tokens = TokenService(shared=SharedRedis(redis_url) if redis_url else None)
         self.metrics = self.tokens.metrics = Metrics()  # this bot's metrics (GET /metrics), not the process's
         self.web = WebServer(config.get("server"), self, self.metrics)  # the route registry and the web server
         self.outbox = Outbox(self)
@@ -120,6 +124,8 @@ class BotServices:
         self.conversations.close()
         self.store.close()
         self.state.close()
+        if self.tokens.shared is not None:
+            self.tokens.shared.close()
 
 
 #: Seconds the shutdown waits, in all, for the threads still running (engine warm-ups, the worker pools).

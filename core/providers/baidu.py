@@ -11,7 +11,8 @@ What every call does:
    ask; refreshed ``token_refresh_margin`` seconds before its 30 days are over);
 2. waits for its turn at the client-side rate limiter: one per API key (and endpoint), shared by all
    threads and all clients of that key, spacing requests ``1/qps`` apart so that bursts queue
-   instead of drawing error 18;
+   instead of drawing error 18 (in cluster mode, when the token service has ``shared`` Redis, the
+   budget is in Redis and shared by every process: :class:`core.shared.RedisRateLimiter`);
 3. POSTs through a pooled session (:mod:`core.http`: timeouts, transport retries for connection
    errors, timeouts and 5xx);
 4. reads either answer shape (``error_code``/``error_msg``, or ``success``/``code``/``message`` on the
@@ -56,6 +57,7 @@ from core.errors import (
 from core.http import HttpSettings, make_session
 from core.metrics import metered, metrics_of
 from core.redact import redact, register_secret
+from core.shared import RedisRateLimiter, SharedRedis
 from core.tokens import TokenService, default_service
 
 log = logging.getLogger(__name__)
@@ -258,8 +260,14 @@ def _fingerprint(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
-def rate_limiter(api_key: str, qps: float, endpoint: str = DEFAULT_ENDPOINT) -> RateLimiter:
-    """The limiter shared by every client of ``api_key`` at ``endpoint``; its rate becomes ``qps``."""
+def rate_limiter(
+    api_key: str, qps: float, endpoint: str = DEFAULT_ENDPOINT, shared: SharedRedis | None = None
+) -> RateLimiter | RedisRateLimiter:
+    """The limiter shared by every client of ``api_key`` at ``endpoint``; its rate becomes ``qps``.
+
+    With ``shared`` (cluster mode) the budget is in Redis (``qps:baidu:<fingerprint>``), shared by every
+    process; this process's limiter is its fallback while Redis cannot be reached.
+    """
     key = _fingerprint(endpoint, api_key)
     with _limiters_lock:
         limiter = _limiters.get(key)
@@ -267,7 +275,14 @@ def rate_limiter(api_key: str, qps: float, endpoint: str = DEFAULT_ENDPOINT) -> 
             limiter = _limiters[key] = RateLimiter(qps)
         else:
             limiter.qps = qps
-        return limiter
+        if shared is None:
+            return limiter
+        cluster = shared.limiters.get(key)
+        if cluster is None:
+            cluster = shared.limiters[key] = RedisRateLimiter(shared, f"baidu:{key}", qps, limiter)
+        else:
+            cluster.qps = qps
+        return cluster
 
 
 # -- the client --------------------------------------------------------------------------------------------
@@ -300,7 +315,7 @@ class BaiduClient:
         self.tokens = tokens or default_service()
         self.token_key = f"baidu:{_fingerprint(self.endpoint, api_key, secret_key)}"
         self.tokens.register(self.token_key, self._fetch_token, refresh_margin=token_refresh_margin)
-        self.limiter = rate_limiter(api_key, qps, self.endpoint)
+        self.limiter = rate_limiter(api_key, qps, self.endpoint, getattr(self.tokens, "shared", None))
         self._session = make_session(self.http)
 
     @classmethod
