@@ -214,25 +214,24 @@ def test_two_real_processes_fetch_once(redis_server: RedisServer, prefix: str) -
 def test_two_limiters_share_one_budget(connect) -> None:
     from core.providers.baidu import RateLimiter
 
+    # slots, not wall-clock times: the script reserves on Redis's clock, so the budget is read back exactly
     qps, n = 5.0, 20
     limiters = [RedisRateLimiter(connect(), "baidu:pair", qps, RateLimiter(qps)) for _ in range(2)]
-    starts: list[float] = []
+    key = limiters[0].shared.prefix + "qps:baidu:pair"
+    assert limiters[0].reserve() == 0  # the first slot is now
+    first = int(limiters[0].shared.redis.get(key))
+    waits: list[float] = []
     lock = threading.Lock()
 
-    def call(i=iter(range(n))) -> None:
-        limiters[next(i) % 2].acquire()
+    def call(i=iter(range(1, n))) -> None:
+        wait = limiters[next(i) % 2].reserve()  # both limiters, from many threads, at once
         with lock:
-            starts.append(time.monotonic())
+            waits.append(wait)
 
-    run_threads(n, call)
-    starts.sort()
-    assert len(starts) == n
-    interval = 1 / qps
-    gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert min(gaps) >= interval - 0.05, gaps  # spaced across both limiters, not per limiter
-    assert starts[-1] - starts[0] >= (n - 1) * interval - 0.05
-    for i, t in enumerate(starts):  # in any second, at most qps calls (plus the one opening the next)
-        assert sum(1 for u in starts[i:] if u < t + 1.0) <= qps + 1
+    run_threads(n - 1, call)
+    interval_us = int(1_000_000 / qps)
+    assert int(limiters[1].shared.redis.get(key)) - first == (n - 1) * interval_us  # one budget, n slots in all
+    assert len(waits) == n - 1 and max(waits) >= (n - 1) / qps - 1.0  # the last caller waits for the queue
 
 
 def test_limiter_without_redis_falls_back_to_this_process() -> None:
