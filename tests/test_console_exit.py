@@ -57,12 +57,10 @@ def test_the_shutdown_waits_for_threads_that_are_finishing_and_names_the_ones_th
     quick.start()
     slow.start()
     try:
-        started = time.monotonic()
-        left = wait_for_threads(0.5)
+        left = wait_for_threads(0.5)  # returns while the stuck one still waits its 30 s: the wait is bounded
         assert not quick.is_alive()
         assert slow in left  # (other tests' threads may be listed too: this runs inside pytest)
         assert quick not in left
-        assert time.monotonic() - started < 2
     finally:
         stuck.set()
         slow.join()
@@ -78,12 +76,10 @@ def test_a_thread_still_running_after_the_wait_cannot_abort_the_exit(tmp_path):
         "print('done', flush=True)\n"
         "sys.exit(bot.finish(0))\n"
     )
-    started = time.monotonic()
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30, cwd=tmp_path)
     assert result.returncode == 0
     assert result.stdout == "done\n"
     assert "exiting without waiting any longer for threads still running: endless-warm-up" in result.stderr
-    assert time.monotonic() - started < 10
 
 
 def test_ctrl_c_on_a_terminal_quits_at_once_with_status_0(tmp_path):

@@ -2,7 +2,6 @@
 
 import asyncio
 import socket
-import time
 
 import pytest
 
@@ -222,11 +221,9 @@ def test_an_unreachable_redis_is_one_line_naming_the_url():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    started = time.monotonic()
     with pytest.raises(RedisUnavailable) as caught:
         RedisState(f"redis://:secret@127.0.0.1:{port}/0")
     assert str(caught.value) == f"cannot connect to redis://:***@127.0.0.1:{port}/0 (Connection refused)"
-    assert time.monotonic() - started < 5
 
 
 def test_an_unreachable_redis_at_start_is_a_configuration_error(tmp_path):
