@@ -133,7 +133,8 @@ class Incoming:
     """One thing a user did, in transport-neutral form.
 
     ``error`` is a catalogue key the transport already decided on (e.g. a file over the download
-    limit); the router tells the user and does nothing else.
+    limit); the router tells the user and does nothing else. ``key`` identifies what arrived across a
+    replay (Telegram's ``update_id``): a replayed update counts against a daily quota only once.
     """
 
     user: User
@@ -143,6 +144,7 @@ class Incoming:
     message_id: int | None = None
     callback_data: str | None = None
     error: str | None = None
+    key: str | None = None
 
 
 Handler = Callable[["Context"], Awaitable[None]]

@@ -39,15 +39,24 @@ class Quotas:
         self.services = services
         self.limits: dict[str, int] = services.config["access"]["daily_quota"]
 
-    async def within(self, command: Command, user: User, *, consume: bool) -> bool:
-        """Whether ``user`` may run ``command`` today; with ``consume``, count this use."""
+    async def within(self, command: Command, user: User, *, consume: bool, key: str | None = None) -> bool:
+        """Whether ``user`` may run ``command`` today; with ``consume``, count this use — once per ``key``
+        (what arrived: a replayed update that was already counted is not counted again)."""
         limit = self.limits.get(command.name)
         if limit is None or user.is_admin:
             return True
         store, day = self.services.store, dt.date.today().isoformat()
-        if consume:
-            return await self.services.run_db(store.use_quota, user.id, command.name, day, limit)
-        return await self.services.run_db(store.quota_used, user.id, command.name, day) < limit
+        if not consume:
+            return await self.services.run_db(store.quota_used, user.id, command.name, day) < limit
+        mark = f"quota:{key}:{command.name}"
+        if key is not None:  # this update was judged before a restart: the same answer, nothing counted again
+            earlier = await self.services.state.get(mark)
+            if earlier is not None:
+                return bool(earlier)
+        allowed: bool = await self.services.run_db(store.use_quota, user.id, command.name, day, limit)
+        if key is not None:
+            await self.services.state.set(mark, allowed, 2 * 86400)
+        return allowed
 
     def refusal(self, command: Command, user: User) -> str:
         limit = self.limits[command.name]

@@ -153,7 +153,7 @@ class Router:
                 await self._say(transport, chat, self.t(user, "router.photo_expired"))
                 return
             _, photos = await self.conversations.take(chat.id, user.id, transport)  # type: ignore[arg-type]
-            routed = Incoming(user, chat, f"/{command.name}", photos, incoming.message_id)
+            routed = Incoming(user, chat, f"/{command.name}", photos, incoming.message_id, key=incoming.key)
             await self._command(routed, transport, f"/{command.name}")
             return
         command = self.commands.get(packed.command) if packed else None
@@ -198,7 +198,7 @@ class Router:
         if not command.documents and any(is_document(p.file_name, p.mime_type) for p in photos):
             await self._say(transport, chat, self.t(user, "error.not_an_image_file"))  # a PDF for /facematch
             return
-        if not counted and not await self.quotas.within(command, user, consume=True):
+        if not counted and not await self.quotas.within(command, user, consume=True, key=incoming.key):
             await self._say(transport, chat, self.quotas.refusal(command, user))
             return
         if len(photos) > command.max_photos:

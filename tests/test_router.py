@@ -276,3 +276,19 @@ async def test_an_admin_only_command_refuses_deep_links_from_others():
         allowed = Harness.text(await b.send("/start secret-x", user_id=ADMIN))
     assert "admins only" in refused
     assert allowed == f"deep link x for {ADMIN}"
+
+
+async def test_an_update_handled_again_after_a_restart_is_not_counted_twice_against_the_quota():
+    from core.chat import Chat, Incoming, Photo
+
+    async with bot(access={"admins": [ADMIN], "daily_quota": {"snap": 1}}) as b:
+
+        def snap(key: str) -> Incoming:
+            return Incoming(b.user(1), Chat(1), "/snap", [Photo.from_bytes(PNG)], 7, key=key)
+
+        first = Harness.text(await b.deliver(snap("update-1")))
+        replayed = Harness.text(await b.deliver(snap("update-1")))  # the same update, replayed by the journal
+        other = Harness.text(await b.deliver(snap("update-2")))
+        other_again = Harness.text(await b.deliver(snap("update-2")))
+    assert first.startswith("snap got 1") and replayed.startswith("snap got 1")
+    assert "daily limit" in other and "daily limit" in other_again  # a refusal stays a refusal

@@ -404,7 +404,15 @@ class TelegramTransport:
         text = next((p["text"] for p in parts if p["text"]), "")
         photos = [self.photo_from_ref(p["photo"]["ref"], p["photo"]["meta"]) for p in parts if "photo" in p]
         error = next((p["error"] for p in parts if "error" in p), None)
-        incoming = Incoming(user, chat, text, photos, parts[0]["message_id"], error=error if not photos else None)
+        incoming = Incoming(
+            user,
+            chat,
+            text,
+            photos,
+            parts[0]["message_id"],
+            error=error if not photos else None,
+            key=str(update.update_id),
+        )
         if error and photos:
             await transport.send(chat.id, Reply(self.app.catalogue.text(user.language, error)))
         await self.app.router.handle(incoming, transport)
@@ -423,7 +431,15 @@ class TelegramTransport:
         if chat is None:
             return
         message_id = query.message.message_id if query.message else None
-        incoming = Incoming(self._user(query.from_user), Chat(chat.id, chat.type), "", [], message_id, query.data or "")
+        incoming = Incoming(
+            self._user(query.from_user),
+            Chat(chat.id, chat.type),
+            "",
+            [],
+            message_id,
+            query.data or "",
+            key=str(update.update_id),
+        )
         await self.app.router.handle(incoming, transport)
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
