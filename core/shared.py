@@ -23,6 +23,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,27 +180,29 @@ class RedisRateLimiter:
 
     @property
     def qps(self) -> float:
-        """Calls per second, for the whole cluster."""
-        return 1.0 / self._interval
+        """Calls per second, for the whole cluster (kept, and checked, by the fallback limiter)."""
+        return float(self.fallback.qps)
 
     @qps.setter
     def qps(self, value: float) -> None:
-        if value <= 0:
-            raise ValueError("qps must be > 0")
-        self._interval = 1.0 / value
         self.fallback.qps = value
 
     def reserve(self) -> float:
         """Take the next slot of the cluster's budget; returns how long to wait for it (seconds, ≥ 0)."""
         try:
-            return self.shared.reserve_slot(self.name, self._interval)
+            return self.shared.reserve_slot(self.name, 1.0 / self.qps)
         except RedisError as err:
             log.warning("QPS budget %s: Redis unavailable (%s), spacing this process's calls only", self.name, err)
             return float(self.fallback.reserve())
 
     def acquire(self) -> float:
         """Wait for the next slot; returns the time waited."""
-        wait = self.reserve()
-        if wait > 0:
-            time.sleep(wait)
-        return wait
+        return wait_for_slot(self.reserve)
+
+
+def wait_for_slot(reserve: Callable[[], float]) -> float:
+    """Sleep until the slot ``reserve()`` took (a limiter's ``acquire``); returns the time waited."""
+    wait = reserve()
+    if wait > 0:
+        time.sleep(wait)
+    return wait

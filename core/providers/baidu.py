@@ -57,7 +57,7 @@ from core.errors import (
 from core.http import HttpSettings, make_session
 from core.metrics import metered, metrics_of
 from core.redact import redact, register_secret
-from core.shared import RedisRateLimiter, SharedRedis
+from core.shared import RedisRateLimiter, SharedRedis, wait_for_slot
 from core.tokens import TokenService, default_service
 
 log = logging.getLogger(__name__)
@@ -246,10 +246,7 @@ class RateLimiter:
 
     def acquire(self) -> float:
         """Wait for the next slot; returns the time waited."""
-        wait = self.reserve()
-        if wait > 0:
-            time.sleep(wait)
-        return wait
+        return wait_for_slot(self.reserve)
 
 
 _limiters: dict[str, RateLimiter] = {}
