@@ -392,10 +392,6 @@ class Intake:
             except Exception:
                 log.exception("intake: pruning the journal failed")
 
-    def busy(self) -> bool:
-        """Whether any update is being handled or waits in a queue."""
-        return bool(self._queues or self._loose)
-
     async def stop(self, timeout: float = 30.0) -> None:
         """Finish what is being handled (albums being collected are delivered now) for at most ``timeout``
         seconds; what is left stays in the journal and is replayed at the next start."""

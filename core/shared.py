@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds the cross-process token lock lives (a holder that died frees it then); waiters wait that long.
 LOCK_SECONDS = 30.0
-POLL_SECONDS = 0.05
 
 # KEYS[1]: value key; ARGV[1]: value. Deletes the record only if it still holds that value.
 _DELETE_IF_VALUE = """

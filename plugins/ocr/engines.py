@@ -223,10 +223,6 @@ class LocalEngine:
         """Recognise ``image`` (RGB); fragments in the coordinates of ``image`` turned upright."""
         return self.read_page(image).fragments
 
-    def read_reading(self, image: Image.Image) -> Reading:
-        """:meth:`read` wrapped as a :class:`Reading`."""
-        return Reading(self.read(image), "local")
-
 
 #: Between two recognised Latin characters (or digits), a gap wider than this fraction of the text height
 #: is a space; between CJK and Latin, :data:`MIXED_GAP`; between two CJK characters, :data:`CJK_GAP`.
