@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from core.chat import Command, Services
-from core.config import ConfigError, Field, check_secure_url
+from core.config import ConfigError, Field
 from core.hookspecs import hookimpl
 from core.i18n import load_dir
 from plugins.realname.flow import Verifier
@@ -40,10 +40,11 @@ SCHEMA: dict[str, Field] = {
     "plan_id": Field(
         str, default="", help="Baidu: the H5 plan id from the real-name verification console (required for baidu)"
     ),
-    "h5_base_url": Field(str, default="", help="the H5 page; empty: providers.baidu.h5_base_url"),
+    "h5_base_url": Field(str, default="", url=True, help="the H5 page; empty: providers.baidu.h5_base_url"),
     "return_url": Field(
         str,
         default="",
+        url=True,
         help="where the H5 page sends the user back ({session} = session id); empty: the bot's return page"
         " (with server.public_url), else its deep link. WeBank appends its callback parameters to it",
     ),
@@ -98,9 +99,6 @@ class Plugin:
         """``/verify``, ``/forget`` and the admins' ``/verifystat``; creates the sessions table."""
         if config["provider"] == "baidu" and not config["plan_id"]:
             raise ConfigError("plugins.realname.plan_id", "is required")
-        for name in ("h5_base_url", "return_url"):
-            if config[name]:
-                check_secure_url(config[name], f"plugins.realname.{name}")
         self.verifier = Verifier(config, services)
         return self.verifier.commands()
 
