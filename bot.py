@@ -1,10 +1,14 @@
 """aipbot: a plugin-based Telegram bot over vision APIs.
 
     python bot.py [--config config.yaml] [--console] [--check]
+    python bot.py serve [--config config.yaml] [--port N]     # cluster mode: a webhook front end
+    python bot.py worker [--config config.yaml] [--port N]    # cluster mode: a Celery worker
 
 With a Telegram token configured (``telegram.token``, usually ``${TELEGRAM_BOT_TOKEN}``) the bot polls
 Telegram; without one, or with ``--console``, it chats on the terminal. ``--check`` validates the
-configuration, loads the enabled plugins and exits.
+configuration, loads the enabled plugins and exits. ``serve`` and ``worker`` are the two kinds of process of
+cluster mode (README, "Scaling out"; core/cluster.py): one config file for all; ``--port`` overrides
+``server.port`` (a worker without ``--port`` serves no web pages).
 """
 
 from __future__ import annotations
@@ -41,11 +45,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="config.yaml", help="configuration file (default: ./config.yaml)")
     parser.add_argument("--console", action="store_true", help="chat on the terminal instead of Telegram")
     parser.add_argument("--check", action="store_true", help="validate the configuration and exit")
+    parser.add_argument("role", nargs="?", choices=["serve", "worker"], help="cluster mode: a front end or a worker")
+    parser.add_argument("--port", type=int, help="serve/worker: the web server's port (overrides server.port)")
     args = parser.parse_args(argv)
 
     try:
         config = load(args.config)
         setup_logging(config["logging"]["level"])
+        if args.role:
+            cluster_role(config, args.role, args.port)
         from core.app import App
 
         app = App(config)
@@ -59,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"aipbot: configuration OK; plugins: {names}; commands: {len(app.commands)}", file=sys.stderr)
         app.services.close()
         return 0
+    if args.role == "worker":  # the configuration holds (the App above): each worker process builds its own
+        app.services.close()
+        from core.cluster import run_worker
+
+        return finish(run_worker(config, loglevel=config["logging"]["level"]))
     try:
         app.web.bind()  # server: configured: listen now, so a port in use stops here (exit 2) like any config error
     except ConfigError as err:
@@ -77,10 +90,26 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from core.transports.telegram import run_telegram
 
-            run_telegram(app)
+            run_telegram(app, "serve" if args.role == "serve" else "bot")
     except KeyboardInterrupt:
         pass
     return finish(0)
+
+
+def cluster_role(config: dict, role: str, port: int | None) -> None:
+    """Check that ``config`` can run a cluster process (a :class:`ConfigError` otherwise) and apply ``--port``."""
+    if not config["cluster"]["redis_url"]:
+        raise ConfigError("cluster.redis_url", f"bot.py {role} needs Redis (the shared state and Celery's broker)")
+    if not config["telegram"]["token"]:
+        raise ConfigError("telegram.token", f"bot.py {role} needs the bot's token")
+    if role == "serve" and config["telegram"]["mode"] != "webhook":
+        raise ConfigError("telegram.mode", "bot.py serve is a webhook front end: set telegram.mode: webhook")
+    if port is not None:
+        if not config["server"]:
+            raise ConfigError("server", "--port needs a server: section")
+        config["server"]["port"] = port
+    elif role == "worker" and config["server"]:
+        config["server"] = {**config["server"], "enabled": False}  # its URLs still build links to the front ends
 
 
 def finish(status: int) -> int:

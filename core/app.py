@@ -46,6 +46,7 @@ class BotServices:
         self.commands: list[Command] = []
         self.plugin_status: Callable[[], dict[str, str]] = dict
         self.transport: Transport | None = None
+        self.handles_updates = True  # a cluster front end (core.cluster) sets it False before the plugins start
         self.io_pool = ThreadPoolExecutor(config["workers"]["io"], thread_name_prefix="aipbot-io")
         self.cpu_pool = ThreadPoolExecutor(config["workers"]["cpu"], thread_name_prefix="aipbot-cpu")
         # one thread: the store serialises its calls anyway, and they never queue behind provider calls

@@ -214,6 +214,8 @@ class Services(Protocol):
     metrics: Any  # core.metrics.Metrics: this bot's Prometheus metrics (gauge() for values read at scrape time)
     web: Any  # core.web.WebServer: the web server's route registry (route(), ready_check(), url())
     outbox: Any  # core.outbox.Outbox: messages that must arrive (stored first, retried until delivered)
+    #: False in a cluster front end (``bot.py serve``): it runs no handler, so warming an engine there is waste
+    handles_updates: bool
 
     async def run_db(self, fn: Callable[..., T], *args: Any) -> T: ...
 

@@ -245,6 +245,27 @@ SCHEMA: dict[str, Field] = {
             schemes=("redis", "rediss"),
             help="Redis for the state port (redis://host:6379/0); empty: none",
         ),
+        # cluster processes (bot.py serve / bot.py worker, core/cluster.py)
+        broker_url=Field(
+            str, default="", schemes=("redis", "rediss"), help="Celery's broker; empty: cluster.redis_url"
+        ),
+        queue=Field(str, default="aipbot", help="the Celery queue the front ends send to and the workers take from"),
+        worker_processes=Field(int, default=1, min=1, max=64, help="processes per `bot.py worker` (one task each)"),
+        task_time_limit=Field(
+            float, default=600, min=5, max=86400, help="seconds a task may run before its worker process is replaced"
+        ),
+        visibility_timeout=Field(
+            float, default=900, min=1, max=86400, help="seconds before a task a dead worker held goes to another"
+        ),
+        restore_seconds=Field(
+            float, default=10, min=0.1, max=3600, help="how often workers look for tasks to give to another worker"
+        ),
+        chat_lock_seconds=Field(
+            float, default=30, min=1, max=3600, help="a chat's lock lapses this long after its holder died"
+        ),
+        sweep_seconds=Field(
+            float, default=60, min=0.1, max=3600, help="workers send tasks again for updates left waiting this long"
+        ),
     ),
     "outbox": _section(
         backoff=Field(float, default=2, min=0.01, max=3600, help="seconds before the first retry, doubled each time"),

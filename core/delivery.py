@@ -33,6 +33,7 @@ import re
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from redis.exceptions import RedisError
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from telegram.constants import MessageLimit
 from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, RetryAfter, TelegramError, TimedOut
@@ -319,6 +320,25 @@ class Pacer:
             buckets.append(self._overall)
         return buckets
 
+    def cluster_budgets(self, method: str, chat: Any) -> list[tuple[str, float, float]]:
+        """The same limits as budgets for :meth:`core.shared.SharedRedis.reserve_slots` (cluster mode: every
+        process sending with this bot token shares them): ``(name, interval, burst)``, bursts less the reserve."""
+        if method not in MESSAGE_METHODS and method not in EDIT_METHODS:
+            return []
+        budgets: list[tuple[str, float, float]] = []
+
+        def budget(name: str, rate: float, burst: float) -> None:
+            budgets.append((f"telegram:{name}", 1 / rate, max(1.0, burst - rate * MARGIN)))
+
+        if chat is not None and method in MESSAGE_METHODS:
+            if self.chat_rate:
+                budget(f"chat:{chat}", self.chat_rate, self.chat_burst)
+            if self.group_rate and (isinstance(chat, str) or (isinstance(chat, int) and chat < 0)):
+                budget(f"group:{chat}", self.group_rate, 20)
+        if self.overall_rate:
+            budget("all", self.overall_rate, self.overall_burst)
+        return budgets
+
     def pause(self, chat: Any, seconds: float) -> None:
         """Telegram asked to wait ``seconds`` before sending to ``chat`` again."""
         now = asyncio.get_running_loop().time()
@@ -405,6 +425,8 @@ class SendLimiter(BaseRateLimiter[int]):
         self.max_wait = max_wait
         self.pacer = Pacer(overall, per_chat, chat_burst, per_group, headroom)
         self.metrics: Any = None  # core.metrics.Metrics (set by the transport): replies sent, errors by code
+        #: cluster mode (core.shared.SharedRedis, set by the transport): the rates are the whole cluster's
+        self.shared: Any = None
 
     @classmethod
     def from_config(cls, telegram: dict[str, Any]) -> SendLimiter:
@@ -443,6 +465,8 @@ class SendLimiter(BaseRateLimiter[int]):
         while True:
             chat = data.get("chat_id")
             await self.pacer.turn(method, chat)
+            if self.shared is not None:
+                await self._cluster_turn(method, chat)
             failure: TelegramError
             try:
                 return await self._counted(endpoint, callback, args, kwargs)
@@ -481,6 +505,19 @@ class SendLimiter(BaseRateLimiter[int]):
                 retries,
                 wait,
             )
+            await asyncio.sleep(wait)
+
+    async def _cluster_turn(self, method: str, chat: Any) -> None:
+        """Wait for the cluster's turn too: one bot token is one set of Telegram limits for every process."""
+        budgets = self.pacer.cluster_budgets(method, chat)
+        if not budgets:
+            return
+        try:
+            wait = await asyncio.to_thread(self.shared.reserve_slots, budgets)
+        except RedisError as err:
+            log.warning("send rates: Redis unavailable (%s), pacing this process's messages only", type(err).__name__)
+            return
+        if wait > 0:
             await asyncio.sleep(wait)
 
     async def _counted(

@@ -50,15 +50,22 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-# KEYS[1]: next-slot key; ARGV[1]: interval (µs). Returns the wait (µs) for the slot reserved.
+# KEYS: one key per budget, each holding its theoretical arrival time (µs of Redis's TIME: GCRA);
+# ARGV: per key, its interval (µs) and its burst tolerance (µs: (burst - 1) intervals). The call goes at the
+# first instant every budget allows, and takes its place in all of them at that instant. Returns the wait (µs).
 _RESERVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local nxt = tonumber(redis.call('GET', KEYS[1]) or '0')
-local slot = math.max(now, nxt)
-local after = slot + tonumber(ARGV[1])
-redis.call('SET', KEYS[1], string.format('%.0f', after), 'PX', math.floor((after - now) / 1000) + 1000)
-return string.format('%.0f', slot - now)
+local at, tats = now, {}
+for i, key in ipairs(KEYS) do
+  tats[i] = tonumber(redis.call('GET', key) or '0')
+  at = math.max(at, tats[i] - tonumber(ARGV[2 * i]))
+end
+for i, key in ipairs(KEYS) do
+  local after = math.max(tats[i], at) + tonumber(ARGV[2 * i - 1])
+  redis.call('SET', key, string.format('%.0f', after), 'PX', math.floor((after - now) / 1000) + 1000)
+end
+return string.format('%.0f', at - now)
 """
 
 
@@ -160,8 +167,17 @@ class SharedRedis:
 
     def reserve_slot(self, name: str, interval: float) -> float:
         """Reserve the next slot of budget ``name`` (slots ``interval`` seconds apart); seconds to wait for it."""
-        wait_us = self._reserve(keys=[f"{self.prefix}qps:{name}"], args=[max(1, int(interval * 1_000_000))])
-        return int(wait_us) / 1_000_000
+        return self.reserve_slots([(name, interval, 1.0)])
+
+    def reserve_slots(self, budgets: list[tuple[str, float, float]]) -> float:
+        """Reserve one call in each budget ``(name, interval, burst)`` at once — at the first instant all of them
+        allow (``burst`` calls may go back to back, then one per ``interval`` seconds); seconds to wait for it."""
+        args: list[int] = []
+        for _, interval, burst in budgets:
+            step = max(1, int(interval * 1_000_000))
+            args += [step, int(max(0.0, burst - 1) * step)]
+        keys = [f"{self.prefix}qps:{name}" for name, _, _ in budgets]
+        return int(self._reserve(keys=keys, args=args)) / 1_000_000
 
 
 class RedisRateLimiter:

@@ -12,6 +12,7 @@ import re
 import sys
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from PIL import Image
@@ -304,7 +305,7 @@ def test_startup_returns_before_the_models_are_warm(monkeypatch):
 
     plugin = facematch.Plugin()
     monkeypatch.setattr(plugin.engine, "warm", slow_warm)
-    plugin.aipbot_startup()  # must not wait for slow_warm
+    plugin.aipbot_startup(SimpleNamespace(handles_updates=True))  # must not wait for slow_warm
     assert not warmed.is_set()
     release.set()
     assert warmed.wait(30)

@@ -69,11 +69,16 @@ MAX_WEBHOOK_BACKOFF = 300.0
 class TelegramTransport:
     """Connects an :class:`App` to Telegram through a PTB ``Application``."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, role: str = "bot") -> None:
+        """``role``: ``bot`` (one process does everything), ``serve`` (a cluster front end: the webhook, tasks
+        for the workers) or ``worker`` (a cluster worker: handles the chats its tasks name; see core.cluster)."""
         self.app = app
+        self.role = role
+        app.services.handles_updates = role != "serve"
         self.config = app.config["telegram"]
         limiter = SendLimiter.from_config(self.config)  # send rates and retries: core.delivery
         limiter.metrics = app.metrics
+        limiter.shared = app.services.tokens.shared  # cluster mode: the send rates are the whole cluster's
         self.application: Application = (
             ApplicationBuilder()
             .token(self.config["token"])
@@ -93,7 +98,7 @@ class TelegramTransport:
         self.intake: Intake | None = None
         self._poller: asyncio.Task[None] | None = None
         self.delivery = Delivery(self.application.bot, app.services.run_cpu)
-        self.mode: str = self.config["mode"]
+        self.mode: str = self.config["mode"] if role != "worker" else "worker"
         self.webhook: WebhookEndpoint | None = None
         self._webhook_set = False
         self._webhook_task: asyncio.Task[None] | None = None
@@ -111,8 +116,9 @@ class TelegramTransport:
 
     # ------------------------------------------------------------------ lifecycle
     async def _post_init(self, application: Application) -> None:
-        """After getMe: register the command menu and start the plugins."""
-        await self._set_commands()
+        """After getMe: register the command menu (not from workers) and start the plugins."""
+        if self.role != "worker":
+            await self._set_commands()
         self.app.start(self)
         log.info("connected to Telegram as @%s", application.bot.username)
 
@@ -140,16 +146,10 @@ class TelegramTransport:
         await self.application.initialize()
         await self._post_init(self.application)
         await self.application.start()
-        self.intake = Intake(
-            self.app.services,
-            self,
-            self._classify,
-            self._handle,
-            album_wait=self.config["album_wait"],
-            album_max_wait=self.config["album_max_wait"],
-            scrub=self._scrub,
-        )
+        self.intake = self._intake()
         await self.intake.start()
+        if self.role == "worker":
+            return
         if self.webhook is not None:
             self.webhook.receive = self.intake.receive  # from now on the endpoint records (before: 503)
             if not await self._set_webhook():
@@ -159,6 +159,32 @@ class TelegramTransport:
             return
         await self._delete_webhook()  # polling while a webhook is set draws 409 Conflict
         self._poller = asyncio.get_running_loop().create_task(self.intake.poll(self._get_updates), name="aipbot-poll")
+
+    def _intake(self) -> Intake:
+        """The journal and queues (core.intake); in cluster mode the cluster's (core.cluster)."""
+        common: dict[str, Any] = dict(
+            album_wait=self.config["album_wait"], album_max_wait=self.config["album_max_wait"], scrub=self._scrub
+        )
+        if self.role == "bot":
+            return Intake(self.app.services, self, self._classify, self._handle, **common)
+        from core.cluster import ClusterIntake, chat_of, task_sender
+
+        cluster = self.app.config["cluster"]
+        intake = ClusterIntake(self.app.services, self, chat_of(self._classify), self._handle, **common)
+        intake.withheld = WITHHELD
+        intake.lock_seconds, intake.sweep_seconds = cluster["chat_lock_seconds"], cluster["sweep_seconds"]
+        intake.send_task = task_sender(self.app.config)
+        if self.role == "serve":
+            intake.front = True
+            scrub = self._scrub
+
+            async def scrub_and_hand_over(update: dict[str, Any]) -> dict[str, Any]:
+                form = await scrub(update)
+                await intake.keep_withheld(update, form)
+                return form
+
+            intake.scrub = scrub_and_hand_over
+        return intake
 
     async def stop(self) -> None:
         """Stop polling (or taking webhook updates: 503 from now on, so Telegram delivers them again, here or to
@@ -473,10 +499,10 @@ class TelegramTransport:
         return create_deep_linked_url(self.application.bot.username, payload)
 
 
-def run_telegram(app: App) -> None:
+def run_telegram(app: App, role: str = "bot") -> None:
     """Poll Telegram (or serve the webhook) until SIGINT or SIGTERM, then shut down cleanly (updates being
-    handled may finish)."""
-    asyncio.run(_serve(TelegramTransport(app)))
+    handled may finish). ``role="serve"``: a cluster front end (see :class:`TelegramTransport`)."""
+    asyncio.run(_serve(TelegramTransport(app, role)))
 
 
 async def _serve(transport: TelegramTransport) -> None:

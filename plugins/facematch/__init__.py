@@ -126,8 +126,10 @@ class Plugin:
         )
 
     @hookimpl
-    def aipbot_startup(self) -> None:
+    def aipbot_startup(self, services: Services) -> None:
         """Start loading and warming the local models in a background thread; returns at once."""
+        if not services.handles_updates:
+            return
         self._warm = threading.Thread(target=self._warm_engine, name="facematch-warm", daemon=True)
         self._warm.start()
 

@@ -125,6 +125,8 @@ class Plugin:
     @hookimpl
     def aipbot_startup(self, config: dict[str, Any], services: Services) -> None:
         """Warm the local engine in a background thread when it is the one in use; returns at once."""
+        if not services.handles_updates:
+            return
         try:
             engine = choose_engine(config, services)
         except ProviderMisconfigured as err:

@@ -456,6 +456,8 @@ class FakeBaidu(LocalServer):
         """``(status, content type, body bytes)`` for one request."""
         with self._lock:
             self._counts[path] += 1
+        # the QPS cap counts requests as they arrive (before any latency or stall), as a provider's front door does
+        admitted = self._qps_ok() if method == "POST" and path not in (TOKEN_PATH, H5_PATH) else True
         fault = self._take_fault(path)
         if fault is not None and fault.stall:
             self._stopping.wait(fault.stall)
@@ -474,7 +476,7 @@ class FakeBaidu(LocalServer):
         if fault is not None and fault.code is not None:
             shape = self._fp_error if is_fp and fault.code >= 200000 else self._error
             return 200, "application/json", _json(shape(fault.code, fault.message))
-        answer = self._api(path, query, body, content_type, is_fp)
+        answer = self._api(path, query, body, content_type, is_fp, admitted)
         return 200, "application/json", _json(answer)
 
     def _token(self, method: str, query: dict[str, str], body: bytes, content_type: str) -> tuple:
@@ -494,7 +496,9 @@ class FakeBaidu(LocalServer):
             return 401, "application/json", _json(err)
         return 200, "application/json", _json(self._issue_token())
 
-    def _api(self, path: str, query: dict[str, str], body: bytes, content_type: str, is_fp: bool) -> dict[str, Any]:
+    def _api(
+        self, path: str, query: dict[str, str], body: bytes, content_type: str, is_fp: bool, admitted: bool
+    ) -> dict[str, Any]:
         if self.latency:
             self._stopping.wait(self.latency)
         code = self._check_token(query.get("access_token"))
@@ -505,7 +509,7 @@ class FakeBaidu(LocalServer):
             over = self.daily_limit is not None and self._api_calls > self.daily_limit
         if over:
             return self._error(17)
-        if not self._qps_ok():
+        if not admitted:
             return self._error(18)
         if path.startswith(OCR_PREFIX):
             return self._ocr(path, path[len(OCR_PREFIX) :], body)

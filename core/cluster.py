@@ -1,0 +1,369 @@
+"""Cluster mode: stateless webhook front ends (``bot.py serve``) and Celery workers (``bot.py worker``).
+
+What a task is: **"handle what chat C has waiting"** (:data:`CHAT_TASK`, one argument: the chat key). A front
+end checks a webhook update (:mod:`core.webhook`), journals it in the shared database (the intake journal:
+``update_id`` is its primary key, so a delivery Telegram repeats, to this front end or another, is dropped),
+answers 200, and sends one task for the update's chat. A worker that takes the task takes the chat's lock in
+Redis (``lock:chat:<chat>``), then handles the chat's open journal entries oldest first — one update, or the
+parts of one album — until none is left; a task that finds the lock taken ends at once, because the holder
+looks for new entries after releasing the lock and takes the chat again when there are some. So:
+
+- **order per chat** across processes: one holder per chat, entries in ``update_id`` order;
+- **any worker continues any chat**: conversations are in the Redis state, photos are Telegram ``file_id``s,
+  the journal and the reply marks are in the shared database;
+- **an album whose parts reached different front ends** is one batch: the parts meet in the journal, and the
+  holder waits ``telegram.album_wait`` seconds after the newest part (at most ``album_max_wait``) before
+  handling them together;
+- **nothing lost**: the task is acknowledged late (``acks_late``), so a worker killed mid-task leaves it
+  unacknowledged and Redis gives it to another worker after ``cluster.visibility_timeout``; the chat's lock
+  lapses after ``cluster.chat_lock_seconds`` (the holder renews it while it works). Every worker also looks
+  at the journal every ``cluster.sweep_seconds`` for chats with entries older than that and no holder (a front
+  end killed between journaling and sending the task, a broker that lost it) and sends their task again (a
+  duplicate task finds nothing open, or the chat held, and ends at once);
+- **one answer**: an entry is marked done after its handling, and the replies of a handling that was cut
+  short are recorded per update (``intake_reply``), so a second handling skips what was sent.
+
+Why the whole update is the task and not only its heavy step: the front end then needs no engine, no
+provider client and no photo bytes (a photo is a ``file_id``: the worker downloads it), the broker carries a
+chat id and nothing personal, and a plugin's handler runs unchanged, in one process from its first reply to
+its last. The heavy step still runs in the worker's own pools (``workers.cpu`` threads per worker process).
+
+A text that answers a plugin's question (``ctx.expect_text``: WeBank's name and ID number) is never journaled
+(see the transport's ``_scrub``); the front end hands it to the worker through the Redis state under
+``withheld:<update_id>`` for at most :data:`WITHHELD_SECONDS`, and the worker deletes it as it reads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from core.intake import MAX_ATTEMPTS, SCHEMA, Entry, Intake, Journal
+
+log = logging.getLogger(__name__)
+
+#: The Celery task: handle what a chat has waiting (argument: the chat key of the journal).
+CHAT_TASK = "aipbot.chat"
+#: Seconds a withheld text waits in Redis for its worker.
+WITHHELD_SECONDS = 300.0
+#: What the journal keeps out of an update whose text was withheld (restored from Redis by the worker).
+WITHHELD_FIELDS = ("text", "caption", "entities", "caption_entities")
+
+
+def celery_app(config: dict[str, Any]) -> Any:
+    """The Celery application of the ``cluster:`` section: Redis broker, late acknowledgement, one task at a time
+    per worker process, time limits, a visibility timeout longer than the longest task."""
+    from celery import Celery
+
+    cluster = config["cluster"]
+    app = Celery("aipbot", broker=cluster["broker_url"] or cluster["redis_url"])
+    limit = cluster["task_time_limit"]
+    app.conf.update(
+        task_acks_late=True,  # a task is acknowledged when it ended: a worker that dies leaves it to another
+        task_reject_on_worker_lost=True,  # a worker process killed mid-task: the task goes back to the queue
+        worker_prefetch_multiplier=1,  # a worker process holds one task (the one it runs), never a backlog
+        task_time_limit=limit,
+        task_soft_time_limit=max(1.0, limit - 5),
+        task_default_queue=cluster["queue"],
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            "visibility_timeout": cluster["visibility_timeout"],  # unacknowledged this long: delivered again
+            "unacked_restore_interval": cluster["restore_seconds"],
+            "unacked_restore_throttle": 1,
+        },
+        worker_hijack_root_logger=False,  # our handler (with the redacting filter) stays
+        worker_redirect_stdouts=False,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+    )
+    return app
+
+
+def chat_of(classify: Callable[[dict[str, Any]], tuple[str | None, str | None]]) -> Callable[..., Any]:
+    """``classify`` with a chat key for every update: an update of no chat is a "chat" of its own."""
+
+    def classified(update: dict[str, Any]) -> tuple[str | None, str | None]:
+        chat, group = classify(update)
+        return chat or f"update:{update.get('update_id')}", group
+
+    return classified
+
+
+@dataclass
+class _Open:
+    update_id: int
+    body: str | None
+    received: float
+    attempts: int
+
+
+class ClusterIntake(Intake):
+    """The intake of a cluster process: a front end journals and sends tasks; a worker drains chats.
+
+    ``front``: a front end's (else a worker's); ``send_task(chat)``: sends :data:`CHAT_TASK` (blocking; run in
+    the I/O pool); ``withheld``: the transport's marker of a journaled update whose text was kept out.
+    """
+
+    send_task: Callable[[str], None] | None = None
+    front: bool = False
+    withheld: str = "aipbot_withheld"
+    lock_seconds: float = 30.0
+    sweep_seconds: float = 60.0
+
+    async def start(self) -> int:
+        """Create the journal's tables; nothing is replayed at start: a worker sweeps what was left, every
+        ``sweep_seconds``, and prunes the journal."""
+        await self.services.run_db(self.services.store.executescript, SCHEMA + _SCHEMA_INDEX)
+        if not self.front:  # a worker
+            loop = asyncio.get_running_loop()
+            self._pruner = loop.create_task(self._prune_every(), name="aipbot-intake-prune")
+            self._sweeper = loop.create_task(self._sweep_every(), name="aipbot-cluster-sweep")
+        return 0
+
+    async def _sweep_every(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_seconds)
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("cluster: the sweep failed")
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        if getattr(self, "_sweeper", None) is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        await super().stop(timeout)
+
+    # ------------------------------------------------------------------ front end
+    def _enqueue(self, entry: Entry) -> None:
+        """A new journaled update: one task for its chat (a failure is logged: the sweep finds the entry)."""
+        chat = entry.chat or f"update:{entry.update_id}"
+        task = asyncio.get_running_loop().create_task(self._send(chat, entry.update_id))
+        self._loose.add(task)
+        task.add_done_callback(self._loose.discard)
+
+    async def _send(self, chat: str, update_id: int) -> None:
+        assert self.send_task is not None
+        try:
+            await self.services.run_blocking(self.send_task, chat)
+        except Exception as err:
+            log.warning(
+                "cluster: could not send the task for update %s (%s: %s); a worker's sweep will handle it",
+                update_id,
+                type(err).__name__,
+                err,
+            )
+
+    async def keep_withheld(self, update: dict[str, Any], form: dict[str, Any]) -> None:
+        """Hand the text the journal leaves out of ``update`` to the worker, through Redis (deleted when read)."""
+        if not form.get(self.withheld):
+            return
+        message = update.get("message") or {}
+        kept = {name: message[name] for name in WITHHELD_FIELDS if name in message}
+        await self.services.state.set(f"withheld:{update['update_id']}", kept, WITHHELD_SECONDS)
+
+    # ------------------------------------------------------------------ worker
+    async def drain(self, chat: str) -> int:
+        """Handle the open entries of ``chat`` in order, unless another worker holds the chat; how many."""
+        handled = 0
+        while True:
+            try:
+                lock = await self.services.state.lock(f"chat:{chat}", self.lock_seconds, timeout=0).__aenter__()
+            except TimeoutError:
+                return handled  # the holder looks again after releasing the lock
+            renew = asyncio.get_running_loop().create_task(self._renew(lock))
+            try:
+                while batch := await self._next(chat):
+                    await self._handle_batch(batch)
+                    handled += len(batch)
+            finally:
+                renew.cancel()
+                await asyncio.gather(renew, return_exceptions=True)
+                await lock.__aexit__(None, None, None)
+            if not await self._run(_count_open, chat):
+                return handled
+
+    async def _renew(self, lock: Any) -> None:
+        while True:
+            await asyncio.sleep(self.lock_seconds / 3)
+            if not await lock.extend():
+                log.warning("cluster: the lock of %s lapsed while it was being handled", lock.key)
+
+    async def _next(self, chat: str) -> list[Entry]:
+        """The next batch of ``chat``: its oldest open update, or every part of the album it starts once no new
+        part came for ``album_wait`` seconds (at most ``album_max_wait``); [] when none is open."""
+        while True:
+            rows = await self._run(_open_entries, chat)
+            if not rows:
+                return []
+            entries = []
+            for row in rows:
+                if row.body is None or row.attempts + 1 > MAX_ATTEMPTS:
+                    log.warning("intake: update %s given up after %d attempts", row.update_id, row.attempts)
+                    await self._run(Journal.finish, [row.update_id])
+                    break
+                entries.append((row, self._entry(row.update_id, json.loads(row.body), row.attempts)))
+            else:
+                head = entries[0][1]
+                batch = [(r, e) for r, e in entries if head.group is not None and e.group == head.group] or entries[:1]
+                if head.group is not None and not self._album_complete(batch, len(entries) > len(batch)):
+                    await asyncio.sleep(min(0.2, self.album_wait))
+                    continue
+                await self._run(_attempt, [r.update_id for r, _ in batch])
+                return [e for _, e in batch]
+
+    def _album_complete(self, parts: list[tuple[_Open, Entry]], more: bool) -> bool:
+        """Whether an album's parts may be handled: another message of the chat follows them, or ``album_wait``
+        passed since the newest part arrived, or ``album_max_wait`` since the first."""
+        if more or self._stopping:
+            return True
+        now = self.clock()
+        newest, first = max(r.received for r, _ in parts), min(r.received for r, _ in parts)
+        return now >= newest + self.album_wait or now >= first + self.album_max_wait
+
+    async def _handle_batch(self, batch: list[Entry]) -> None:
+        for entry in batch:
+            if entry.body.pop(self.withheld, None):
+                kept = await self.services.state.delete(f"withheld:{entry.update_id}")
+                if isinstance(kept, dict) and isinstance(entry.body.get("message"), dict):
+                    entry.body["message"].update(kept)
+                else:
+                    entry.body[self.withheld] = True  # gone (expired): the user is asked to send it again
+        await self._process(batch)
+
+    async def sweep(self) -> int:
+        """Send a task again for each chat whose entries waited longer than ``sweep_seconds`` while no worker
+        holds it (a front end killed between journaling and sending, a broker that lost the task); how many.
+
+        A task is sent, not handled here, so a worker process still runs one chat at a time, in queue order."""
+        chats = await self._run(_stale_chats, self.sweep_seconds)
+        sent = 0
+        for chat in chats:
+            if await self.services.state.get(f"lock:chat:{chat}") is None:
+                await self.services.run_blocking(self.send_task, chat)
+                sent += 1
+        if sent:
+            log.info("cluster: tasks sent again for %d chats whose updates were left waiting", sent)
+        return sent
+
+
+# -- the journal's cluster queries (the intake tables of core.intake) ------------------------------------------
+_SCHEMA_INDEX = "CREATE INDEX IF NOT EXISTS intake_chat ON intake(chat, done, update_id);"
+
+
+def _open_entries(db: Any, now: float, chat: str, limit: int = 50) -> list[_Open]:
+    rows = db.execute(
+        "SELECT update_id, body, received, attempts FROM intake WHERE chat=:chat AND done IS NULL"
+        " ORDER BY update_id LIMIT :limit",
+        {"chat": chat, "limit": limit},
+    ).fetchall()
+    return [_Open(int(r[0]), r[1], float(r[2]), int(r[3])) for r in rows]
+
+
+def _attempt(db: Any, now: float, ids: list[int]) -> None:
+    for update_id in ids:
+        db.execute("UPDATE intake SET attempts=attempts+1 WHERE update_id=:id", {"id": update_id})
+
+
+def _count_open(db: Any, now: float, chat: str) -> int:
+    rows = db.execute("SELECT COUNT(*) FROM intake WHERE chat=:chat AND done IS NULL", {"chat": chat}).fetchall()
+    return int(rows[0][0])
+
+
+def _stale_chats(db: Any, now: float, age: float) -> list[str]:
+    rows = db.execute(
+        "SELECT DISTINCT chat FROM intake WHERE done IS NULL AND received < :before", {"before": now - age}
+    ).fetchall()
+    return [r[0] for r in rows if r[0] is not None]
+
+
+# -- the worker process ----------------------------------------------------------------------------------------
+class WorkerRuntime:
+    """One Celery worker process's bot: an event loop in a thread of its own, the :class:`core.app.App`, the
+    Telegram transport in its worker role. Created in each worker process after the fork."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="aipbot-worker-loop", daemon=True)
+        self.thread.start()
+        self.transport: Any = self.call(self._start(config))
+
+    async def _start(self, config: dict[str, Any]) -> Any:
+        from core.app import App
+        from core.transports.telegram import TelegramTransport
+
+        transport = TelegramTransport(App(config), role="worker")
+        await transport.start()
+        return transport
+
+    def call(self, coro: Any, timeout: float | None = None) -> Any:
+        """Run ``coro`` on the worker's loop and wait for its result."""
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except BaseException:  # the soft time limit, or the worker stopping: the coroutine stops too
+            future.cancel()
+            raise
+
+    def drain(self, chat: str) -> int:
+        return int(self.call(self.transport.intake.drain(chat)))
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.call(self.transport.stop(), timeout=60)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+_runtime: WorkerRuntime | None = None
+
+
+def run_worker(config: dict[str, Any], *, loglevel: str = "INFO") -> int:
+    """``bot.py worker``: a Celery worker (prefork, ``cluster.worker_processes`` processes, one task each at a
+    time) whose processes each run the bot with its plugins, engines and providers."""
+    from celery.signals import worker_process_init, worker_process_shutdown
+
+    app = celery_app(config)
+
+    @app.task(name=CHAT_TASK, bind=True, autoretry_for=(Exception,), retry_backoff=True, retry_backoff_max=60)
+    def chat_task(self: Any, chat: str) -> int:
+        if _runtime is None:
+            raise RuntimeError("the worker process has no bot")
+        return _runtime.drain(chat)
+
+    def started(**_: Any) -> None:
+        global _runtime
+        _runtime = WorkerRuntime(config)
+
+    def stopping(**_: Any) -> None:
+        if _runtime is not None:
+            _runtime.stop()
+
+    worker_process_init.connect(started, weak=False)
+    worker_process_shutdown.connect(stopping, weak=False)
+    name = f"aipbot-{os.getpid()}@{socket.gethostname()}"
+    argv = ["worker", "--pool=prefork", f"--concurrency={config['cluster']['worker_processes']}"]
+    argv += [f"--loglevel={loglevel}", "-Q", config["cluster"]["queue"], "-n", name]
+    argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+    app.worker_main(argv)
+    return 0
+
+
+def task_sender(config: dict[str, Any]) -> Callable[[str], None]:
+    """What a front end sends tasks with (blocking: call it in the I/O pool)."""
+    app = celery_app(config)
+
+    def send(chat: str) -> None:
+        app.send_task(CHAT_TASK, args=[chat], queue=config["cluster"]["queue"])
+
+    return send

@@ -1,0 +1,133 @@
+"""Cluster mode end to end: two ``bot.py serve`` front ends and two ``bot.py worker`` workers as real processes.
+
+The fake Bot API delivers webhook updates to the two front ends in turn (a load balancer), with Telegram's flood
+control on; the fake Baidu caps QPS. The processes share a real ``redis-server`` (state, Celery's broker, tokens,
+QPS and send-rate budgets) and one database. A worker is killed with SIGKILL (its whole process group) in the
+middle of the load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.cluster import Cluster
+from tests.fakes.baidu import FakeBaidu
+from tests.test_intake_process import accepted
+
+DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+OCR_PATH = "/rest/2.0/ocr/v1/general_basic"
+MATCH_PATH = "/rest/2.0/face/v3/match"
+RECEIPT = ["Coffee shop receipt", "Total 68.50"]
+USERS = [5000 + i for i in range(40)]
+
+
+def read(name: str) -> bytes:
+    return (DATA / name).read_bytes()
+
+
+@pytest.fixture
+def fake_telegram():
+    from http.server import ThreadingHTTPServer
+
+    from tests.fakes.telegram import FakeTelegram
+
+    ThreadingHTTPServer.request_queue_size = 128  # four bots' connections at once
+    with FakeTelegram() as fake:
+        fake.limit_rate(per_chat=1, overall=30)  # Telegram's flood control
+        yield fake
+
+
+@pytest.fixture
+def baidu():
+    with FakeBaidu(qps_cap=20) as fake:
+        fake.qps_burst = 2
+        yield fake
+
+
+@pytest.fixture
+def cluster(tmp_path, fake_telegram, baidu, redis_server):
+    url = redis_server.url.rsplit("/", 1)[0] + "/5"  # a database of its own: the default key prefix, a clean slate
+    redis.Redis.from_url(url).flushdb()
+    config = {
+        **baidu.config(qps=18, http={"read_timeout": 10.0}),
+        "plugins": {"ocr": {"engine": "baidu"}, "facematch": {"engine": "baidu", "picture": False}},
+    }
+    config["workers"] = {"io": 8, "cpu": 1}
+    with Cluster(tmp_path, fake_telegram, url, **config) as running:
+        running.start(fronts=2, workers=2)
+        yield running
+
+
+def flood_refusals(fake) -> int:
+    return sum(1 for m in ("sendMessage", "sendPhoto", "sendDocument") for c in fake.calls_of(m) if c.fault == "rate")
+
+
+async def until(check, timeout: float, what: str, cluster: Cluster) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"within {timeout} s: {what}\n{cluster.logs()}")
+        await asyncio.sleep(0.05)
+
+
+async def test_forty_users_are_each_answered_once_though_a_worker_is_killed_mid_load(cluster, fake_telegram, baidu):
+    image = read("text/receipt.jpg")
+    baidu.set_text(image, RECEIPT)
+    await cluster.ready()
+    for user in USERS:
+        fake_telegram.user_sends_photo(image, caption="/ocr", user_id=user)
+    answer = "\n".join(RECEIPT)
+    await until(lambda: len(accepted(fake_telegram, answer)) >= 10, 90, "10 users answered", cluster)
+    # both workers inside a Baidu call (each holds one chat at a time): the killed one has sent nothing for its chat
+    arrived = baidu.count(OCR_PATH)
+    baidu.inject(stall=4, times=2, path=OCR_PATH)
+    await until(lambda: baidu.count(OCR_PATH) >= arrived + 2, 30, "both workers calling Baidu", cluster)
+    cluster.kill_worker(0)
+    await until(lambda: len(accepted(fake_telegram, answer)) == len(USERS), 120, "every user answered", cluster)
+    await asyncio.sleep(2.0)  # a second answer would come now
+    assert accepted(fake_telegram, answer) == dict.fromkeys(USERS, 1)
+    deliveries = fake_telegram.deliveries
+    assert {d.url for d in deliveries} == {cluster.url(0), cluster.url(1)}  # both front ends took updates
+    assert all(d.ok for d in deliveries)
+    assert baidu.token_fetches == 1  # one token for the whole cluster
+    assert baidu.errors_sent[18] == 0  # one QPS budget for the whole cluster
+    assert flood_refusals(fake_telegram) == 0  # one set of send rates for the whole cluster
+    log = cluster.workers[1][1].read_text()
+    assert "Traceback" not in log, log[-3000:]
+
+
+async def test_an_album_and_a_facematch_split_across_front_ends_are_each_answered_once(cluster, fake_telegram, baidu):
+    a, b = read("faces/obama_1.jpg"), read("faces/obama_2.jpg")
+    baidu.set_face(a, "obama")
+    baidu.set_face(b, "obama")
+    page1, page2 = read("text/receipt.jpg"), read("text/en_line.png")
+    baidu.set_text(page1, RECEIPT)
+    baidu.set_text(page2, ["Hello TSINGTAO 2026"])
+    await cluster.ready()
+
+    fake_telegram.user_sends_album([page1, page2], caption="/ocr", user_id=71)
+    fake_telegram.user_sends_text("/facematch", user_id=72)
+    fake_telegram.user_sends_photo(a, user_id=72)
+    fake_telegram.user_sends_photo(b, user_id=72)
+
+    def answers(chat: int) -> list[str]:
+        return [c.text for c in fake_telegram.calls_of("sendMessage") if c.chat_id == chat and not c.fault]
+
+    await until(lambda: any("92.5" in t for t in answers(72)), 60, "the faces compared", cluster)
+    await until(lambda: any("TSINGTAO" in t for t in answers(71)), 60, "the album read", cluster)
+    await asyncio.sleep(2.0)
+    by_front = {}
+    for d in fake_telegram.deliveries:
+        by_front.setdefault(d.update.get("message", {}).get("chat", {}).get("id"), set()).add(d.url)
+    assert by_front[71] == {cluster.url(0), cluster.url(1)}  # the album's two parts reached different front ends
+    assert len(by_front[72]) == 2
+    album = [t for t in answers(71)]
+    assert len(album) == 1 and "Coffee shop receipt" in album[0] and "TSINGTAO" in album[0], album
+    faces = answers(72)
+    assert len([t for t in faces if "92.5" in t]) == 1 and "first photo" in faces[1], faces
+    assert baidu.count(MATCH_PATH) == 1
