@@ -104,6 +104,11 @@ def cluster_role(config: dict, role: str, port: int | None) -> None:
         raise ConfigError("telegram.token", f"bot.py {role} needs the bot's token")
     if role == "serve" and config["telegram"]["mode"] != "webhook":
         raise ConfigError("telegram.mode", "bot.py serve is a webhook front end: set telegram.mode: webhook")
+    broker = config["cluster"]["broker_url"]
+    if broker:  # the state's Redis is checked when the App opens it; a broker of its own is checked here
+        from core.cluster import check_broker
+
+        check_broker(broker)
     if port is not None:
         if not config["server"]:
             raise ConfigError("server", "--port needs a server: section")

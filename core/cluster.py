@@ -89,6 +89,22 @@ def celery_app(config: dict[str, Any]) -> Any:
     return app
 
 
+def check_broker(url: str) -> None:
+    """A :class:`ConfigError` naming ``cluster.broker_url`` (one line, no password) when it does not answer."""
+    import redis
+
+    from core.config import ConfigError
+    from core.state.redis import shown_url
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as err:
+        raise ConfigError("cluster.broker_url", f"cannot connect to {shown_url(url)} ({type(err).__name__})") from None
+    finally:
+        client.close()
+
+
 def chat_of(classify: Callable[[dict[str, Any]], tuple[str | None, str | None]]) -> Callable[..., Any]:
     """``classify`` with a chat key for every update: an update of no chat is a "chat" of its own."""
 

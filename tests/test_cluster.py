@@ -131,3 +131,63 @@ async def test_an_album_and_a_facematch_split_across_front_ends_are_each_answere
     faces = answers(72)
     assert len([t for t in faces if "92.5" in t]) == 1 and "first photo" in faces[1], faces
     assert baidu.count(MATCH_PATH) == 1
+
+
+# -- starting a cluster process ------------------------------------------------------------------------------------
+
+
+def run_bot(tmp_path: Path, config: str, *args: str) -> tuple[int, str]:
+    import subprocess
+    import sys
+
+    from tests.cluster import ROOT
+
+    path = tmp_path / "config.yaml"
+    path.write_text(config)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TEST_BOT_TOKEN": "123:abc"}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bot.py"), *args, "--config", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    return done.returncode, done.stderr
+
+
+WEBHOOK = (
+    "telegram: {token: '${TEST_BOT_TOKEN}', mode: webhook}\n"
+    "server: {port: 0, public_url: 'https://bot.example.org'}\n"
+    "storage: {path: db.sqlite3}\n"
+)
+
+
+def test_serve_without_redis_says_what_is_missing_in_one_line(tmp_path):
+    code, err = run_bot(tmp_path, WEBHOOK, "serve")
+    assert code == 2
+    expected = "cluster.redis_url: bot.py serve needs Redis (the shared state and Celery's broker)"
+    assert err.strip() == f"aipbot: configuration error: {expected}"
+
+
+def test_serve_in_polling_mode_is_refused_in_one_line(tmp_path, redis_server):
+    code, err = run_bot(
+        tmp_path,
+        f"telegram: {{token: x}}\ncluster: {{redis_url: '{redis_server.url}'}}\nstorage: {{path: db.sqlite3}}\n",
+        "serve",
+    )
+    assert code == 2 and err.strip().endswith(
+        "telegram.mode: bot.py serve is a webhook front end: set telegram.mode: webhook"
+    )
+
+
+def test_a_broker_that_does_not_answer_is_a_one_line_error_without_its_password(tmp_path, redis_server):
+    config = WEBHOOK + f"cluster: {{redis_url: '{redis_server.url}', broker_url: 'redis://:s3cret@127.0.0.1:1/0'}}\n"
+    code, err = run_bot(tmp_path, config, "worker")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "cluster.broker_url: cannot connect to redis://:***@127.0.0.1:1/0" in err and "s3cret" not in err
+
+
+def test_worker_check_loads_the_plugins_and_exits(tmp_path, redis_server):
+    code, err = run_bot(tmp_path, WEBHOOK + f"cluster: {{redis_url: '{redis_server.url}'}}\n", "worker", "--check")
+    assert code == 0 and "configuration OK" in err, err

@@ -1,0 +1,241 @@
+"""The pieces of cluster mode (core.cluster, core.delivery's shared rates) on a real Redis and one database file.
+
+Each "process" here is its own intake (or sender) with its own Redis client; what they share goes through the
+real ``redis-server`` and the database, as between processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+
+import pytest
+from telegram.ext import ExtBot
+
+from core.cluster import ClusterIntake, chat_of
+from core.delivery import SendLimiter
+from core.intake import MAX_ATTEMPTS
+from core.shared import SharedRedis
+from core.state import RedisState
+from core.store import Store
+from core.transports.telegram import WITHHELD, TelegramTransport
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def cluster(tmp_path, redis_server):
+    """``cluster.intake(front=...)``: an intake of its own process (own store connection, own Redis client)."""
+    prefix, made = redis_server.prefix(), []
+    clock = Clock()
+    handled: list[tuple[str, list[int], dict]] = []
+    sent: list[str] = []
+
+    def intake(name: str, *, front: bool = False, scrub=None) -> ClusterIntake:
+        pool = ThreadPoolExecutor(1)
+
+        async def run(fn, *args):
+            return await asyncio.get_running_loop().run_in_executor(pool, functools.partial(fn, *args))
+
+        services = SimpleNamespace(
+            store=Store(tmp_path / "db.sqlite3"),
+            state=RedisState(redis_server.url, prefix=prefix),
+            run_db=run,
+            run_blocking=run,
+        )
+
+        async def handle(entries, transport) -> None:
+            handled.append((name, [e.update_id for e in entries], entries[0].body))
+            await asyncio.sleep(0.05)  # long enough for the other worker to try the chat meanwhile
+
+        made.append((services, pool))
+        it = ClusterIntake(
+            services,
+            SimpleNamespace(),
+            chat_of(TelegramTransport._classify),
+            handle,
+            album_wait=0.3,
+            album_max_wait=2,
+            scrub=scrub,
+            clock=clock,
+        )
+        it.front, it.send_task, it.withheld, it.lock_seconds, it.sweep_seconds = front, sent.append, WITHHELD, 2, 60
+        return it
+
+    yield SimpleNamespace(intake=intake, clock=clock, handled=handled, sent=sent, prefix=prefix)
+    for services, pool in made:
+        services.store.close()
+        services.state.close()
+        pool.shutdown()
+
+
+def message(update_id: int, chat: int = 7, text: str = "/ocr", **more) -> dict:
+    return {
+        "update_id": update_id,
+        "message": {"message_id": update_id, "date": 0, "chat": {"id": chat, "type": "private"}, "text": text, **more},
+    }
+
+
+async def settle(front: ClusterIntake) -> None:
+    await asyncio.gather(*front._loose)  # the tasks being sent
+
+
+async def test_two_workers_on_one_chat_handle_its_updates_once_each_in_arrival_order(cluster):
+    front, one, two = cluster.intake("front", front=True), cluster.intake("one"), cluster.intake("two")
+    for it in (front, one, two):
+        await it.start()
+    assert await front.receive([message(i) for i in (1, 2, 3, 4)]) == 4
+    await settle(front)
+    assert cluster.sent == ["7"] * 4  # one task per update, all for chat 7
+    counts = await asyncio.gather(one.drain("7"), two.drain("7"), one.drain("7"), two.drain("7"))
+    assert sorted(counts) == [0, 0, 0, 4]  # one holder took the chat; the others found it held and ended
+    assert [ids for _, ids, _ in cluster.handled] == [[1], [2], [3], [4]]
+    assert await one.drain("7") == 0  # nothing left
+    for it in (one, two, front):
+        await it.stop()
+
+
+async def test_a_repeated_update_id_reaching_another_front_end_is_journaled_once(cluster):
+    first, second = cluster.intake("a", front=True), cluster.intake("b", front=True)
+    await first.start()
+    assert await first.receive([message(5)]) == 1
+    assert await second.receive([message(5)]) == 0  # Telegram redelivered it to the other front end
+    await settle(first)
+    assert cluster.sent == ["7"]
+
+
+async def test_the_parts_of_an_album_reaching_two_front_ends_are_handled_as_one(cluster):
+    a, b, worker = cluster.intake("a", front=True), cluster.intake("b", front=True), cluster.intake("w")
+    await worker.start()
+    part = {"photo": [{"file_id": "x", "file_unique_id": "x", "width": 1, "height": 1}], "media_group_id": "g1"}
+    await a.receive([message(10, text="", caption="/ocr", **part)])
+    draining = asyncio.create_task(worker.drain("7"))  # the first part's task runs before the second part came
+    await asyncio.sleep(0.1)
+    await b.receive([message(11, text="", **part)])
+    cluster.clock.now += 0.3  # album_wait after the newest part
+    assert await draining == 2
+    assert [ids for _, ids, _ in cluster.handled] == [[10, 11]]
+
+
+async def test_a_chat_held_by_a_worker_that_died_is_taken_over_when_its_lock_lapses(cluster):
+    front, worker = cluster.intake("front", front=True), cluster.intake("w")
+    await worker.start()
+    await worker.services.state.add("lock:chat:7", "a-dead-worker", 0.5)
+    await front.receive([message(20)])
+    assert await worker.drain("7") == 0  # held
+    await asyncio.sleep(0.6)
+    assert await worker.drain("7") == 1
+    assert cluster.handled[0][1] == [20]
+
+
+async def test_the_sweep_sends_tasks_again_only_for_chats_left_waiting_with_no_holder(cluster):
+    front, worker = cluster.intake("front", front=True), cluster.intake("w")
+    await worker.start()
+    front.send_task = lambda chat: (_ for _ in ()).throw(ConnectionError("broker down"))
+    await front.receive([message(30, chat=7), message(31, chat=8)])
+    await settle(front)
+    assert await worker.sweep() == 0  # not waiting long enough yet
+    cluster.clock.now += 61
+    await worker.services.state.add("lock:chat:8", "a-live-worker", 30)
+    assert await worker.sweep() == 1
+    assert cluster.sent == ["7"]  # chat 8 is being handled: no second task
+
+
+async def test_an_update_whose_handling_killed_workers_three_times_is_given_up(cluster):
+    front, worker = cluster.intake("front", front=True), cluster.intake("w")
+    await worker.start()
+    await front.receive([message(40), message(41)])
+    await worker.services.run_db(
+        worker.services.store.execute, "UPDATE intake SET attempts=? WHERE update_id=40", (MAX_ATTEMPTS,)
+    )
+    assert await worker.drain("7") == 1
+    assert [ids for _, ids, _ in cluster.handled] == [[41]]
+
+
+async def test_an_answer_to_a_plugins_question_reaches_the_worker_through_redis_and_is_gone_after(cluster):
+    async def scrub(update: dict) -> dict:  # as the transport withholds a text that answers ctx.expect_text
+        form = {**update, "message": {k: v for k, v in update["message"].items() if k != "text"}, WITHHELD: True}
+        return form
+
+    front, worker = cluster.intake("front", front=True), cluster.intake("w")
+    await worker.start()
+    inner = scrub
+
+    async def scrub_and_hand_over(update):
+        form = await inner(update)
+        await front.keep_withheld(update, form)
+        return form
+
+    front.scrub = scrub_and_hand_over
+    await front.receive([message(50, text="ZHANG San 110101199003071234")])
+    rows = await worker.services.run_db(worker.services.store.execute, "SELECT body FROM intake")
+    assert "110101199003071234" not in rows[0][0]  # never in the journal
+    assert await worker.drain("7") == 1
+    body = cluster.handled[0][2]
+    assert body["message"]["text"] == "ZHANG San 110101199003071234" and WITHHELD not in body
+    assert await worker.services.state.get("withheld:50") is None  # deleted as it was read
+
+
+async def test_a_withheld_answer_that_expired_asks_the_user_to_send_it_again(cluster):
+    front, worker = cluster.intake("front", front=True), cluster.intake("w")
+    await worker.start()
+    await front.receive([{**message(60), WITHHELD: True}])  # journaled withheld, nothing handed over
+    assert await worker.drain("7") == 1
+    assert cluster.handled[0][2][WITHHELD] is True  # the transport answers "please send it again"
+
+
+# -- send rates ---------------------------------------------------------------------------------------------------
+
+
+async def burst(fake, shared: list[SharedRedis | None], per_sender: int) -> int:
+    """Each sender (its own limiter and bot) sends ``per_sender`` messages to one chat at once; the 429s drawn."""
+    bots = []
+    for redis_shared in shared:
+        limiter = SendLimiter()
+        limiter.shared = redis_shared
+        bot = ExtBot(fake.TOKEN, base_url=fake.base_url, base_file_url=fake.base_file_url, rate_limiter=limiter)
+        await bot.initialize()
+        bots.append(bot)
+    try:
+        await asyncio.gather(*(bot.send_message(1001, f"m{i}") for bot in bots for i in range(per_sender)))
+    finally:
+        for bot in bots:
+            await bot.shutdown()
+    return sum(1 for c in fake.calls_of("sendMessage") if c.fault == "rate")
+
+
+async def test_two_senders_with_one_bot_token_share_telegrams_limits_and_draw_no_429(fake_telegram, redis_server):
+    fake_telegram.limit_rate(per_chat=1, overall=30, chat_burst=3)
+    prefix = redis_server.prefix()
+    shared = [SharedRedis(redis_server.url, prefix=prefix) for _ in range(2)]
+    try:
+        assert await burst(fake_telegram, shared, 3) == 0
+    finally:
+        for s in shared:
+            s.close()
+    assert len([c for c in fake_telegram.calls_of("sendMessage") if not c.fault]) == 6
+
+
+async def test_two_senders_each_keeping_only_its_own_limits_draw_429s(fake_telegram):
+    fake_telegram.limit_rate(per_chat=1, overall=30, chat_burst=3)
+    assert await burst(fake_telegram, [None, None], 3) > 0  # why the limits are shared in cluster mode
+
+
+def test_a_budget_lets_its_burst_go_at_once_then_one_per_interval(redis_server):
+    shared = SharedRedis(redis_server.url, prefix=redis_server.prefix())
+    try:
+        waits = [shared.reserve_slots([("b", 1.0, 3)]) for _ in range(5)]
+        assert waits[:3] == [0, 0, 0] and 0.9 < waits[3] <= 1.0 and 1.9 < waits[4] <= 2.0
+        # two budgets at once: the call waits for the later one, and takes its place in both
+        assert shared.reserve_slots([("b", 1.0, 3), ("c", 0.1, 1)]) > 2.9
+        assert 2.8 < shared.reserve_slots([("c", 0.1, 1)]) <= 3.1
+    finally:
+        shared.close()
