@@ -309,6 +309,12 @@ class WorkerRuntime:
     Telegram transport in its worker role. Created in each worker process after the fork."""
 
     def __init__(self, config: dict[str, Any]) -> None:
+        server = config.get("server")
+        if server and server.get("enabled", True):  # `--port N`: the pool's processes listen on N, N+1, …
+            from billiard.process import current_process
+
+            index = getattr(current_process(), "index", 0) or 0
+            config = {**config, "server": {**server, "port": server["port"] + index}}
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="aipbot-worker-loop", daemon=True)
         self.thread.start()
