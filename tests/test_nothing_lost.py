@@ -9,6 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from core import intake as intake_module
 from core.chat import Button, Reply
@@ -283,8 +284,8 @@ async def test_a_message_queued_with_the_callers_own_records_is_sent_after_the_c
     services = transport.app.services
 
     def finish_and_notify(db):
-        db.execute("CREATE TABLE IF NOT EXISTS job (id TEXT PRIMARY KEY, state TEXT)")
-        db.execute("INSERT INTO job VALUES('s3', 'passed')")
+        db.execute(text("CREATE TABLE IF NOT EXISTS job (id TEXT PRIMARY KEY, state TEXT)"))
+        db.execute(text("INSERT INTO job VALUES('s3', 'passed')"))
         return services.outbox.put_in(db, 1001, Reply("Verification passed"), key="realname:s3")
 
     assert await services.run_db(services.store.transaction, finish_and_notify) is True
