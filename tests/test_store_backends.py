@@ -22,6 +22,7 @@ from core.chat import Reply
 from core.config import ConfigError, validate
 from core.intake import TABLES, Journal, intake
 from core.outbox import DELIVERED, FAILED, QUEUED, Outbox, outbox
+from core.redact import redact
 from core.store import Store, StoreUnavailable
 from plugins.realname.sessions import PENDING, Session, SessionStore, new_id
 
@@ -359,6 +360,7 @@ def test_a_database_server_that_does_not_answer_at_start_is_one_line_without_the
     port = _closed_port()
     url = f"postgresql://bot:s3cretpw@127.0.0.1:{port}/aipbot"
     assert validate({"cluster": {"database_url": url}})["cluster"]["database_url"] == url
+    assert "s3cretpw" not in redact(f"connecting to {url}")  # the password is registered for the logs
     with pytest.raises(ConfigError) as caught:
         _open_store(str(tmp_path / "db"), "", url)
     message = str(caught.value)
