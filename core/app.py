@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from core.chat import Command, Reply, Transport
 from core.codec import Codec
@@ -18,14 +20,15 @@ from core.config import ConfigError
 from core.conversation import Conversations
 from core.defaults import NAME as DEFAULT_PLUGIN
 from core.i18n import Catalogue, core_catalogue
+from core.intake import intake
 from core.metrics import Metrics
-from core.outbox import Outbox
+from core.outbox import QUEUED, Outbox, outbox
 from core.plugins import PluginManager
 from core.providers import make_client
 from core.router import Router
 from core.shared import SharedRedis
 from core.state import RedisUnavailable, State, open_state
-from core.store import Store
+from core.store import Store, StoreUnavailable
 from core.tokens import TokenService
 from core.web import WebServer
 
@@ -163,13 +166,25 @@ def wait_for_threads(timeout: float = SHUTDOWN_WAIT) -> list[threading.Thread]:
     return left
 
 
-def _open_store(path: str, redis_url: str = "") -> tuple[Store, State]:
-    """The database and the state store, or a :class:`ConfigError` naming ``storage.path`` or ``cluster.redis_url``."""
+def _open_store(path: str, redis_url: str = "", database_url: str = "") -> tuple[Store, State]:
+    """The database (PostgreSQL when ``cluster.database_url`` is set, else the SQLite file ``path``) and the
+    state store, or a :class:`ConfigError` naming ``storage.path``, ``cluster.database_url`` or
+    ``cluster.redis_url`` (one line, no password)."""
     try:
-        return Store(path), open_state(path, redis_url)
-    except (OSError, sqlite3.Error) as err:
+        store = Store(database_url) if database_url else Store(path)
+    except StoreUnavailable as err:
+        if database_url:
+            raise ConfigError("cluster.database_url", str(err)) from None
+        raise ConfigError("storage.path", f"cannot open the database {path!r} ({err})") from None
+    except OSError as err:
+        raise ConfigError("storage.path", f"cannot open the database {path!r} ({err})") from None
+    try:
+        return store, open_state(path, redis_url)
+    except OSError as err:
+        store.close()
         raise ConfigError("storage.path", f"cannot open the database {path!r} ({err})") from None
     except RedisUnavailable as err:
+        store.close()
         raise ConfigError("cluster.redis_url", str(err)) from None
 
 
@@ -178,9 +193,13 @@ _DEPTHS = (
     (
         "aipbot_outbox_depth",
         "Messages in the outbox not yet delivered",
-        "SELECT COUNT(*) FROM outbox WHERE state='queued'",
+        select(func.count()).select_from(outbox).where(outbox.c.state == QUEUED),
     ),
-    ("aipbot_intake_depth", "Updates received and not yet handled", "SELECT COUNT(*) FROM intake WHERE done IS NULL"),
+    (
+        "aipbot_intake_depth",
+        "Updates received and not yet handled",
+        select(func.count()).select_from(intake).where(intake.c.done.is_(None)),
+    ),
 )
 
 
@@ -195,7 +214,9 @@ class App:
         for messages in self.plugins.messages():
             self.catalogue.add(messages)
         self.services = BotServices(
-            config, self.catalogue, *_open_store(config["storage"]["path"], config["cluster"]["redis_url"])
+            config,
+            self.catalogue,
+            *_open_store(config["storage"]["path"], config["cluster"]["redis_url"], config["cluster"]["database_url"]),
         )
         self.services.commands = self.plugins.commands(self.services)
         self.services.plugin_status = lambda: self.plugins.status(self.services)
@@ -216,17 +237,17 @@ class App:
             self.services.web.add(route, owner=f"plugins.{plugin}")
         self.router = Router(self.services, self.services.commands)
         self.metrics, self.web = self.services.metrics, self.services.web
-        for name, what, sql in _DEPTHS:
-            self.metrics.gauge(name, what, self._counter(sql))
+        for name, what, query in _DEPTHS:
+            self.metrics.gauge(name, what, self._counter(query))
         self._started = False
 
-    def _counter(self, sql: str) -> Callable[[], Awaitable[int]]:
+    def _counter(self, query: Any) -> Callable[[], Awaitable[int]]:
         """A gauge reader: ``SELECT COUNT(*) …`` in the database's thread (0 while its table does not exist)."""
 
         def count() -> int:
             try:
-                return int(self.services.store.execute(sql)[0][0])
-            except sqlite3.OperationalError:  # e.g. no intake table: the console does not journal
+                return int(self.services.store.execute(query)[0][0])
+            except (OperationalError, ProgrammingError):  # e.g. no intake table: the console does not journal
                 return 0
 
         return lambda: self.services.run_db(count)

@@ -237,13 +237,21 @@ SCHEMA: dict[str, Field] = {
     ),
     # providers.<name>: each provider module declares its own section (core.providers.schemas)
     "providers": Field(dict, default={}, help="provider name -> its credentials and settings"),
-    "storage": _section(path=Field(str, default="data/aipbot.sqlite3", help="SQLite database file")),
+    "storage": _section(
+        path=Field(str, default="data/aipbot.sqlite3", help="SQLite database file (unless cluster.database_url)")
+    ),
     "cluster": _section(
         redis_url=Field(
             str,
             default="",
             schemes=("redis", "rediss"),
             help="Redis for the state port (redis://host:6379/0); empty: none",
+        ),
+        database_url=Field(
+            str,
+            default="",
+            schemes=("postgresql", "postgresql+psycopg"),
+            help="PostgreSQL for the durable records (postgresql://user:pass@host/db); empty: storage.path",
         ),
         # cluster processes (bot.py serve / bot.py worker, core/cluster.py)
         broker_url=Field(
@@ -341,12 +349,25 @@ def _check_webhook(config: dict[str, Any]) -> None:
         raise ConfigError("server.public_url", "is required in webhook mode (the URL Telegram posts updates to)")
 
 
+def _check_database_url(url: str) -> None:
+    """``cluster.database_url`` parsed (its password registered for redaction); one-line errors without it."""
+    if not url:
+        return
+    from core.store import StoreUnavailable, check_url
+
+    try:
+        check_url(url)
+    except StoreUnavailable as err:
+        raise ConfigError("cluster.database_url", str(err)) from None
+
+
 def validate(raw: Any) -> dict[str, Any]:
     """The validated core configuration (plugin sections checked only for shape here)."""
     from core.providers import schemas
 
     config = check_section({**SCHEMA, "providers": _section(**schemas())}, substitute(raw), "")
     _check_webhook(config)
+    _check_database_url(config["cluster"]["database_url"])
     for name, section in config["plugins"].items():
         path = f"plugins.{name}"
         if not isinstance(section, dict):

@@ -1,6 +1,6 @@
 """Durable intake: every update that reached the bot is answered — once — even if the process is killed.
 
-The journal (table ``intake`` of the bot's database, ``storage.path``; in memory for ``:memory:``) records
+The journal (table ``intake`` of the bot's database: ``storage.path``, or ``cluster.database_url``) records
 each update **before** Telegram is told it arrived. With long polling Telegram considers an update
 delivered when the next ``getUpdates`` asks for a higher ``offset``; :meth:`Intake.poll` therefore runs its
 own loop — ``getUpdates`` → the whole batch written in one transaction → the batch queued for handling →
@@ -34,14 +34,34 @@ import asyncio
 import contextlib
 import json
 import logging
-import sqlite3
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Double,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    bindparam,
+    delete,
+    select,
+    text,
+)
+from sqlalchemy import (
+    update as sql_update,
+)
+from sqlalchemy.exc import SQLAlchemyError
+
 from core.chat import Button, Reply, Transport
+from core.store import insert_into
 
 log = logging.getLogger(__name__)
 
@@ -55,23 +75,28 @@ PRUNE_EVERY = 600.0
 #: The longest pause between two failed ``getUpdates``.
 MAX_POLL_BACKOFF = 30.0
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS intake (
-    update_id INTEGER PRIMARY KEY,
-    chat TEXT,
-    body TEXT,
-    received REAL NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    done REAL
-);
-CREATE INDEX IF NOT EXISTS intake_open ON intake(done, update_id);
-CREATE TABLE IF NOT EXISTS intake_reply (
-    update_id INTEGER NOT NULL,
-    n INTEGER NOT NULL,
-    message_id INTEGER,
-    PRIMARY KEY (update_id, n)
-);
-"""
+metadata = MetaData()
+#: One row per update: its journaled form (``body``, erased once handled) and when it was handled.
+intake = Table(
+    "intake",
+    metadata,
+    Column("update_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("chat", Text),
+    Column("body", Text),
+    Column("received", Double, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("done", Double),
+    Index("intake_open", "done", "update_id"),
+)
+#: The replies Telegram accepted: the ``n``-th message sent while handling ``update_id``.
+intake_reply = Table(
+    "intake_reply",
+    metadata,
+    Column("update_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("n", Integer, primary_key=True, autoincrement=False),
+    Column("message_id", BigInteger),
+)
+TABLES = (intake, intake_reply)
 
 
 @dataclass
@@ -100,65 +125,64 @@ Scrub = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 # ---------------------------------------------------------------------------------------------- the journal
 class Journal:
-    """The ``intake`` tables; every method takes the connection (run them through ``Store.transaction``)."""
+    """The ``intake`` tables; every method takes the connection (run them through ``Store.transaction``).
+
+    ``db`` is a SQLAlchemy :class:`~sqlalchemy.Connection` of the bot's store (SQLite or PostgreSQL)."""
 
     @staticmethod
-    def record(db: sqlite3.Connection, now: float, rows: list[tuple[int, str | None, str]]) -> list[int]:
-        """Add the updates not seen before (``(update_id, chat, body)``); their ids."""
+    def record(db: Connection, now: float, rows: list[tuple[int, str | None, str]]) -> list[int]:
+        """Add the updates not seen before (``(update_id, chat, body)``); their ids. Two processes recording
+        one update at once: one of them adds it (``ON CONFLICT DO NOTHING``, judged by the row count)."""
         new = []
         for update_id, chat, body in rows:
-            cursor = db.execute(
-                "INSERT OR IGNORE INTO intake(update_id, chat, body, received) VALUES(?,?,?,?)",
-                (update_id, chat, body, now),
-            )
-            if cursor.rowcount:
+            stmt = insert_into(db, intake).values(update_id=update_id, chat=chat, body=body, received=now)
+            if db.execute(stmt.on_conflict_do_nothing(index_elements=["update_id"])).rowcount:
                 new.append(update_id)
         return new
 
     @staticmethod
-    def reopen(db: sqlite3.Connection, now: float) -> list[tuple[int, str, int]]:
+    def reopen(db: Connection, now: float) -> list[tuple[int, str, int]]:
         """The entries a previous run did not finish, oldest first, each counted as one more attempt;
         those past :data:`MAX_ATTEMPTS` or :data:`KEEP_SECONDS` are closed (and logged) instead."""
+        c = intake.c
         rows = db.execute(
-            "SELECT update_id, body, attempts, received FROM intake WHERE done IS NULL ORDER BY update_id"
+            select(c.update_id, c.body, c.attempts, c.received).where(c.done.is_(None)).order_by(c.update_id)
         ).fetchall()
         keep = []
         for update_id, body, attempts, received in rows:
             if attempts + 1 >= MAX_ATTEMPTS or received < now - KEEP_SECONDS or body is None:
                 log.warning("intake: update %s given up after %d attempts", update_id, attempts + 1)
-                db.execute("UPDATE intake SET done=?, body=NULL WHERE update_id=?", (now, update_id))
+                db.execute(sql_update(intake).where(c.update_id == update_id).values(done=now, body=None))
                 continue
-            db.execute("UPDATE intake SET attempts=attempts+1 WHERE update_id=?", (update_id,))
+            db.execute(sql_update(intake).where(c.update_id == update_id).values(attempts=c.attempts + 1))
             keep.append((update_id, body, attempts + 1))
         return keep
 
     @staticmethod
-    def finish(db: sqlite3.Connection, now: float, ids: list[int]) -> None:
+    def finish(db: Connection, now: float, ids: list[int]) -> None:
         """Mark handled and erase the content (only the id stays, for deduplication)."""
-        db.executemany("UPDATE intake SET done=?, body=NULL WHERE update_id=?", [(now, i) for i in ids])
+        if ids:
+            stmt = sql_update(intake).where(intake.c.update_id == bindparam("b_id")).values(done=now, body=None)
+            db.execute(stmt, [{"b_id": i} for i in ids])
 
     @staticmethod
-    def replies(db: sqlite3.Connection, now: float, update_id: int) -> dict[int, int | None]:
+    def replies(db: Connection, now: float, update_id: int) -> dict[int, int | None]:
         """``n`` → message id of the replies to ``update_id`` Telegram already accepted."""
-        rows = db.execute("SELECT n, message_id FROM intake_reply WHERE update_id=?", (update_id,)).fetchall()
+        c = intake_reply.c
+        rows = db.execute(select(c.n, c.message_id).where(c.update_id == update_id)).fetchall()
         return {n: message_id for n, message_id in rows}
 
     @staticmethod
-    def replied(db: sqlite3.Connection, now: float, update_id: int, n: int, message_id: int | None) -> None:
-        db.execute(
-            "INSERT OR REPLACE INTO intake_reply(update_id, n, message_id) VALUES(?,?,?)", (update_id, n, message_id)
-        )
+    def replied(db: Connection, now: float, update_id: int, n: int, message_id: int | None) -> None:
+        stmt = insert_into(db, intake_reply).values(update_id=update_id, n=n, message_id=message_id)
+        db.execute(stmt.on_conflict_do_update(index_elements=["update_id", "n"], set_={"message_id": message_id}))
 
     @staticmethod
-    def prune(db: sqlite3.Connection, now: float) -> int:
+    def prune(db: Connection, now: float) -> int:
         """Delete handled entries (and their reply marks) older than :data:`KEEP_SECONDS`."""
-        cutoff = now - KEEP_SECONDS
-        db.execute(
-            "DELETE FROM intake_reply WHERE update_id IN (SELECT update_id FROM intake WHERE done IS NOT NULL"
-            " AND done < ?)",
-            (cutoff,),
-        )
-        return db.execute("DELETE FROM intake WHERE done IS NOT NULL AND done < ?", (cutoff,)).rowcount
+        c, old = intake.c, (intake.c.done.is_not(None)) & (intake.c.done < now - KEEP_SECONDS)
+        db.execute(delete(intake_reply).where(intake_reply.c.update_id.in_(select(c.update_id).where(old))))
+        return db.execute(delete(intake).where(old)).rowcount
 
 
 # ---------------------------------------------------------------------------------------------- replies
@@ -244,7 +268,7 @@ class Intake:
     # ------------------------------------------------------------------ in
     async def start(self) -> int:
         """Replay what a previous run left unfinished (before any new update is fetched); how many."""
-        await self.services.run_db(self.services.store.executescript, SCHEMA)
+        await self.services.run_db(self.services.store.create, *TABLES)
         await self._run(Journal.prune)
         rows = await self._run(Journal.reopen)
         for update_id, body, attempts in rows:
@@ -376,7 +400,7 @@ class Intake:
             log.exception("intake: handling update %s failed", first)
         try:
             await self._run(Journal.finish, [e.update_id for e in batch])
-        except (sqlite3.Error, RuntimeError) as err:
+        except (SQLAlchemyError, RuntimeError) as err:
             log.error("intake: could not mark update %s handled (%s): it will be replayed", first, err)
             return
         self._open.difference_update(e.update_id for e in batch)

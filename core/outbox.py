@@ -23,12 +23,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Double,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    case,
+    delete,
+    func,
+    select,
+    text,
+    update,
+)
+
 from core.chat import Button, Reply
+from core.store import insert_into
 
 log = logging.getLogger(__name__)
 
@@ -40,22 +58,29 @@ PERMANENT = frozenset({"BadRequest", "Forbidden", "InvalidToken"})
 #: How often delivered and given-up messages past ``keep_days`` are deleted.
 PRUNE_EVERY = 3600.0
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
-    key TEXT PRIMARY KEY,
-    chat_id INTEGER NOT NULL,
-    reply TEXT,
-    state TEXT NOT NULL DEFAULT 'queued',
-    created REAL NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_at REAL NOT NULL,
-    lease REAL NOT NULL DEFAULT 0,
-    finished REAL,
-    message_id INTEGER,
-    error TEXT
-);
-CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_at);
-"""
+metadata = MetaData()
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("chat_id", BigInteger, nullable=False),
+    Column("reply", Text),
+    Column("state", Text, nullable=False, server_default=text("'queued'")),
+    Column("created", Double, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_at", Double, nullable=False),
+    Column("lease", Double, nullable=False, server_default=text("0")),
+    Column("finished", Double),
+    Column("message_id", BigInteger),
+    Column("error", Text),
+    Index("outbox_due", "state", "next_at"),
+)
+_c = outbox.c
+
+
+def _by_key(key: str) -> Any:
+    """``UPDATE outbox … WHERE key = key``."""
+    return update(outbox).where(_c.key == key)
 
 
 def dump_reply(reply: Reply) -> str:
@@ -96,12 +121,12 @@ class Outbox:
         self.max_backoff: float = config["max_backoff"]
         self.max_attempts: int = config["max_attempts"]
         self.keep: float = config["keep_days"] * 86400
-        services.store.executescript(SCHEMA)  # at assembly, like the store's own tables
+        services.store.create(outbox)  # at assembly, like the store's own tables
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._sending: set[str] = set()
 
-    async def _db(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+    async def _db(self, fn: Callable[[Connection], Any]) -> Any:
         return await self.services.run_db(self.services.store.transaction, fn)
 
     # ------------------------------------------------------------------ the API
@@ -119,7 +144,7 @@ class Outbox:
             await self._attempt(key, chat_id, reply, 0)
         return True
 
-    def put_in(self, db: sqlite3.Connection, chat_id: int, reply: Reply, *, key: str) -> bool:
+    def put_in(self, db: Connection, chat_id: int, reply: Reply, *, key: str) -> bool:
         """Queue ``reply`` inside the caller's own transaction (``services.store.transaction``), so the
         message and the caller's records are written together or not at all; False for a known ``key``.
         Call :meth:`wake` after the commit: the background sender sends it at once."""
@@ -130,17 +155,15 @@ class Outbox:
         if self._wake is not None:
             self._wake.set()
 
-    def _insert(self, db: sqlite3.Connection, chat_id: int, reply: Reply, key: str, *, lease: float) -> bool:
+    def _insert(self, db: Connection, chat_id: int, reply: Reply, key: str, *, lease: float) -> bool:
         now = self.clock()
-        cursor = db.execute(
-            "INSERT OR IGNORE INTO outbox(key, chat_id, reply, created, next_at, lease) VALUES(?,?,?,?,?,?)",
-            (key, chat_id, dump_reply(reply), now, now, now + lease if lease else 0.0),
-        )
-        return bool(cursor.rowcount)
+        values = {"key": key, "chat_id": chat_id, "reply": dump_reply(reply), "created": now, "next_at": now}
+        stmt = insert_into(db, outbox).values(**values, lease=now + lease if lease else 0.0)
+        return bool(db.execute(stmt.on_conflict_do_nothing(index_elements=["key"])).rowcount)
 
     async def state(self, key: str) -> str | None:
         """``queued``, ``delivered`` or ``failed``; None for a key never put (or forgotten)."""
-        rows = await self._db(lambda db: db.execute("SELECT state FROM outbox WHERE key=?", (key,)).fetchall())
+        rows = await self._db(lambda db: db.execute(select(_c.state).where(_c.key == key)).fetchall())
         return rows[0][0] if rows else None
 
     # ------------------------------------------------------------------ sending
@@ -160,20 +183,15 @@ class Outbox:
 
     async def _delivered(self, key: str, message_id: int | None) -> None:
         now = self.clock()
-        await self._db(
-            lambda db: db.execute(
-                "UPDATE outbox SET state=?, reply=NULL, finished=?, message_id=?, lease=0,"
-                " attempts=attempts+1 WHERE key=?",
-                (DELIVERED, now, message_id, key),
-            )
-        )
+        values = {"state": DELIVERED, "reply": None, "finished": now, "message_id": message_id, "lease": 0.0}
+        await self._db(lambda db: db.execute(_by_key(key).values(**values, attempts=_c.attempts + 1)))
 
     async def _failed(self, key: str, chat_id: int, attempts: int, err: BaseException) -> None:
         now, reason = self.clock(), f"{type(err).__name__}: {err}"[:200]
         if permanent(err) or attempts >= self.max_attempts:
             log.warning("outbox: giving up %s for chat %s after %d tries: %s", key, chat_id, attempts, reason)
-            sql = "UPDATE outbox SET state=?, reply=NULL, finished=?, attempts=?, error=?, lease=0 WHERE key=?"
-            await self._db(lambda db: db.execute(sql, (FAILED, now, attempts, reason, key)))
+            values = {"state": FAILED, "reply": None, "finished": now, "attempts": attempts, "error": reason}
+            await self._db(lambda db: db.execute(_by_key(key).values(**values, lease=0.0)))
             return
         delay = min(self.max_backoff, self.backoff * 2 ** (attempts - 1))
         retry_after = getattr(err, "retry_after", None)  # Telegram's flood control says how long to wait
@@ -182,34 +200,39 @@ class Outbox:
         if isinstance(retry_after, (int, float)):
             delay = max(delay, float(retry_after))
         log.info("outbox: %s for chat %s not sent (%s); try %d in %.1f s", key, chat_id, reason, attempts + 1, delay)
-        sql = "UPDATE outbox SET attempts=?, next_at=?, error=?, lease=0 WHERE key=?"
-        await self._db(lambda db: db.execute(sql, (attempts, now + delay, reason, key)))
+        values = {"attempts": attempts, "next_at": now + delay, "error": reason, "lease": 0.0}
+        await self._db(lambda db: db.execute(_by_key(key).values(**values)))
         if self._wake is not None:
             self._wake.set()
 
     async def _release(self, key: str) -> None:
         self._sending.discard(key)
-        await self._db(lambda db: db.execute("UPDATE outbox SET lease=0 WHERE key=?", (key,)))
+        await self._db(lambda db: db.execute(_by_key(key).values(lease=0.0)))
 
     async def _claim_due(self, limit: int = 20) -> list[tuple[str, int, str, int]]:
-        """Lease up to ``limit`` due messages, oldest first."""
-        now = self.clock()
+        """Lease up to ``limit`` due messages, oldest first.
 
-        def claim(db: sqlite3.Connection) -> list[tuple[str, int, str, int]]:
-            rows = db.execute(
-                "SELECT key, chat_id, reply, attempts FROM outbox WHERE state=? AND next_at<=? AND lease<?"
-                " ORDER BY created LIMIT ?",
-                (QUEUED, now, now, limit),
-            ).fetchall()
-            db.executemany("UPDATE outbox SET lease=? WHERE key=?", [(now + LEASE, r[0]) for r in rows])
-            return rows
+        Several processes may send from one database (PostgreSQL): each candidate is taken by a conditional
+        ``UPDATE … WHERE lease < now`` and kept only when that changed its row, so one message goes to one
+        sender; on PostgreSQL the candidates are read ``FOR UPDATE SKIP LOCKED`` (what another sender is
+        claiming right now is skipped, not waited for; SQLite has no such clause and needs none)."""
+        now = self.clock()
+        due = (_c.state == QUEUED) & (_c.next_at <= now) & (_c.lease < now)
+
+        def claim(db: Connection) -> list[tuple[str, int, str, int]]:
+            query = select(_c.key, _c.chat_id, _c.reply, _c.attempts).where(due).order_by(_c.created).limit(limit)
+            rows = db.execute(query.with_for_update(skip_locked=True)).fetchall()
+            taken = []
+            for row in rows:
+                if db.execute(update(outbox).where(_c.key == row[0], due).values(lease=now + LEASE)).rowcount == 1:
+                    taken.append((row[0], row[1], row[2], row[3]))
+            return taken
 
         return await self._db(claim)
 
     async def _next_due(self) -> float | None:
-        rows = await self._db(
-            lambda db: db.execute("SELECT MIN(MAX(next_at, lease)) FROM outbox WHERE state=?", (QUEUED,)).fetchall()
-        )
+        soonest = func.min(case((_c.next_at > _c.lease, _c.next_at), else_=_c.lease))
+        rows = await self._db(lambda db: db.execute(select(soonest).where(_c.state == QUEUED)).fetchall())
         return rows[0][0]
 
     async def drain(self) -> int:
@@ -239,7 +262,7 @@ class Outbox:
     async def _run(self) -> None:
         now = self.clock()
         await self._db(
-            lambda db: db.execute("UPDATE outbox SET next_at=? WHERE state=? AND next_at>?", (now, QUEUED, now))
+            lambda db: db.execute(update(outbox).where(_c.state == QUEUED, _c.next_at > now).values(next_at=now))
         )
         pruned_at = 0.0
         while True:
@@ -263,7 +286,7 @@ class Outbox:
     async def _prune(self) -> int:
         cutoff = self.clock() - self.keep
         return await self._db(
-            lambda db: db.execute("DELETE FROM outbox WHERE state!=? AND finished<?", (QUEUED, cutoff)).rowcount
+            lambda db: db.execute(delete(outbox).where(_c.state != QUEUED, _c.finished < cutoff)).rowcount
         )
 
     async def stop(self) -> None:

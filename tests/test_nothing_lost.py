@@ -9,6 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from core import intake as intake_module
 from core.chat import Button, Reply
@@ -150,10 +151,14 @@ async def test_an_update_telegram_delivers_again_is_not_answered_again(fake_tele
     assert texts_to(fake_telegram, 1001) == ["hi once", "hi after"]
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 async def test_an_update_cut_off_by_a_shutdown_is_finished_after_the_restart_without_repeating(
-    fake_telegram, bot, start_bot, monkeypatch
+    fake_telegram, bot, start_bot, monkeypatch, request, database
 ):
     monkeypatch.setattr("core.transports.telegram.STOP_WAIT", 0.2)
+    cluster = {}  # sqlite: the journal in tmp_path; postgresql: in a fresh database of the test server
+    if database == "postgresql":
+        cluster = {"cluster": {"database_url": request.getfixturevalue("postgres_server").database()}}
 
     async def two_steps(ctx):
         await ctx.reply("working on it")
@@ -177,14 +182,14 @@ async def test_an_update_cut_off_by_a_shutdown_is_finished_after_the_restart_wit
         return commands
 
     monkeypatch.setattr(probe_plugin, "aipbot_commands", aipbot_commands)
-    await bot()
+    await bot(**cluster)
     fake_telegram.user_sends_text("/echo")
     assert (await fake_telegram.bot_replied()).text == "working on it"
     await asyncio.sleep(0.2)
     await start_bot.stop()
 
     handlers.append(finish)
-    await bot()  # same database: the unfinished update is replayed first
+    await bot(**cluster)  # same database: the unfinished update is replayed first
     assert (await fake_telegram.bot_replied()).text == "done"
     await asyncio.sleep(0.3)
     assert texts_to(fake_telegram, 1001) == ["working on it", "done"]
@@ -216,8 +221,12 @@ async def test_handled_updates_are_forgotten_after_a_day(fake_telegram, bot, tmp
 
 
 # ---------------------------------------------------------------------------------------------- outbox
-async def test_a_result_whose_sending_fails_is_retried_until_it_arrives_once(fake_telegram, bot):
-    transport = await bot(outbox={"backoff": 0.05})
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+async def test_a_result_whose_sending_fails_is_retried_until_it_arrives_once(fake_telegram, bot, request, database):
+    cluster = {}
+    if database == "postgresql":
+        cluster = {"cluster": {"database_url": request.getfixturevalue("postgres_server").database()}}
+    transport = await bot(outbox={"backoff": 0.05}, **cluster)
     outbox = transport.app.services.outbox
     fake_telegram.fail("sendMessage", times=3, kind="5xx")
     button = Button("Open", url="https://example.org/x")
@@ -283,8 +292,8 @@ async def test_a_message_queued_with_the_callers_own_records_is_sent_after_the_c
     services = transport.app.services
 
     def finish_and_notify(db):
-        db.execute("CREATE TABLE IF NOT EXISTS job (id TEXT PRIMARY KEY, state TEXT)")
-        db.execute("INSERT INTO job VALUES('s3', 'passed')")
+        db.execute(text("CREATE TABLE IF NOT EXISTS job (id TEXT PRIMARY KEY, state TEXT)"))
+        db.execute(text("INSERT INTO job VALUES('s3', 'passed')"))
         return services.outbox.put_in(db, 1001, Reply("Verification passed"), key="realname:s3")
 
     assert await services.run_db(services.store.transaction, finish_and_notify) is True

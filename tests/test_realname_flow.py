@@ -15,6 +15,7 @@ import plugins.realname as realname
 from core.app import App
 from core.config import ConfigError, validate
 from core.errors import TemporarilyUnavailable
+from core.store import Store
 from plugins.realname.providers import BaiduFaceprint, PassRule, Result
 from plugins.realname.sessions import Session, SessionStore, looks_like_id, new_id
 from tests.harness import Harness, merge
@@ -75,6 +76,25 @@ async def test_a_double_tap_reaching_two_processes_of_one_bot_starts_one_verific
         sessions = one.app.services.store.execute("SELECT state FROM realname_sessions")
     assert sessions == [("pending",)] and fake_baidu.count(GENERATE) == 1
     assert first[0].buttons == second[0].buttons  # the later one re-sent the link of the first
+
+
+async def test_two_processes_sharing_a_postgresql_database_start_one_verification_and_tell_its_end_once(
+    fake_baidu, tmp_path, postgres_server
+):
+    fake_baidu.latency = 0.05
+    cluster = {"database_url": postgres_server.database()}  # the sessions, the outbox, the quotas: PostgreSQL
+    overrides = merge(fake_baidu.config(), {"storage": {"path": str(tmp_path / "state.sqlite3")}, "cluster": cluster})
+    overrides["plugins"] = {"realname": {"plan_id": "fake-plan", "poll_seconds": 3600}}
+    async with Harness(overrides) as one, Harness(overrides) as two:
+        assert one.app.services.store.dialect == "postgresql"
+        first, second = await asyncio.gather(one.send("/verify"), two.send("/verify"))
+        assert one.app.services.store.execute("SELECT state FROM realname_sessions") == [("pending",)]
+        assert first[0].buttons == second[0].buttons and fake_baidu.count(GENERATE) == 1
+        token, session = link_of(first)
+        fake_baidu.finish_verification(token, name=NAME, id_number=ID_NUMBER)
+        await asyncio.gather(verifier(one).poll(), verifier(two).poll())  # both pollers see the result
+        told = [r.text for bot in (one, two) for _, r in bot.transport.sent if r.text.startswith("✅")]
+        assert len(told) == 1 and state(one, session) == "passed"
 
 
 async def test_verify_new_replaces_the_pending_one(fake_baidu):
@@ -367,24 +387,12 @@ async def test_the_return_url_can_be_configured(fake_baidu):
     assert query["successUrl"][0].startswith("https://example.com/back?s=") and len(query["successUrl"][0]) == 59
 
 
-def test_session_ids_are_unguessable_payloads_and_the_store_keeps_no_more_than_its_columns():
+def test_session_ids_are_unguessable_payloads_and_the_store_keeps_no_more_than_its_columns(store_target):
     ids = {new_id() for _ in range(100)}
     assert len(ids) == 100 and all(looks_like_id(i) for i in ids)
     assert not looks_like_id("go") and not looks_like_id("a" * 31 + "!")
 
-    class Memory:
-        def __init__(self):
-            import sqlite3
-
-            self.db = sqlite3.connect(":memory:")
-
-        def executescript(self, script):
-            self.db.executescript(script)
-
-        def execute(self, sql, params=()):
-            return self.db.execute(sql, params).fetchall()
-
-    store = SessionStore(Memory())
+    store = SessionStore(Store(store_target))
     session = Session(new_id(), 1, 1, "en", "baidu", "vt1", "pending", None, None, None, 10.0, 20.0)
     store.create(session)
     assert store.get(session.id) == session and session.id[:6] in repr(session) and "vt1" not in repr(session)

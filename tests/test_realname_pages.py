@@ -277,13 +277,37 @@ async def test_a_forged_webank_callback_changes_nothing_and_reveals_nothing(fake
     assert rows(db)[0]["state"] == "failed"
 
 
+#: The table as the first release created it (raw SQLite DDL, before ``return_ref``).
+OLD_SESSIONS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS realname_sessions (
+    id TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL,
+    chat_id INTEGER NOT NULL,
+    lang TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    reference TEXT NOT NULL,
+    state TEXT NOT NULL,
+    score REAL,
+    liveness REAL,
+    spoofing REAL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    checked_at REAL,
+    finished_at REAL,
+    notified_at REAL
+);
+CREATE INDEX IF NOT EXISTS realname_sessions_user ON realname_sessions(user_id, created_at);
+CREATE INDEX IF NOT EXISTS realname_sessions_state ON realname_sessions(state, expires_at);
+"""
+
+
 def test_a_database_from_before_the_return_page_gets_the_column_and_keeps_its_rows(tmp_path):
     from core.store import Store
-    from plugins.realname.sessions import SCHEMA, SessionStore
+    from plugins.realname.sessions import SessionStore
 
     path = tmp_path / "old.sqlite3"
     with sqlite3.connect(path) as conn:
-        conn.executescript(SCHEMA.replace(",\n    return_ref TEXT", ""))
+        conn.executescript(OLD_SESSIONS_SCHEMA)
         conn.execute(
             "INSERT INTO realname_sessions (id, user_id, chat_id, lang, provider, reference, state, created_at,"
             " expires_at) VALUES ('s1', 1, 1, 'en', 'baidu', 'vt1', 'pending', 0, 7200)"

@@ -3,6 +3,8 @@
 import os
 import stat
 
+from sqlalchemy import BigInteger, Column, MetaData, Table, Text, select
+
 from core.store import Store
 
 
@@ -27,3 +29,17 @@ def test_forgetting_a_user_deletes_their_quota_rows_and_leaves_no_copy_in_the_fi
     store.close()
     for file in tmp_path.iterdir():
         assert marker.encode() not in file.read_bytes(), file.name
+
+
+def test_forgetting_a_user_deletes_their_rows_on_either_database(store_target):
+    store = Store(store_target)
+    notes = Table("notes", MetaData(), Column("user_id", BigInteger), Column("note", Text))
+    store.create(notes)
+    store.execute(notes.insert().values(user_id=4242, note="MARKER-7c1f0e"))
+    assert store.use_quota(4242, "ocr", "2026-12-01", 5)
+    assert store.use_quota(7, "ocr", "2026-12-01", 5)
+    assert store.forget_user(4242, tables=(notes,)) == 2
+    assert store.quota_used(4242, "ocr", "2026-12-01") == 0
+    assert store.quota_used(7, "ocr", "2026-12-01") == 1
+    assert store.execute(select(notes)) == []
+    store.close()

@@ -1,4 +1,4 @@
-"""Verification sessions in SQLite (``core.store.Store``): what survives a restart, and nothing personal.
+"""Verification sessions in the bot's database (``core.store.Store``): what survives a restart, nothing personal.
 
 One row per ``/verify``: a random session id (the deep-link payload), the Telegram user and chat, the reply
 language, the provider and its opaque reference (Baidu ``verify_token``), the state, the three scores,
@@ -7,8 +7,9 @@ Never a name, an ID number, an image or base64.
 
 States: ``pending`` → ``passed`` | ``failed`` (a result appeared) | ``expired`` (the window ended without
 one) | ``replaced`` (a second ``/verify`` started a new one). Transitions out of ``pending`` are
-conditional updates, so when the poller and the user ask at the same moment exactly one of them wins
-(and only the winner notifies the user).
+conditional updates judged by their row count, so when the poller and the user ask at the same moment —
+in one process or in two sharing a PostgreSQL database — exactly one of them wins (and only the winner
+notifies the user).
 
 Every method is blocking (call through ``services.run_db``: the store's own thread). Times are Unix seconds.
 """
@@ -19,6 +20,23 @@ import secrets
 from dataclasses import astuple, dataclass
 from typing import Any
 
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Double,
+    Index,
+    MetaData,
+    Select,
+    Table,
+    Text,
+    delete,
+    func,
+    insert,
+    literal_column,
+    select,
+    update,
+)
+
 PENDING, PASSED, FAILED, EXPIRED, REPLACED = "pending", "passed", "failed", "expired", "replaced"
 FINISHED = (PASSED, FAILED)
 #: The return page (``aipbot_web_routes``); ``{ref}`` is a session's ``return_ref``.
@@ -26,38 +44,40 @@ RETURN_PATH = "/verify/return/{ref}"
 #: ``secrets.token_urlsafe(24)``: 32 characters of ``[A-Za-z0-9_-]`` (192 random bits).
 ID_LENGTH = 32
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS realname_sessions (
-    id TEXT PRIMARY KEY,
-    user_id INTEGER NOT NULL,
-    chat_id INTEGER NOT NULL,
-    lang TEXT NOT NULL,
-    provider TEXT NOT NULL,
-    reference TEXT NOT NULL,
-    state TEXT NOT NULL,
-    score REAL,
-    liveness REAL,
-    spoofing REAL,
-    created_at REAL NOT NULL,
-    expires_at REAL NOT NULL,
-    checked_at REAL,
-    finished_at REAL,
-    notified_at REAL,
-    return_ref TEXT
-);
-CREATE INDEX IF NOT EXISTS realname_sessions_user ON realname_sessions(user_id, created_at);
-CREATE INDEX IF NOT EXISTS realname_sessions_state ON realname_sessions(state, expires_at);
-"""
-#: Added after the first release: a database made before gets the column (and its index) at start-up.
-RETURN_REF_INDEX = (
-    "CREATE UNIQUE INDEX IF NOT EXISTS realname_sessions_return ON realname_sessions(return_ref)"
-    " WHERE return_ref IS NOT NULL"
+metadata = MetaData()
+#: The sessions (``return_ref`` was added after the first release: ``Store.create`` adds it to older databases).
+sessions = Table(
+    "realname_sessions",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("user_id", BigInteger, nullable=False),
+    Column("chat_id", BigInteger, nullable=False),
+    Column("lang", Text, nullable=False),
+    Column("provider", Text, nullable=False),
+    Column("reference", Text, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("score", Double),
+    Column("liveness", Double),
+    Column("spoofing", Double),
+    Column("created_at", Double, nullable=False),
+    Column("expires_at", Double, nullable=False),
+    Column("checked_at", Double),
+    Column("finished_at", Double),
+    Column("notified_at", Double),
+    Column("return_ref", Text),
+    Index("realname_sessions_user", "user_id", "created_at"),
+    Index("realname_sessions_state", "state", "expires_at"),
 )
-
-_COLUMNS = (
-    "id, user_id, chat_id, lang, provider, reference, state, score, liveness, spoofing,"
-    " created_at, expires_at, checked_at, finished_at, notified_at, return_ref"
+_c = sessions.c
+Index(
+    "realname_sessions_return",
+    _c.return_ref,
+    unique=True,
+    sqlite_where=_c.return_ref.is_not(None),
+    postgresql_where=_c.return_ref.is_not(None),
 )
+#: Every column, in the order of :class:`Session`'s fields.
+_COLUMNS = tuple(sessions.columns)
 
 
 def new_id() -> str:
@@ -97,67 +117,58 @@ class Session:
 
 
 class SessionStore:
-    """The ``realname_sessions`` table of the bot's database."""
+    """The ``realname_sessions`` table of the bot's database (SQLite or PostgreSQL)."""
 
     def __init__(self, store: Any) -> None:
         self.store = store
-        store.executescript(SCHEMA)
-        columns = {row[1] for row in store.execute("PRAGMA table_info(realname_sessions)")}
-        if "return_ref" not in columns:
-            store.execute("ALTER TABLE realname_sessions ADD COLUMN return_ref TEXT")
-        store.execute(RETURN_REF_INDEX)
+        store.create(sessions)  # creates the table, or adds what an older version lacked (return_ref, its index)
+        # newest first; equal times (a frozen test clock) in insertion order: SQLite's rowid, else the id
+        self._newest = [_c.created_at.desc(), literal_column("rowid").desc() if store.dialect == "sqlite" else _c.id]
 
-    def _one(self, sql: str, params: tuple[Any, ...]) -> Session | None:
-        rows = self.store.execute(sql, params)
+    def _one(self, query: Select[Any]) -> Session | None:
+        rows = self.store.execute(query.limit(1))
         return Session(*rows[0]) if rows else None
+
+    def _changed(self, statement: Any) -> int:
+        """Rows ``statement`` changed (in its own transaction): a conditional ``UPDATE`` wins once."""
+        return int(self.store.transaction(lambda db: db.execute(statement).rowcount))
 
     def create(self, session: Session) -> None:
         """Insert a new session."""
-        marks = ", ".join("?" * len(_COLUMNS.split(",")))
-        self.store.execute(f"INSERT INTO realname_sessions ({_COLUMNS}) VALUES ({marks})", astuple(session))
+        self.store.execute(
+            insert(sessions).values(dict(zip([c.name for c in _COLUMNS], astuple(session), strict=True)))
+        )
 
     def get(self, session_id: str) -> Session | None:
         """The session with this id, or None."""
-        return self._one(f"SELECT {_COLUMNS} FROM realname_sessions WHERE id = ?", (session_id,))
+        return self._one(select(*_COLUMNS).where(_c.id == session_id))
 
     def by_return_ref(self, ref: str) -> Session | None:
         """The session whose return page is ``ref``, or None."""
-        return self._one(f"SELECT {_COLUMNS} FROM realname_sessions WHERE return_ref = ?", (ref,))
+        return self._one(select(*_COLUMNS).where(_c.return_ref == ref))
 
     def latest(self, user_id: int) -> Session | None:
         """The user's most recent session."""
-        return self._one(
-            f"SELECT {_COLUMNS} FROM realname_sessions WHERE user_id = ? ORDER BY created_at DESC, rowid DESC LIMIT 1",
-            (user_id,),
-        )
+        return self._one(select(*_COLUMNS).where(_c.user_id == user_id).order_by(*self._newest))
 
     def pending_of(self, user_id: int) -> Session | None:
         """The user's newest pending session."""
-        return self._one(
-            f"SELECT {_COLUMNS} FROM realname_sessions WHERE user_id = ? AND state = ?"
-            " ORDER BY created_at DESC, rowid DESC LIMIT 1",
-            (user_id, PENDING),
-        )
+        return self._one(select(*_COLUMNS).where(_c.user_id == user_id, _c.state == PENDING).order_by(*self._newest))
 
     def pending(self, limit: int = 500) -> list[Session]:
         """Pending sessions, least recently checked first."""
-        rows = self.store.execute(
-            f"SELECT {_COLUMNS} FROM realname_sessions WHERE state = ? ORDER BY COALESCE(checked_at, 0), created_at"
-            " LIMIT ?",
-            (PENDING, limit),
-        )
+        order = (func.coalesce(_c.checked_at, 0), _c.created_at)
+        rows = self.store.execute(select(*_COLUMNS).where(_c.state == PENDING).order_by(*order).limit(limit))
         return [Session(*row) for row in rows]
 
     def counts(self) -> dict[str, int]:
         """How many sessions there are in each state (for ``/metrics``)."""
-        rows = self.store.execute("SELECT state, COUNT(*) FROM realname_sessions GROUP BY state")
-        return {state: 0 for state in (PENDING, PASSED, FAILED, EXPIRED, REPLACED)} | dict(rows)
+        rows = self.store.execute(select(_c.state, func.count()).group_by(_c.state))
+        return {state: 0 for state in (PENDING, PASSED, FAILED, EXPIRED, REPLACED)} | {s: int(n) for s, n in rows}
 
     def recent(self, limit: int = 10) -> list[Session]:
         """The newest sessions of everyone (admins' overview)."""
-        rows = self.store.execute(
-            f"SELECT {_COLUMNS} FROM realname_sessions ORDER BY created_at DESC, rowid DESC LIMIT ?", (limit,)
-        )
+        rows = self.store.execute(select(*_COLUMNS).order_by(*self._newest).limit(limit))
         return [Session(*row) for row in rows]
 
     def finish(
@@ -174,55 +185,52 @@ class SessionStore:
 
         A replaced session may still finish: its user can complete the old page and come back by its link.
         ``answered``: the user is being told in the chat right now (else the outbox tells them: see
-        :func:`plugins.realname.job.notify`, which marks ``notified_at``).
+        :func:`plugins.realname.job.notify`, which marks ``notified_at``). One conditional ``UPDATE``: when
+        two processes finish a session at once, exactly one of them changes the row (PostgreSQL re-checks
+        the ``WHERE`` after waiting for the other's row lock).
         """
-        rows = self.store.execute(
-            "UPDATE realname_sessions SET state = ?, score = ?, liveness = ?, spoofing = ?, finished_at = ?,"
-            " checked_at = ?, notified_at = ? WHERE id = ? AND state IN (?, ?) RETURNING id",
-            (state, score, liveness, spoofing, now, now, now if answered else None, session_id, PENDING, REPLACED),
+        values = {"state": state, "score": score, "liveness": liveness, "spoofing": spoofing}
+        told = now if answered else None
+        statement = (
+            update(sessions)
+            .where(_c.id == session_id, _c.state.in_((PENDING, REPLACED)))
+            .values(**values, finished_at=now, checked_at=now, notified_at=told)
         )
-        return bool(rows)
+        return self._changed(statement) == 1
 
     def notified(self, session_id: str, now: float) -> None:
         """The user's notice of how ``session_id`` ended is in the outbox (it arrives once)."""
-        self.store.execute("UPDATE realname_sessions SET notified_at = ? WHERE id = ?", (now, session_id))
+        self.store.execute(update(sessions).where(_c.id == session_id).values(notified_at=now))
 
     def unnotified(self, before: float) -> list[Session]:
         """Sessions that ended (passed, failed, expired) before ``before`` whose user was never told: a restart
         came between the decision and the notice."""
-        rows = self.store.execute(
-            f"SELECT {_COLUMNS} FROM realname_sessions WHERE state IN (?, ?, ?) AND notified_at IS NULL"
-            " AND finished_at < ?",
-            (PASSED, FAILED, EXPIRED, before),
-        )
-        return [Session(*row) for row in rows]
+        ended = _c.state.in_((PASSED, FAILED, EXPIRED)) & _c.notified_at.is_(None) & (_c.finished_at < before)
+        return [Session(*row) for row in self.store.execute(select(*_COLUMNS).where(ended))]
 
     def close(self, session_id: str, state: str, now: float, answered: bool = False) -> bool:
         """pending → ``expired`` or ``replaced``; False when the session was no longer pending. A replaced
         session needs no notice; ``answered`` as for :meth:`finish`."""
         told = now if answered or state == REPLACED else None
-        rows = self.store.execute(
-            "UPDATE realname_sessions SET state = ?, finished_at = ?, checked_at = ?, notified_at = ?"
-            " WHERE id = ? AND state = ? RETURNING id",
-            (state, now, now, told, session_id, PENDING),
+        statement = (
+            update(sessions)
+            .where(_c.id == session_id, _c.state == PENDING)
+            .values(state=state, finished_at=now, checked_at=now, notified_at=told)
         )
-        return bool(rows)
+        return self._changed(statement) == 1
 
     def checked(self, session_id: str, now: float) -> None:
         """Remember when a pending session was last asked about."""
-        self.store.execute("UPDATE realname_sessions SET checked_at = ? WHERE id = ?", (now, session_id))
+        self.store.execute(update(sessions).where(_c.id == session_id).values(checked_at=now))
 
     def forget(self, user_id: int) -> int:
         """Delete every session of ``user_id`` — and the user's quota rows — leaving no copy in the database
         files (``Store.forget_user``); returns how many sessions."""
-        count = len(self.store.execute("SELECT id FROM realname_sessions WHERE user_id = ?", (user_id,)))
-        self.store.forget_user(user_id, tables=("realname_sessions",))
+        count = len(self.store.execute(select(_c.id).where(_c.user_id == user_id)))
+        self.store.forget_user(user_id, tables=(sessions,))
         return count
 
     def purge(self, before: float) -> int:
         """Delete sessions no longer pending whose last change is older than ``before``; returns how many."""
-        rows = self.store.execute(
-            "DELETE FROM realname_sessions WHERE state != ? AND COALESCE(finished_at, created_at) < ? RETURNING id",
-            (PENDING, before),
-        )
-        return len(rows)
+        old = (_c.state != PENDING) & (func.coalesce(_c.finished_at, _c.created_at) < before)
+        return self._changed(delete(sessions).where(old))
