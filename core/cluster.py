@@ -46,7 +46,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from core.intake import MAX_ATTEMPTS, SCHEMA, Entry, Intake, Journal
+from sqlalchemy import Connection, func, select, update
+
+from core.intake import MAX_ATTEMPTS, TABLES, Entry, Intake, Journal, intake
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +141,7 @@ class ClusterIntake(Intake):
     async def start(self) -> int:
         """Create the journal's tables; nothing is replayed at start: a worker sweeps what was left, every
         ``sweep_seconds``, and prunes the journal."""
-        await self.services.run_db(self.services.store.executescript, SCHEMA + _SCHEMA_INDEX)
+        await self.services.run_db(self.services.store.create, *TABLES)
         if not self.front:  # a worker
             loop = asyncio.get_running_loop()
             self._pruner = loop.create_task(self._prune_every(), name="aipbot-intake-prune")
@@ -274,32 +276,25 @@ class ClusterIntake(Intake):
 
 
 # -- the journal's cluster queries (the intake tables of core.intake) ------------------------------------------
-_SCHEMA_INDEX = "CREATE INDEX IF NOT EXISTS intake_chat ON intake(chat, done, update_id);"
-
-
-def _open_entries(db: Any, now: float, chat: str, limit: int = 50) -> list[_Open]:
-    rows = db.execute(
-        "SELECT update_id, body, received, attempts FROM intake WHERE chat=:chat AND done IS NULL"
-        " ORDER BY update_id LIMIT :limit",
-        {"chat": chat, "limit": limit},
-    ).fetchall()
+def _open_entries(db: Connection, now: float, chat: str, limit: int = 50) -> list[_Open]:
+    c = intake.c
+    query = select(c.update_id, c.body, c.received, c.attempts).where(c.chat == chat, c.done.is_(None))
+    rows = db.execute(query.order_by(c.update_id).limit(limit)).fetchall()
     return [_Open(int(r[0]), r[1], float(r[2]), int(r[3])) for r in rows]
 
 
-def _attempt(db: Any, now: float, ids: list[int]) -> None:
-    for update_id in ids:
-        db.execute("UPDATE intake SET attempts=attempts+1 WHERE update_id=:id", {"id": update_id})
+def _attempt(db: Connection, now: float, ids: list[int]) -> None:
+    db.execute(update(intake).where(intake.c.update_id.in_(ids)).values(attempts=intake.c.attempts + 1))
 
 
-def _count_open(db: Any, now: float, chat: str) -> int:
-    rows = db.execute("SELECT COUNT(*) FROM intake WHERE chat=:chat AND done IS NULL", {"chat": chat}).fetchall()
-    return int(rows[0][0])
+def _count_open(db: Connection, now: float, chat: str) -> int:
+    c = intake.c
+    return int(db.execute(select(func.count()).where(c.chat == chat, c.done.is_(None))).scalar_one())
 
 
-def _stale_chats(db: Any, now: float, age: float) -> list[str]:
-    rows = db.execute(
-        "SELECT DISTINCT chat FROM intake WHERE done IS NULL AND received < :before", {"before": now - age}
-    ).fetchall()
+def _stale_chats(db: Connection, now: float, age: float) -> list[str]:
+    c = intake.c
+    rows = db.execute(select(c.chat).where(c.done.is_(None), c.received < now - age).distinct()).fetchall()
     return [r[0] for r in rows if r[0] is not None]
 
 

@@ -87,6 +87,7 @@ intake = Table(
     Column("attempts", Integer, nullable=False, server_default=text("0")),
     Column("done", Double),
     Index("intake_open", "done", "update_id"),
+    Index("intake_chat", "chat", "done", "update_id"),  # a chat's open entries, in order (cluster mode)
 )
 #: The replies Telegram accepted: the ``n``-th message sent while handling ``update_id``.
 intake_reply = Table(

@@ -2,8 +2,8 @@
 
 The fake Bot API delivers webhook updates to the two front ends in turn (a load balancer), with Telegram's flood
 control on; the fake Baidu caps QPS. The processes share a real ``redis-server`` (state, Celery's broker, tokens,
-QPS and send-rate budgets) and one database. A worker is killed with SIGKILL (its whole process group) in the
-middle of the load.
+QPS and send-rate budgets) and a real PostgreSQL (the journal, the outbox, quotas). A worker is killed with
+SIGKILL (its whole process group) in the middle of the load.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def baidu():
 
 
 @pytest.fixture
-def cluster(tmp_path, fake_telegram, baidu, redis_server):
+def cluster(tmp_path, fake_telegram, baidu, redis_server, postgres_server):
     url = redis_server.url.rsplit("/", 1)[0] + "/5"  # a database of its own: the default key prefix, a clean slate
     redis.Redis.from_url(url).flushdb()
     config = {
@@ -58,7 +58,7 @@ def cluster(tmp_path, fake_telegram, baidu, redis_server):
         "plugins": {"ocr": {"engine": "baidu"}, "facematch": {"engine": "baidu", "picture": False}},
     }
     config["workers"] = {"io": 8, "cpu": 1}
-    with Cluster(tmp_path, fake_telegram, url, **config) as running:
+    with Cluster(tmp_path, fake_telegram, url, database=postgres_server.database(), **config) as running:
         running.start(fronts=2, workers=2)
         yield running
 

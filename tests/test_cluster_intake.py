@@ -1,4 +1,5 @@
-"""The pieces of cluster mode (core.cluster, core.delivery's shared rates) on a real Redis and one database file.
+"""The pieces of cluster mode (core.cluster, core.delivery's shared rates) on a real Redis and one database (a
+SQLite file, then a real PostgreSQL).
 
 Each "process" here is its own intake (or sender) with its own Redis client; what they share goes through the
 real ``redis-server`` and the database, as between processes.
@@ -32,7 +33,7 @@ class Clock:
 
 
 @pytest.fixture
-def cluster(tmp_path, redis_server):
+def cluster(store_target, redis_server):
     """``cluster.intake(front=...)``: an intake of its own process (own store connection, own Redis client)."""
     prefix, made = redis_server.prefix(), []
     clock = Clock()
@@ -46,7 +47,7 @@ def cluster(tmp_path, redis_server):
             return await asyncio.get_running_loop().run_in_executor(pool, functools.partial(fn, *args))
 
         services = SimpleNamespace(
-            store=Store(tmp_path / "db.sqlite3"),
+            store=Store(store_target),
             state=RedisState(redis_server.url, prefix=prefix),
             run_db=run,
             run_blocking=run,
