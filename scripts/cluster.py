@@ -4,7 +4,8 @@
                               [--front-port 8081] [--public-url URL]
 
 Starts Debian's ``redis-server`` and PostgreSQL (``postgresql`` package; a database cluster of its own in
-``<dir>/pg``, trust authentication on 127.0.0.1 only, run as the ``postgres`` user when started as root), writes
+``<dir>/pg``, trust authentication on 127.0.0.1 only; started as root: run as the ``postgres`` user, its data in a
+fresh folder under /tmp removed at the end), writes
 ``<dir>/config.yaml`` — the given config with ``telegram.mode: webhook``, the ``server:`` section (public URL
 from ``--public-url`` or ``AIPBOT_PUBLIC_URL``) and the ``cluster:`` URLs of those two servers — then starts
 ``bot.py serve`` on ports 8081, 8082, … and ``bot.py worker`` processes, each logging to ``<dir>/<name>.log``.
@@ -15,6 +16,7 @@ ends through a load balancer at the public URL (README, "Scaling out").
 from __future__ import annotations
 
 import argparse
+import atexit
 import glob
 import os
 import shutil
@@ -22,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -65,10 +68,16 @@ def start_redis(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def start_postgres(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """PostgreSQL with its data in ``<folder>/pg``; as root (PostgreSQL runs as the ``postgres`` user, which may
+    not enter the bot's private folders) in a fresh folder under /tmp instead, removed at the end."""
     bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
     if not bins:
         sys.exit("cluster: PostgreSQL is not installed (apt-get install postgresql)")
     initdb, postgres = f"{bins[-1]}/initdb", f"{bins[-1]}/postgres"
+    if os.geteuid() == 0:
+        folder = Path(tempfile.mkdtemp(prefix="aipbot-cluster-pg-"))
+        shutil.chown(folder, "postgres", "postgres")
+        atexit.register(shutil.rmtree, folder, True)
     data, sockets = folder / "pg", folder / "pg-sockets"
     for path in (data, sockets):
         path.mkdir(mode=0o700, exist_ok=True)
@@ -82,7 +91,7 @@ def start_postgres(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
         )
     port = free_port()
     args = [postgres, "-D", str(data), "-p", str(port), "-k", str(sockets), "-c", "listen_addresses=127.0.0.1"]
-    with (folder / "postgres.log").open("a") as log:
+    with (folder / "postgres.log").open("a") as log:  # (under /tmp as root)
         proc = subprocess.Popen(as_postgres(args), stdout=log, stderr=log)
     wait_for_port(port, proc, "postgres")
     return proc, f"postgresql://aipbot@127.0.0.1:{port}/postgres"
