@@ -30,13 +30,17 @@ its last. The heavy step still runs in the worker's own pools (``workers.cpu`` t
 
 A text that answers a plugin's question (``ctx.expect_text``: WeBank's name and ID number) is never journaled
 (see the transport's ``_scrub``); the front end hands it to the worker through the Redis state under
-``withheld:<update_id>`` for at most :data:`WITHHELD_SECONDS`, and the worker deletes it as it reads it.
+``withheld:<update_id>``, encrypted (:class:`Sealer`), for at most :data:`WITHHELD_SECONDS`, and the worker
+deletes it as it reads it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -89,6 +93,35 @@ def celery_app(config: dict[str, Any]) -> Any:
         worker_cancel_long_running_tasks_on_connection_loss=False,
     )
     return app
+
+
+class Sealer:
+    """AES-GCM (``cryptography``) under a key derived from the bot token: what a front end hands a worker through
+    Redis, so a Redis dump or a stranger reading the keys sees no name and no ID number."""
+
+    def __init__(self, key: bytes) -> None:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        self._aead = AESGCM(key)
+
+    @classmethod
+    def for_token(cls, token: str) -> Sealer:
+        return cls(hmac.new(token.encode(), b"aipbot withheld v1", hashlib.sha256).digest())
+
+    def seal(self, text: str, context: str) -> str:
+        nonce = os.urandom(12)
+        return base64.b64encode(nonce + self._aead.encrypt(nonce, text.encode(), context.encode())).decode()
+
+    def open(self, sealed: str, context: str) -> str | None:
+        """The text, or None when ``sealed`` is not what :meth:`seal` made for ``context`` with this key."""
+        from cryptography.exceptions import InvalidTag
+
+        try:
+            raw = base64.b64decode(sealed, validate=True)
+            return self._aead.decrypt(raw[:12], raw[12:], context.encode()).decode()
+        except (ValueError, InvalidTag):
+            log.warning("cluster: a withheld text could not be opened (another bot token?); the user is asked again")
+            return None
 
 
 def check_broker(url: str) -> None:
@@ -183,12 +216,18 @@ class ClusterIntake(Intake):
             )
 
     async def keep_withheld(self, update: dict[str, Any], form: dict[str, Any]) -> None:
-        """Hand the text the journal leaves out of ``update`` to the worker, through Redis (deleted when read)."""
+        """Hand the text the journal leaves out of ``update`` to the worker, through Redis: encrypted (AES-GCM, a key
+        derived from the bot token, the update id as associated data), deleted when read, gone after
+        :data:`WITHHELD_SECONDS`."""
         if not form.get(self.withheld):
             return
         message = update.get("message") or {}
         kept = {name: message[name] for name in WITHHELD_FIELDS if name in message}
-        await self.services.state.set(f"withheld:{update['update_id']}", kept, WITHHELD_SECONDS)
+        sealed = self._sealer().seal(json.dumps(kept, ensure_ascii=False), str(update["update_id"]))
+        await self.services.state.set(f"withheld:{update['update_id']}", sealed, WITHHELD_SECONDS)
+
+    def _sealer(self) -> Sealer:
+        return Sealer.for_token(self.services.config["telegram"]["token"])
 
     # ------------------------------------------------------------------ worker
     async def drain(self, chat: str) -> int:
@@ -252,9 +291,10 @@ class ClusterIntake(Intake):
     async def _handle_batch(self, batch: list[Entry]) -> None:
         for entry in batch:
             if entry.body.pop(self.withheld, None):
-                kept = await self.services.state.delete(f"withheld:{entry.update_id}")
-                if isinstance(kept, dict) and isinstance(entry.body.get("message"), dict):
-                    entry.body["message"].update(kept)
+                sealed = await self.services.state.delete(f"withheld:{entry.update_id}")
+                kept = self._sealer().open(sealed, str(entry.update_id)) if isinstance(sealed, str) else None
+                if kept is not None and isinstance(entry.body.get("message"), dict):
+                    entry.body["message"].update(json.loads(kept))
                 else:
                     entry.body[self.withheld] = True  # gone (expired): the user is asked to send it again
         await self._process(batch)

@@ -47,6 +47,7 @@ def cluster(store_target, redis_server):
             return await asyncio.get_running_loop().run_in_executor(pool, functools.partial(fn, *args))
 
         services = SimpleNamespace(
+            config={"telegram": {"token": "123:test-token"}},
             store=Store(store_target),
             state=RedisState(redis_server.url, prefix=prefix),
             run_db=run,
@@ -161,7 +162,9 @@ async def test_an_update_whose_handling_killed_workers_three_times_is_given_up(c
     assert [ids for _, ids, _ in cluster.handled] == [[41]]
 
 
-async def test_an_answer_to_a_plugins_question_reaches_the_worker_through_redis_and_is_gone_after(cluster):
+async def test_an_answer_to_a_plugins_question_reaches_the_worker_through_redis_and_is_gone_after(
+    cluster, redis_server
+):
     async def scrub(update: dict) -> dict:  # as the transport withholds a text that answers ctx.expect_text
         form = {**update, "message": {k: v for k, v in update["message"].items() if k != "text"}, WITHHELD: True}
         return form
@@ -179,10 +182,24 @@ async def test_an_answer_to_a_plugins_question_reaches_the_worker_through_redis_
     await front.receive([message(50, text="ZHANG San 110101199003071234")])
     rows = await worker.services.run_db(worker.services.store.execute, "SELECT body FROM intake")
     assert "110101199003071234" not in rows[0][0]  # never in the journal
+    raw = redis_server.client().get(f"{cluster.prefix}withheld:50")
+    assert raw and "110101199003071234" not in raw and "ZHANG" not in raw  # nor readable in Redis
     assert await worker.drain("7") == 1
     body = cluster.handled[0][2]
     assert body["message"]["text"] == "ZHANG San 110101199003071234" and WITHHELD not in body
     assert await worker.services.state.get("withheld:50") is None  # deleted as it was read
+
+
+async def test_a_withheld_answer_sealed_under_another_key_is_not_opened(cluster):
+    from core.cluster import Sealer
+
+    front, worker = cluster.intake("front", front=True), cluster.intake("w")
+    await worker.start()
+    forged = Sealer.for_token("999:another-bot").seal('{"text": "injected"}', "70")
+    await worker.services.state.set("withheld:70", forged, 60)
+    await front.receive([{**message(70, text=""), WITHHELD: True}])
+    assert await worker.drain("7") == 1
+    assert cluster.handled[0][2][WITHHELD] is True and cluster.handled[0][2]["message"]["text"] == ""
 
 
 async def test_a_withheld_answer_that_expired_asks_the_user_to_send_it_again(cluster):
