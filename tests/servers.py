@@ -11,6 +11,7 @@ When ``redis-server`` or PostgreSQL is not installed the tests that need it fail
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import secrets
@@ -51,6 +52,10 @@ class RedisServer:
         return redis.Redis.from_url(self.url, decode_responses=True)
 
 
+class RedisUnavailable(RuntimeError):
+    """``redis-server`` is not installed, or would not start."""
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -72,37 +77,54 @@ def _start(binary: str, port: int, workdir: Path) -> subprocess.Popen[bytes] | N
             except redis.ConnectionError:
                 if time.monotonic() > deadline:
                     proc.kill()
-                    pytest.fail(f"redis-server did not answer PING on port {port} within {START_TIMEOUT:.0f} s")
+                    what = f"redis-server did not answer PING on port {port} within {START_TIMEOUT:.0f} s"
+                    raise RedisUnavailable(what) from None
                 time.sleep(0.05)
     finally:
         client.close()
     return None
 
 
+@contextlib.contextmanager
+def running_redis(workdir: Path | None = None) -> Iterator[RedisServer]:
+    """A real ``redis-server`` on 127.0.0.1 (no persistence) while the block runs, stopped at the end.
+
+    ``workdir``: where its log goes (a temporary folder, removed afterwards, when None). For scripts outside
+    pytest (the benches); raises :class:`RedisUnavailable` when it cannot run one.
+    """
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RedisUnavailable("redis-server is not installed: apt-get install redis-server (.ci/run does it)")
+    with contextlib.ExitStack() as stack:
+        if workdir is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aipbot-redis-")))
+        for _ in range(3):
+            port = _free_port()
+            proc = _start(binary, port, workdir)
+            if proc is not None:
+                break
+        else:
+            logs = "; ".join(p.read_text(errors="replace").strip()[-300:] for p in workdir.glob("*.log"))
+            raise RedisUnavailable(f"redis-server would not start: {logs}")
+        try:
+            yield RedisServer(port)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """A real ``redis-server`` on 127.0.0.1 for the whole session (no persistence), stopped at the end."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed: apt-get install redis-server (.ci/run does it)", pytrace=False)
-    workdir = tmp_path_factory.mktemp("redis")
-    for _ in range(3):
-        port = _free_port()
-        proc = _start(binary, port, workdir)
-        if proc is not None:
-            break
-    else:
-        logs = "; ".join(p.read_text(errors="replace").strip()[-300:] for p in workdir.glob("*.log"))
-        pytest.fail(f"redis-server would not start: {logs}", pytrace=False)
     try:
-        yield RedisServer(port)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        with running_redis(tmp_path_factory.mktemp("redis")) as server:
+            yield server
+    except RedisUnavailable as err:
+        pytest.fail(str(err), pytrace=False)
 
 
 # ---------------------------------------------------------------------------------------------- PostgreSQL
