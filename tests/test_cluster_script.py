@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,6 +19,23 @@ from tests.cluster import ROOT, free_port
 from tests.fakes.baidu import FakeBaidu
 from tests.test_cluster import DATA, RECEIPT
 from tests.test_intake_process import accepted
+
+
+def consecutive_free_ports(count: int) -> int:
+    """The first of ``count`` ports in a row that are free now (the script puts its front ends on N, N+1, …)."""
+    while True:
+        first, sockets = free_port(), []
+        try:
+            for port in range(first, first + count):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
 
 
 def session(sid: int) -> list[str]:
@@ -53,7 +71,7 @@ async def test_make_cluster_starts_redis_postgres_two_front_ends_two_workers_and
         }
         base["telegram"]["token"] = "${TEST_BOT_TOKEN}"
         (tmp_path / "config.yaml").write_text(yaml.safe_dump(base))
-        port = free_port()
+        port = consecutive_free_ports(2)
         env = {**os.environ, "TEST_BOT_TOKEN": fake_telegram.TOKEN, "AIPBOT_PUBLIC_URL": f"http://127.0.0.1:{port}"}
         args = [sys.executable, str(ROOT / "scripts" / "cluster.py"), "--config", str(tmp_path / "config.yaml")]
         args += ["--dir", str(tmp_path / "cluster"), "--front-port", str(port)]
