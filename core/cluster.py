@@ -237,7 +237,7 @@ class ClusterIntake(Intake):
             try:
                 lock = await self.services.state.lock(f"chat:{chat}", self.lock_seconds, timeout=0).__aenter__()
             except TimeoutError:
-                return handled  # the holder looks again after releasing the lock
+                return handled  # the holder looks again after releasing the lock (see held())
             renew = asyncio.get_running_loop().create_task(self._renew(lock))
             try:
                 while batch := await self._next(chat):
@@ -249,6 +249,14 @@ class ClusterIntake(Intake):
                 await lock.__aexit__(None, None, None)
             if not await self._run(_count_open, chat):
                 return handled
+
+    async def held(self, chat: str) -> bool:
+        """Whether ``chat`` has open entries while another worker holds it: the task then comes back after
+        ``lock_seconds``, in case that holder died (its lock lapses by then), so a worker process killed mid-task
+        delays its chat by ``chat_lock_seconds``, not by the sweep's period."""
+        if not await self._run(_count_open, chat):
+            return False
+        return await self.services.state.get(f"lock:chat:{chat}") is not None
 
     async def _renew(self, lock: Any) -> None:
         while True:
@@ -372,8 +380,16 @@ class WorkerRuntime:
             future.cancel()
             raise
 
-    def drain(self, chat: str) -> int:
-        return int(self.call(self.transport.intake.drain(chat)))
+    def drain(self, chat: str) -> tuple[int, bool]:
+        """Handle ``chat`` (see :meth:`ClusterIntake.drain`): how many updates, and whether it is held elsewhere
+        with updates still open (then the task comes back later: :meth:`ClusterIntake.held`)."""
+        intake = self.transport.intake
+
+        async def run() -> tuple[int, bool]:
+            handled = await intake.drain(chat)
+            return handled, handled == 0 and await intake.held(chat)
+
+        return self.call(run())
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):
@@ -392,11 +408,22 @@ def run_worker(config: dict[str, Any], *, loglevel: str = "INFO") -> int:
 
     app = celery_app(config)
 
-    @app.task(name=CHAT_TASK, bind=True, autoretry_for=(Exception,), retry_backoff=True, retry_backoff_max=60)
+    # max_retries=None: a task failing on the database or Redis (down) is retried, with backoff, until it succeeds
+    @app.task(
+        name=CHAT_TASK,
+        bind=True,
+        autoretry_for=(Exception,),
+        retry_backoff=True,
+        retry_backoff_max=60,
+        max_retries=None,
+    )
     def chat_task(self: Any, chat: str) -> int:
         if _runtime is None:
             raise RuntimeError("the worker process has no bot")
-        return _runtime.drain(chat)
+        handled, held = _runtime.drain(chat)
+        if held:  # another worker has it, or had it and died: look again once its lock may have lapsed
+            raise self.retry(countdown=config["cluster"]["chat_lock_seconds"])
+        return handled
 
     def started(**_: Any) -> None:
         global _runtime

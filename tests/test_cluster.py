@@ -9,6 +9,8 @@ SIGKILL (its whole process group) in the middle of the load.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -195,3 +197,42 @@ def test_a_broker_that_does_not_answer_is_a_one_line_error_without_its_password(
 def test_worker_check_loads_the_plugins_and_exits(tmp_path, redis_server):
     code, err = run_bot(tmp_path, WEBHOOK + f"cluster: {{redis_url: '{redis_server.url}'}}\n", "worker", "--check")
     assert code == 0 and "configuration OK" in err, err
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        if int(text[text.rindex(")") + 2 :].split()[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+async def test_a_worker_process_killed_mid_job_has_its_update_answered_once_by_its_replacement(
+    tmp_path, fake_telegram, baidu, redis_server, postgres_server
+):
+    url = redis_server.url.rsplit("/", 1)[0] + "/6"
+    redis.Redis.from_url(url).flushdb()
+    image = read("text/receipt.jpg")
+    baidu.set_text(image, RECEIPT)
+    config = {**baidu.config(qps=18, http={"read_timeout": 10.0}), "plugins": {"ocr": {"engine": "baidu"}}}
+    # neither the sweep nor the broker's redelivery comes in time: only the pool's requeue and the task's retry
+    slow = {"sweep_seconds": 300, "visibility_timeout": 300}
+    with Cluster(tmp_path, fake_telegram, url, database=postgres_server.database(), cluster=slow, **config) as one:
+        one.start(fronts=1, workers=1)
+        await one.ready()
+        baidu.inject(stall=3, times=1, path=OCR_PATH)
+        fake_telegram.user_sends_photo(image, caption="/ocr", user_id=77)
+        await until(lambda: baidu.count(OCR_PATH) >= 1, 30, "the worker calling Baidu", one)
+        main = one.workers[0][0].pid
+        (child,) = children_of(main)
+        os.kill(child, signal.SIGKILL)  # the pool process dies; Celery's main process lives on
+        answer = "\n".join(RECEIPT)
+        await until(lambda: accepted(fake_telegram, answer), 60, "the update answered", one)
+        await asyncio.sleep(2.0)
+        assert accepted(fake_telegram, answer) == {77: 1}
+        assert "SIGKILL" in one.workers[0][1].read_text()  # Celery saw its pool process die

@@ -138,6 +138,18 @@ async def test_a_chat_held_by_a_worker_that_died_is_taken_over_when_its_lock_lap
     assert cluster.handled[0][1] == [20]
 
 
+async def test_a_task_finding_its_chat_held_with_updates_open_comes_back_later(cluster):
+    front, worker = cluster.intake("front", front=True), cluster.intake("w")
+    await worker.start()
+    assert not await worker.held("7")  # nothing open
+    await worker.services.state.add("lock:chat:7", "another-worker", 30)
+    assert not await worker.held("7")  # held, but nothing open: nothing to come back for
+    await front.receive([message(25)])
+    assert await worker.drain("7") == 0 and await worker.held("7")  # the task retries after chat_lock_seconds
+    await worker.services.state.delete("lock:chat:7")
+    assert not await worker.held("7")  # free: the drain takes it
+
+
 async def test_the_sweep_sends_tasks_again_only_for_chats_left_waiting_with_no_holder(cluster):
     front, worker = cluster.intake("front", front=True), cluster.intake("w")
     await worker.start()
