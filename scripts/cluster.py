@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     folder = args.dir.resolve()
     servers: list[subprocess.Popen[bytes]] = []
     bots: list[tuple[str, subprocess.Popen[bytes]]] = []
-    stopping = False
+    stopping, failed = False, False
 
     def stop(*_: object) -> None:
         nonlocal stopping
@@ -152,8 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         while not stopping:
             for name, proc in bots:
                 if proc.poll() is not None:
-                    print(f"cluster: {name} exited with status {proc.returncode} (see {name}.log)", file=sys.stderr)
-                    stopping = True
+                    lines = (folder / f"{name}.log").read_text(errors="replace").strip().splitlines()
+                    why = f": {lines[-1]}" if lines else ""
+                    print(f"cluster: {name} exited with status {proc.returncode}{why}", file=sys.stderr)
+                    stopping = failed = True
             time.sleep(0.2)
     finally:
         for _, proc in bots:
@@ -167,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         for proc in servers:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
