@@ -303,6 +303,7 @@ class ClusterIntake(Intake):
                 kept = self._sealer().open(sealed, str(entry.update_id)) if isinstance(sealed, str) else None
                 if kept is not None and isinstance(entry.body.get("message"), dict):
                     entry.body["message"].update(json.loads(kept))
+                    log.info("cluster: update %s: its withheld text came from the front end", entry.update_id)
                 else:
                     entry.body[self.withheld] = True  # gone (expired): the user is asked to send it again
         await self._process(batch)

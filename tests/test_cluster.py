@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -236,3 +237,42 @@ async def test_a_worker_process_killed_mid_job_has_its_update_answered_once_by_i
         await asyncio.sleep(2.0)
         assert accepted(fake_telegram, answer) == {77: 1}
         assert "SIGKILL" in one.workers[0][1].read_text()  # Celery saw its pool process die
+
+
+async def test_a_webank_identity_answer_reaching_a_front_end_is_read_by_a_worker_and_stored_nowhere(
+    tmp_path, fake_telegram, fake_webank, redis_server, postgres_server
+):
+    import psycopg
+
+    name, id_number, user = "李雷", "370102199001015822", 1001
+    url = redis_server.url.rsplit("/", 1)[0] + "/7"
+    redis.Redis.from_url(url).flushdb()
+    database = postgres_server.database()
+    config = {**fake_webank.config(), "plugins": {"realname": {"provider": "webank", "poll_seconds": 3600}}}
+    with Cluster(tmp_path, fake_telegram, url, database=database, **config) as running:
+        running.start(fronts=2, workers=1)
+        await running.ready()
+        fake_telegram.user_sends_text("/verify", user_id=user)
+        await until(lambda: accepted_containing(fake_telegram, "18-digit ID number"), 60, "the question", running)
+        answer = fake_telegram.user_sends_text(f"{name} {id_number}", user_id=user)
+        await until(lambda: accepted_containing(fake_telegram, "Tap the button now"), 60, "the link", running)
+        [order] = fake_webank.orders.values()
+        assert (order.name, order.id_no) == (name, id_number)  # it reached WeBank, through the worker
+        assert (user, answer["message_id"]) in fake_telegram.deleted  # and left the chat
+        fronts = {d.url for d in fake_telegram.deliveries}
+        assert fronts == {running.url(0), running.url(1)}
+        logs = running.logs(tail=10**7)
+    # never journaled: handed over by the front end, sealed, through Redis
+    assert re.search(r"update \d+: its withheld text came from the front end", logs)
+    for secret in (name, id_number, id_number[-6:]):
+        assert secret not in logs
+        for key in redis.Redis.from_url(url).keys("*"):
+            assert secret.encode() not in (redis.Redis.from_url(url).dump(key) or b"")
+        with psycopg.connect(database) as conn:
+            tables = [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+            for table in tables:
+                assert secret not in str(conn.execute(f'SELECT * FROM "{table}"').fetchall()), table
+
+
+def accepted_containing(fake, text: str) -> bool:
+    return any(text in (c.text or "") for c in fake.calls_of("sendMessage") if not c.fault)
