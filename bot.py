@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.role == "worker":  # the configuration holds (the App above): each worker process builds its own
         app.services.close()
-        from core.cluster import run_worker
+        from core.worker import run_worker
 
         return finish(run_worker(config, loglevel=config["logging"]["level"]))
     try:
