@@ -137,16 +137,6 @@ def check_broker(url: str) -> None:
         client.close()
 
 
-def chat_of(classify: Callable[[dict[str, Any]], tuple[str | None, str | None]]) -> Callable[..., Any]:
-    """``classify`` with a chat key for every update: an update of no chat is a "chat" of its own."""
-
-    def classified(update: dict[str, Any]) -> tuple[str | None, str | None]:
-        chat, group = classify(update)
-        return chat or f"update:{update.get('update_id')}", group
-
-    return classified
-
-
 @dataclass
 class _Open:
     update_id: int
@@ -155,11 +145,14 @@ class _Open:
     attempts: int
 
 
+@dataclass(eq=False)
 class ClusterIntake(Intake):
-    """The intake of a cluster process: a front end journals and sends tasks; a worker drains chats.
+    """The intake of a cluster process: a front end (``front``) journals and sends tasks; a worker drains chats.
 
-    ``front``: a front end's (else a worker's); ``send_task(chat)``: sends :data:`CHAT_TASK` (blocking; run in
-    the I/O pool); ``withheld``: the transport's marker of a journaled update whose text was kept out.
+    ``send_task(chat)``: sends :data:`CHAT_TASK` (blocking; run in the I/O pool); ``withheld``: the transport's
+    marker of a journaled update whose text was kept out; ``lock_seconds``, ``sweep_seconds``: the ``cluster:``
+    settings ``chat_lock_seconds`` and ``sweep_seconds``. Every update gets a chat key: one of no chat is a
+    "chat" of its own (``update:<id>``).
     """
 
     send_task: Callable[[str], None] | None = None
@@ -167,6 +160,18 @@ class ClusterIntake(Intake):
     withheld: str = "aipbot_withheld"
     lock_seconds: float = 30.0
     sweep_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        classify = self.classify
+
+        def classified(update: dict[str, Any]) -> tuple[str | None, str | None]:
+            chat, group = classify(update)
+            return chat or f"update:{update.get('update_id')}", group
+
+        self.classify = classified
+        self._sealer = Sealer.for_token(self.services.config["telegram"]["token"])
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
         """Create the journal's tables; nothing is replayed at start: a worker sweeps what was left, every
@@ -187,7 +192,7 @@ class ClusterIntake(Intake):
                 log.exception("cluster: the sweep failed")
 
     async def stop(self, timeout: float = 30.0) -> None:
-        if getattr(self, "_sweeper", None) is not None:
+        if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
         await super().stop(timeout)
@@ -195,8 +200,8 @@ class ClusterIntake(Intake):
     # ------------------------------------------------------------------ front end
     def _enqueue(self, entry: Entry) -> None:
         """A new journaled update: one task for its chat (a failure is logged: the sweep finds the entry)."""
-        chat = entry.chat or f"update:{entry.update_id}"
-        task = asyncio.get_running_loop().create_task(self._send(chat, entry.update_id))
+        assert entry.chat is not None
+        task = asyncio.get_running_loop().create_task(self._send(entry.chat, entry.update_id))
         self._loose.add(task)
         task.add_done_callback(self._loose.discard)
 
@@ -212,19 +217,21 @@ class ClusterIntake(Intake):
                 err,
             )
 
-    async def keep_withheld(self, update: dict[str, Any], form: dict[str, Any]) -> None:
-        """Hand the text the journal leaves out of ``update`` to the worker, through Redis: encrypted (AES-GCM, a key
+    async def _kept(self, update: dict[str, Any]) -> dict[str, Any]:
+        """The journal's form; a text it leaves out goes to the worker through Redis: encrypted (AES-GCM, a key
         derived from the bot token, the update id as associated data), deleted when read, gone after
         :data:`WITHHELD_SECONDS`."""
-        if not form.get(self.withheld):
-            return
-        message = update.get("message") or {}
-        kept = {name: message[name] for name in WITHHELD_FIELDS if name in message}
-        sealed = self._sealer().seal(json.dumps(kept, ensure_ascii=False), str(update["update_id"]))
-        await self.services.state.set(f"withheld:{update['update_id']}", sealed, WITHHELD_SECONDS)
+        form = await super()._kept(update)
+        if form.get(self.withheld):
+            message = update.get("message") or {}
+            kept = {name: message[name] for name in WITHHELD_FIELDS if name in message}
+            sealed = self._sealer.seal(json.dumps(kept, ensure_ascii=False), str(update["update_id"]))
+            await self.services.state.set(f"withheld:{update['update_id']}", sealed, WITHHELD_SECONDS)
+        return form
 
-    def _sealer(self) -> Sealer:
-        return Sealer.for_token(self.services.config["telegram"]["token"])
+    async def _taken(self, chat: str) -> bool:
+        """Whether a worker holds ``chat`` (its lock, see :meth:`drain`)."""
+        return await self.services.state.get(f"lock:chat:{chat}") is not None
 
     # ------------------------------------------------------------------ worker
     async def drain(self, chat: str) -> int:
@@ -251,9 +258,7 @@ class ClusterIntake(Intake):
         """Whether ``chat`` has open entries while another worker holds it: the task then comes back after
         ``lock_seconds``, in case that holder died (its lock lapses by then), so a worker process killed mid-task
         delays its chat by ``chat_lock_seconds``, not by the sweep's period."""
-        if not await self._run(_count_open, chat):
-            return False
-        return await self.services.state.get(f"lock:chat:{chat}") is not None
+        return bool(await self._run(_count_open, chat)) and await self._taken(chat)
 
     async def _renew(self, lock: Any) -> None:
         while True:
@@ -268,36 +273,38 @@ class ClusterIntake(Intake):
             rows = await self._run(_open_entries, chat)
             if not rows:
                 return []
-            entries = []
-            for row in rows:
-                if row.body is None or row.attempts + 1 > MAX_ATTEMPTS:
-                    log.warning("intake: update %s given up after %d attempts", row.update_id, row.attempts)
-                    await self._run(Journal.finish, [row.update_id])
-                    break
-                entries.append((row, self._entry(row.update_id, json.loads(row.body), row.attempts)))
+            spent = [r.update_id for r in rows if r.body is None or r.attempts >= MAX_ATTEMPTS]
+            if spent:
+                log.warning("intake: updates %s given up after %d attempts", spent, MAX_ATTEMPTS)
+                await self._run(Journal.finish, spent)
+                continue
+            entries = [self._entry(r.update_id, json.loads(r.body), r.attempts) for r in rows if r.body is not None]
+            head = entries[0]
+            if head.group is None:
+                batch = [head]
             else:
-                head = entries[0][1]
-                batch = [(r, e) for r, e in entries if head.group is not None and e.group == head.group] or entries[:1]
-                if head.group is not None and not self._album_complete(batch, len(entries) > len(batch)):
+                batch = [e for e in entries if e.group == head.group]
+                received = [r.received for r in rows if r.update_id in {e.update_id for e in batch}]
+                if not self._album_complete(received, more=len(batch) < len(entries)):
                     await asyncio.sleep(min(0.2, self.album_wait))
                     continue
-                await self._run(_attempt, [r.update_id for r, _ in batch])
-                return [e for _, e in batch]
+            await self._run(_attempt, [e.update_id for e in batch])
+            return batch
 
-    def _album_complete(self, parts: list[tuple[_Open, Entry]], more: bool) -> bool:
-        """Whether an album's parts may be handled: another message of the chat follows them, or ``album_wait``
-        passed since the newest part arrived, or ``album_max_wait`` since the first."""
+    def _album_complete(self, received: list[float], *, more: bool) -> bool:
+        """Whether an album whose parts arrived at ``received`` may be handled: another message of the chat
+        follows them, or ``album_wait`` passed since the newest part arrived, or ``album_max_wait`` since the
+        first."""
         if more or self._stopping:
             return True
         now = self.clock()
-        newest, first = max(r.received for r, _ in parts), min(r.received for r, _ in parts)
-        return now >= newest + self.album_wait or now >= first + self.album_max_wait
+        return now >= max(received) + self.album_wait or now >= min(received) + self.album_max_wait
 
     async def _handle_batch(self, batch: list[Entry]) -> None:
         for entry in batch:
             if entry.body.pop(self.withheld, None):
                 sealed = await self.services.state.delete(f"withheld:{entry.update_id}")
-                kept = self._sealer().open(sealed, str(entry.update_id)) if isinstance(sealed, str) else None
+                kept = self._sealer.open(sealed, str(entry.update_id)) if isinstance(sealed, str) else None
                 if kept is not None and isinstance(entry.body.get("message"), dict):
                     entry.body["message"].update(json.loads(kept))
                     log.info("cluster: update %s: its withheld text came from the front end", entry.update_id)
@@ -313,7 +320,7 @@ class ClusterIntake(Intake):
         chats = await self._run(_stale_chats, self.sweep_seconds)
         sent = 0
         for chat in chats:
-            if await self.services.state.get(f"lock:chat:{chat}") is None:
+            if not await self._taken(chat):
                 await self.services.run_blocking(self.send_task, chat)
                 sent += 1
         if sent:

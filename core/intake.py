@@ -289,8 +289,7 @@ class Intake:
         rows = []
         for update in updates:
             chat, _ = self.classify(update)
-            kept = await self.scrub(update) if self.scrub is not None else update
-            rows.append((int(update["update_id"]), chat, json.dumps(kept, ensure_ascii=False)))
+            rows.append((int(update["update_id"]), chat, json.dumps(await self._kept(update), ensure_ascii=False)))
         new = set(await self._run(Journal.record, rows))
         count = 0
         for update in updates:
@@ -302,6 +301,10 @@ class Intake:
             else:
                 log.info("intake: update %s arrived again; it is not handled twice", update_id)
         return count
+
+    async def _kept(self, update: dict[str, Any]) -> dict[str, Any]:
+        """What the journal keeps of ``update`` (the transport's ``scrub``)."""
+        return await self.scrub(update) if self.scrub is not None else update
 
     async def poll(self, fetch: Callable[[int | None], Awaitable[list[dict[str, Any]]]]) -> None:
         """Long-poll until cancelled: ``fetch(offset)`` is one ``getUpdates``; each batch is journaled before

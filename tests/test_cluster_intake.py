@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 from telegram.ext import ExtBot
 
-from core.cluster import ClusterIntake, chat_of
+from core.cluster import ClusterIntake
 from core.delivery import SendLimiter
 from core.intake import MAX_ATTEMPTS
 from core.shared import SharedRedis
@@ -62,14 +62,18 @@ def cluster(store_target, redis_server):
         it = ClusterIntake(
             services,
             SimpleNamespace(),
-            chat_of(TelegramTransport._classify),
+            TelegramTransport._classify,
             handle,
             album_wait=0.3,
             album_max_wait=2,
             scrub=scrub,
             clock=clock,
+            send_task=sent.append,
+            front=front,
+            withheld=WITHHELD,
+            lock_seconds=2,
+            sweep_seconds=60,
         )
-        it.front, it.send_task, it.withheld, it.lock_seconds, it.sweep_seconds = front, sent.append, WITHHELD, 2, 60
         return it
 
     yield SimpleNamespace(intake=intake, clock=clock, handled=handled, sent=sent, prefix=prefix)
@@ -181,16 +185,8 @@ async def test_an_answer_to_a_plugins_question_reaches_the_worker_through_redis_
         form = {**update, "message": {k: v for k, v in update["message"].items() if k != "text"}, WITHHELD: True}
         return form
 
-    front, worker = cluster.intake("front", front=True), cluster.intake("w")
+    front, worker = cluster.intake("front", front=True, scrub=scrub), cluster.intake("w")
     await worker.start()
-    inner = scrub
-
-    async def scrub_and_hand_over(update):
-        form = await inner(update)
-        await front.keep_withheld(update, form)
-        return form
-
-    front.scrub = scrub_and_hand_over
     await front.receive([message(50, text="ZHANG San 110101199003071234")])
     rows = await worker.services.run_db(worker.services.store.execute, "SELECT body FROM intake")
     assert "110101199003071234" not in rows[0][0]  # never in the journal
@@ -207,9 +203,9 @@ async def test_a_withheld_answer_sealed_under_another_key_is_not_opened(cluster)
 
     front, worker = cluster.intake("front", front=True), cluster.intake("w")
     await worker.start()
-    forged = Sealer.for_token("999:another-bot").seal('{"text": "injected"}', "70")
-    await worker.services.state.set("withheld:70", forged, 60)
     await front.receive([{**message(70, text=""), WITHHELD: True}])
+    forged = Sealer.for_token("999:another-bot").seal('{"text": "injected"}', "70")
+    await worker.services.state.set("withheld:70", forged, 60)  # in place of what the front end handed over
     assert await worker.drain("7") == 1
     assert cluster.handled[0][2][WITHHELD] is True and cluster.handled[0][2]["message"]["text"] == ""
 
@@ -217,7 +213,8 @@ async def test_a_withheld_answer_sealed_under_another_key_is_not_opened(cluster)
 async def test_a_withheld_answer_that_expired_asks_the_user_to_send_it_again(cluster):
     front, worker = cluster.intake("front", front=True), cluster.intake("w")
     await worker.start()
-    await front.receive([{**message(60), WITHHELD: True}])  # journaled withheld, nothing handed over
+    await front.receive([{**message(60), WITHHELD: True}])  # journaled withheld, the text handed over
+    await worker.services.state.delete("withheld:60")  # as if WITHHELD_SECONDS had passed
     assert await worker.drain("7") == 1
     assert cluster.handled[0][2][WITHHELD] is True  # the transport answers "please send it again"
 

@@ -167,24 +167,21 @@ class TelegramTransport:
         )
         if self.role == "bot":
             return Intake(self.app.services, self, self._classify, self._handle, **common)
-        from core.cluster import ClusterIntake, chat_of, task_sender
+        from core.cluster import ClusterIntake, task_sender
 
         cluster = self.app.config["cluster"]
-        intake = ClusterIntake(self.app.services, self, chat_of(self._classify), self._handle, **common)
-        intake.withheld = WITHHELD
-        intake.lock_seconds, intake.sweep_seconds = cluster["chat_lock_seconds"], cluster["sweep_seconds"]
-        intake.send_task = task_sender(self.app.config)
-        if self.role == "serve":
-            intake.front = True
-            scrub = self._scrub
-
-            async def scrub_and_hand_over(update: dict[str, Any]) -> dict[str, Any]:
-                form = await scrub(update)
-                await intake.keep_withheld(update, form)
-                return form
-
-            intake.scrub = scrub_and_hand_over
-        return intake
+        return ClusterIntake(
+            self.app.services,
+            self,
+            self._classify,
+            self._handle,
+            **common,
+            send_task=task_sender(self.app.config),
+            front=self.role == "serve",
+            withheld=WITHHELD,
+            lock_seconds=cluster["chat_lock_seconds"],
+            sweep_seconds=cluster["sweep_seconds"],
+        )
 
     async def stop(self) -> None:
         """Stop polling (or taking webhook updates: 503 from now on, so Telegram delivers them again, here or to
