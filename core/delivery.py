@@ -239,6 +239,11 @@ def _why(err: BaseException) -> str:
 # ---------------------------------------------------------------------------------------------- limiter
 
 
+def is_group(chat: Any) -> bool:
+    """Whether a ``chat_id`` is a group's (negative ids, ``@channel`` names): those also have a per-minute limit."""
+    return isinstance(chat, str) or (isinstance(chat, int) and chat < 0)
+
+
 class _Bucket:
     """A token bucket: ``rate`` tokens a second, ``burst`` at most (full at first), of which ``MARGIN``
     seconds' worth are kept in reserve where the burst allows; ``until``: Telegram's pause."""
@@ -309,8 +314,7 @@ class Pacer:
             chat_bucket = self._bucket(self._chats, chat, rate, burst, now)
             if method in MESSAGE_METHODS:
                 buckets.append(chat_bucket)
-                group = isinstance(chat, str) or (isinstance(chat, int) and chat < 0)
-                if group and self.group_rate:
+                if is_group(chat) and self.group_rate:
                     buckets.append(self._bucket(self._groups, chat, self.group_rate, 20, now))
             elif chat_bucket.until > now:
                 buckets.append(_PauseOf(chat_bucket))
@@ -333,7 +337,7 @@ class Pacer:
         if chat is not None and method in MESSAGE_METHODS:
             if self.chat_rate:
                 budget(f"chat:{chat}", self.chat_rate, self.chat_burst)
-            if self.group_rate and (isinstance(chat, str) or (isinstance(chat, int) and chat < 0)):
+            if self.group_rate and is_group(chat):
                 budget(f"group:{chat}", self.group_rate, 20)
         if self.overall_rate:
             budget("all", self.overall_rate, self.overall_burst)

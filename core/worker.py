@@ -7,7 +7,7 @@ process's drain of one chat on that loop and waits for it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import os
 import socket
 import threading
@@ -16,6 +16,8 @@ from typing import Any
 from core.app import App
 from core.cluster import CHAT_TASK, celery_app
 from core.transports.telegram import TelegramTransport
+
+log = logging.getLogger(__name__)
 
 
 class WorkerRuntime:
@@ -60,8 +62,10 @@ class WorkerRuntime:
         return self.call(run())
 
     def stop(self) -> None:
-        with contextlib.suppress(Exception):
+        try:
             self.call(self.transport.stop(), timeout=60)
+        except Exception:
+            log.exception("worker: stopping the bot failed")
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
 
