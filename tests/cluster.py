@@ -14,7 +14,6 @@ import asyncio
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,13 +21,9 @@ from typing import Any
 
 import yaml
 
+from tests.servers import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Cluster:
@@ -152,3 +147,16 @@ class Cluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def processes() -> list[tuple[int, str, str, int, int]]:
+    """Every process of this machine as ``(pid, name, state, parent pid, session id)``, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # it ended meanwhile
+            continue
+        state, ppid, _, sid = text[text.rindex(")") + 2 :].split()[:4]
+        found.append((int(stat.parent.name), text[text.index("(") + 1 : text.rindex(")")], state, int(ppid), int(sid)))
+    return found

@@ -56,7 +56,8 @@ class RedisUnavailable(RuntimeError):
     """``redis-server`` is not installed, or would not start."""
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port nobody listens on on 127.0.0.1 (bound, then released)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -99,7 +100,7 @@ def running_redis(workdir: Path | None = None) -> Iterator[RedisServer]:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aipbot-redis-")))
         for _ in range(3):
-            port = _free_port()
+            port = free_port()
             proc = _start(binary, port, workdir)
             if proc is not None:
                 break
@@ -210,7 +211,7 @@ def postgres_server() -> Iterator[PostgresServer]:
         if init.returncode != 0:
             pytest.fail(f"initdb failed: {init.stderr.decode(errors='replace').strip()[-300:]}", pytrace=False)
         for _ in range(3):
-            port = _free_port()
+            port = free_port()
             proc = _start_postgres(bindir, datadir, sockets, port)
             if proc is not None:
                 break

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.cluster import Cluster
+from tests.cluster import Cluster, processes
 from tests.fakes.baidu import FakeBaidu
 from tests.test_intake_process import accepted
 
@@ -201,16 +201,7 @@ def test_worker_check_loads_the_plugins_and_exits(tmp_path, redis_server):
 
 
 def children_of(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (from /proc)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        if int(text[text.rindex(")") + 2 :].split()[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
+    return [child for child, _, _, parent, _ in processes() if parent == pid]
 
 
 async def test_a_worker_process_killed_mid_job_has_its_update_answered_once_by_its_replacement(

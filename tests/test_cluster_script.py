@@ -10,12 +10,11 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.cluster import ROOT, free_port
+from tests.cluster import ROOT, free_port, processes
 from tests.fakes.baidu import FakeBaidu
 from tests.test_cluster import DATA, RECEIPT
 from tests.test_intake_process import accepted
@@ -39,17 +38,8 @@ def consecutive_free_ports(count: int) -> int:
 
 
 def session(sid: int) -> list[str]:
-    """The names of the live processes of session ``sid`` (from /proc; zombies left out)."""
-    names = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        name, rest = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
-        if int(rest[3]) == sid and rest[0] != "Z":
-            names.append(name)
-    return names
+    """The names of the live processes of session ``sid`` (zombies left out)."""
+    return [name for _, name, state, _, session in processes() if session == sid and state != "Z"]
 
 
 @pytest.fixture

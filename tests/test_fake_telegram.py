@@ -7,7 +7,6 @@ import datetime as dt
 import http.client
 import io
 import json
-import socket
 
 import httpx
 import pytest
@@ -19,6 +18,7 @@ from telegram.ext import CallbackQueryHandler, CommandHandler, ContextTypes, Mes
 
 from tests.fakes.server import LocalServer, Request
 from tests.fakes.telegram import Call, FakeTelegram, decode_params
+from tests.servers import free_port
 
 CHAT = 1001  # the default user's id, which is the id of their private chat
 
@@ -554,13 +554,6 @@ class Receiver(LocalServer):
 def receiver():
     with Receiver() as server:
         yield server
-
-
-def free_port() -> int:
-    """A port nobody listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def test_webhook_delivery_with_secret(bot: Bot, fake_telegram: FakeTelegram, receiver: Receiver) -> None:

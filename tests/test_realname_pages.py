@@ -7,7 +7,6 @@ The polling job is set to an hour, so every notification seen here came from the
 from __future__ import annotations
 
 import asyncio
-import socket
 import sqlite3
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -18,6 +17,7 @@ import requests
 
 from core.config import validate
 from tests.harness import merge
+from tests.servers import free_port
 from tests.test_realname_e2e import DETAIL, ID_NUMBER, MASKED_ID, MASKED_NAME, NAME, USER, Link, rows
 
 
@@ -35,12 +35,6 @@ class PageLink:
 DONE_EN = "Done. Go back to Telegram: the bot has your result."
 NOT_YET_EN = "We could not check the result here yet. The bot will tell you in Telegram as soon as it has it."
 NOT_YET_ZH = "暂时无法在此确认结果。机器人一收到结果就会在 Telegram 中通知您。"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def telegram(fake_telegram) -> dict:

@@ -25,6 +25,7 @@ from core.config import ConfigError, validate
 from core.hookspecs import hookimpl
 from core.metrics import Metrics, token_label
 from tests.harness import RecordingTransport, merge
+from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
@@ -67,12 +68,6 @@ def sample(text: str, name: str, **labels: str) -> float | None:
         if head.split("{")[0] == name and found == labels:
             return float(value)
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # -- configuration -------------------------------------------------------------------------------------------

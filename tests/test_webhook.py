@@ -24,8 +24,9 @@ from core.transports.telegram import ALLOWED_UPDATES
 from core.webhook import client_address, derive_secret, networks, parse_update
 from tests import probe_plugin
 from tests.harness import merge
+from tests.servers import free_port
 from tests.test_nothing_lost import journal_when_idle, texts_to
-from tests.test_web import free_port, sample
+from tests.test_web import sample
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 LOCAL = ["127.0.0.1/32"]  # the fake delivers from 127.0.0.1: allowed only because the test says so

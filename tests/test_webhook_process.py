@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 
 from core.webhook import derive_secret
+from tests.servers import free_port
 from tests.test_intake_process import accepted, install_plugin, until
 from tests.test_intake_process import start as start_polling_bot
-from tests.test_web import free_port
 
 USERS = [3000 + i for i in range(5)]
 
