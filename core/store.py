@@ -288,21 +288,6 @@ class Store:
                 for index in wanted.indexes:
                     index.create(conn, checkfirst=True)
 
-    def executescript(self, script: str) -> None:
-        """Run raw DDL as the driver reads it (SQLite's or PostgreSQL's own syntax); prefer :meth:`create`."""
-        with self._lock:
-            if self._closed:
-                raise ResourceClosedError("the store is closed")
-            raw = self.engine.raw_connection()
-            try:
-                if self.dialect == "sqlite":
-                    raw.driver_connection.executescript(script)  # type: ignore[union-attr]
-                else:
-                    raw.cursor().execute(script)
-                    raw.commit()
-            finally:
-                raw.close()
-
     # ------------------------------------------------------------------ the core's own records
     def quota_used(self, user_id: int, command: str, day: str) -> int:
         """How many times ``user_id`` used ``command`` on ``day``."""

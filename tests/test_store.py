@@ -18,7 +18,7 @@ def test_the_data_folder_and_database_are_private(tmp_path):
 def test_forgetting_a_user_deletes_their_quota_rows_and_leaves_no_copy_in_the_files(tmp_path):
     path = tmp_path / "aipbot.sqlite3"
     store = Store(path)
-    store.executescript("CREATE TABLE notes (user_id INTEGER, note TEXT)")
+    store.execute("CREATE TABLE notes (user_id INTEGER, note TEXT)")
     marker = "MARKER-7c1f0e"
     store.execute("INSERT INTO notes VALUES (?, ?)", (4242, marker))
     assert store.use_quota(4242, "ocr", "2026-12-01", 5)
