@@ -10,7 +10,7 @@ temporary folder per run. Nothing leaves 127.0.0.1.
 
 After ``cluster.ready()`` every worker's log must say the local engine is warmed ("local engine ready"), then
 one warm-up ``/ocr`` photo per worker is answered (untimed). Then N users (``--users``, 40) each send one photo
-captioned ``/ocr``, all at once, cycling through the images of ``shared/data/text/``. Latency of an update:
+captioned ``/ocr``, all at once, cycling through the images of ``examples/text/``. Latency of an update:
 from ``time.monotonic()`` just before ``user_sends_photo`` queues it on the fake to the arrival at the fake
 of the first ``sendMessage``/``sendDocument`` to that chat that Telegram accepted (``/ocr`` sends no status
 message before a photo's text: its first reply is the answer). Throughput: N / (last answer − first update).
@@ -73,7 +73,7 @@ from tests.cluster import Cluster  # noqa: E402
 from tests.fakes.telegram import FakeTelegram  # noqa: E402
 from tests.servers import RedisServer, RedisUnavailable, running_redis  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data" / "text"
+DATA = ROOT / "examples" / "text"
 APOLOGY = "Sorry, something went wrong"
 WARM_LINE = "local engine ready"
 ANSWERS = ("sendMessage", "sendDocument")

@@ -1,6 +1,6 @@
 """Local face engine benchmark: latency per pair and the score of every pair of the test faces.
 
-    .venv/bin/python bench/face_bench.py [--rounds 5] [--faces ../shared/data/faces]
+    .venv/bin/python bench/face_bench.py [--rounds 5] [--faces examples/faces]
 
 Per pair it times what ``/facematch`` does with the local engine: decode and orient both photos
 (``core.images.open_image``), downscale to 1920 px, detect, align and describe the largest face of each,
@@ -33,7 +33,7 @@ from plugins.facematch.engines import (
 from plugins.facematch.picture import render_pair
 from plugins.facematch.sides import LOCAL_MAX_SIDE
 
-DEFAULT_FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces"
+DEFAULT_FACES = Path(__file__).resolve().parents[1] / "examples" / "faces"
 
 
 def side(engine: LocalFaceEngine, data: bytes) -> tuple[Image.Image, FaceScan]:

@@ -1,7 +1,7 @@
 """OCR benchmark: character error rate and median time per image of the local engine and Tesseract, per set,
 and the peak memory of reading one 8900×8900 blank image.
 
-    .venv/bin/python bench/ocr_bench.py [--data ../shared/data] [--sets text,pages,rotated,transparent,latin]
+    .venv/bin/python bench/ocr_bench.py [--data examples] [--sets text,pages,rotated,transparent,latin]
                                         [--repeat 3] [--no-tesseract] [--no-memory] [--show]
 
 Sets: ``text`` (``data/text``: short photos and screenshots), ``pages`` (``data/pages``: whole document pages),
@@ -50,7 +50,7 @@ from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 from plugins.ocr.engines import LocalEngine, latin_model  # noqa: E402
 from plugins.ocr.reader import read_local  # noqa: E402
 
-DEFAULT_DATA = ROOT.parent / "shared" / "data"
+DEFAULT_DATA = ROOT / "examples"
 FONTS = Path("/usr/share/fonts/truetype/dejavu")
 LATIN = {
     "fr": ["Le garçon a reçu une leçon à l'école", "Où est la fenêtre ? Noël, été, déjà"],

@@ -35,7 +35,7 @@ from core.tokens import TokenService
 from tests.fakes.baidu import MATCH_PATH, FakeBaidu
 from tests.harness import assert_in_both_languages
 
-DATA = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parents[1] / "examples"
 OCR_PATH = "/rest/2.0/ocr/v1/general_basic"
 
 

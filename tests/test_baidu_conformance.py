@@ -30,7 +30,7 @@ from tests.test_http import tls_server
 # find_spec, not import: importing aip here would change this process (that is the point of the subprocess)
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("aip") is None, reason="baidu-aip is not installed")
 
-DATA = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parents[1] / "examples"
 
 SDK_SCRIPT = textwrap.dedent(
     """

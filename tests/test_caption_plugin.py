@@ -6,7 +6,7 @@ from core.config import validate
 from tests import caption_plugin
 from tests.harness import Harness
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "examples"
 PHOTO = (DATA / "faces" / "obama_1.jpg").read_bytes()
 
 

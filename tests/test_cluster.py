@@ -22,7 +22,7 @@ from tests.cluster import Cluster, processes
 from tests.fakes.baidu import FakeBaidu
 from tests.test_intake_process import accepted
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+DATA = Path(__file__).resolve().parent.parent / "examples"
 OCR_PATH = "/rest/2.0/ocr/v1/general_basic"
 MATCH_PATH = "/rest/2.0/face/v3/match"
 RECEIPT = ["Coffee shop receipt", "Total 68.50"]

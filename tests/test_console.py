@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "data"
+DATA = ROOT / "examples"
 
 
 def console(tmp_path: Path, lines: str, config: str = "plugins: {}\n", *args: str) -> subprocess.CompletedProcess:

@@ -24,7 +24,7 @@ from core.app import wait_for_threads
 from tests.test_console import console
 
 ROOT = Path(__file__).resolve().parent.parent
-FACES = ROOT.parent / "shared" / "data" / "faces"
+FACES = ROOT / "examples" / "faces"
 RUNS = 20
 AT_ONCE = 4  # processes at a time (CI has 2 cores; each process mostly waits for its engines)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "data"
+DATA = ROOT / "examples"
 IMAGE = DATA / "text" / "en_line.png"
 ANSWER = ("bot> ", "bot (edited)> ", "     ")  # a bot reply, or a console notice
 

@@ -171,7 +171,7 @@ async def test_a_429_longer_than_send_max_wait_is_not_waited_for(fake_telegram, 
 
 @pytest.mark.slow
 async def test_an_ocr_result_survives_two_429s_and_a_502(fake_telegram, start_bot):
-    image = (Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "text" / "en_line.png").read_bytes()
+    image = (Path(__file__).resolve().parent.parent / "examples" / "text" / "en_line.png").read_bytes()
     config = delivery_config(fake_telegram, plugins={"ocr": {"engine": "local"}})
     await start_bot(config, {"calc": delivery_plugin})
     fake_telegram.fail("sendMessage", 2, "429", retry_after=1)

@@ -97,7 +97,7 @@ def test_a_plugin_not_enabled_is_never_imported(installed, tmp_path):
     [("truncated.jpg", "This image is damaged or incomplete."), ("not_an_image.jpg", "This file is not an image.")],
 )
 async def test_installed_plugin_answers_bad_files_clearly(installed, name, answer):
-    data = (ROOT.parent / "shared" / "data" / "bad" / name).read_bytes()
+    data = (ROOT / "examples" / "bad" / name).read_bytes()
     async with Harness({"plugins": {"imageinfo": {}}}) as bot:
         [reply] = await bot.send("/imageinfo", photos=[data])
     assert reply.text.startswith(answer) and reply.photo is None

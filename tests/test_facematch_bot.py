@@ -24,7 +24,7 @@ from core.conversation import Conversations
 from plugins.facematch.engines import LocalFaceEngine
 from tests.harness import Harness
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "examples"
 FACES = DATA / "faces"
 LOCAL = {"plugins": {"facematch": {"enabled": True, "engine": "local"}}}
 

@@ -22,7 +22,7 @@ from plugins.facematch.engines import (
 )
 from plugins.facematch.picture import face_tile, render_pair
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "examples"
 FACES = DATA / "faces"
 PEOPLE = {"obama_1": "obama", "obama_2": "obama", "biden_1": "biden", "biden_2": "biden"}
 PAIRS = list(itertools.combinations(sorted(PEOPLE), 2))

@@ -15,9 +15,7 @@ from core.errors import BadImage
 from core.images import FACE_LIMITS, MAX_PIXELS, OCR_LIMITS, Limits, PreparedImage, open_image, prepare
 from tests.harness import assert_in_both_languages
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-if not DATA.exists():
-    DATA = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parents[1] / "examples"
 
 
 def encode(im: Image.Image, fmt: str, **kwargs: object) -> bytes:

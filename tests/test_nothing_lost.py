@@ -17,7 +17,7 @@ from core.hookspecs import hookimpl
 from tests import probe_plugin
 from tests.test_telegram_e2e import png, slow_echo, telegram_config
 
-FACES = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "faces"
+FACES = Path(__file__).resolve().parent.parent / "examples" / "faces"
 
 
 def texts_to(fake, chat_id: int) -> list[str]:

@@ -17,7 +17,7 @@ import plugins.ocr as ocr_plugin
 from plugins.ocr.engines import LocalEngine, local_engine
 from tests.harness import Harness
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+DATA = Path(__file__).resolve().parent.parent / "examples"
 TEXT = DATA / "text"
 BAD = DATA / "bad"
 EXPECTED: dict[str, list[str]] = json.loads((TEXT / "expected.json").read_text(encoding="utf-8"))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "data"
+DATA = ROOT / "examples"
 TEXT = DATA / "text"
 BAD = DATA / "bad"
 EXPECTED: dict[str, list[str]] = json.loads((TEXT / "expected.json").read_text(encoding="utf-8"))

@@ -18,7 +18,7 @@ from plugins.ocr.engines import LocalEngine, latin_model, local_engine
 from plugins.ocr.page import TILE, _spans, merge_tiles
 from tests.harness import Harness
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+DATA = Path(__file__).resolve().parent.parent / "examples"
 PAGES = DATA / "pages"
 EXPECTED: dict[str, list[str]] = json.loads((PAGES / "expected.json").read_text(encoding="utf-8"))
 LOCAL = {"plugins": {"ocr": {"enabled": True, "engine": "local"}}}

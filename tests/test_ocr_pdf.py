@@ -16,7 +16,7 @@ from plugins.ocr.pdf import clean_text, is_pdf
 from tests.harness import Harness, merge
 from tests.pdf_samples import encrypted_pdf, scanned_pdf, text_pdf
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+DATA = Path(__file__).resolve().parent.parent / "examples"
 LOCAL = {"plugins": {"ocr": {"enabled": True, "engine": "local"}}}
 REPORT = ["Quarterly report", "Revenue 1200 (up 4%)", "Costs 800"]
 NOTES = ["Second page", "Signed: A. Lovelace"]

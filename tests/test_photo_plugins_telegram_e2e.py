@@ -12,7 +12,7 @@ from core.config import validate
 from core.transports.telegram import TelegramTransport
 from tests.harness import merge
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+DATA = Path(__file__).resolve().parent.parent / "examples"
 
 
 def read(name: str) -> bytes:

@@ -23,7 +23,7 @@ from tests.test_baidu_client import OCR_PATH
 from tests.test_tokens import Source, run_threads
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parents[1] / "examples"
 
 
 @pytest.fixture

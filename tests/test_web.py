@@ -28,7 +28,7 @@ from tests.harness import RecordingTransport, merge
 from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "data"
+DATA = ROOT / "examples"
 TOKEN = "metrics-token-0123456789"
 
 

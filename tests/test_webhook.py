@@ -28,7 +28,7 @@ from tests.servers import free_port
 from tests.test_nothing_lost import journal_when_idle, texts_to
 from tests.test_web import sample
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+DATA = Path(__file__).resolve().parent.parent / "examples"
 LOCAL = ["127.0.0.1/32"]  # the fake delivers from 127.0.0.1: allowed only because the test says so
 SECRET = "test-secret_0123456789"
 

@@ -1,7 +1,7 @@
 """A terminal chat over the same router: for trying the bot without Telegram, and for scripts.
 
 Each input line is a command or text. Paths of image files in the line are attached as photos
-(several paths make an album): ``/ocr ../shared/data/text/receipt.jpg`` or just the path. Buttons are
+(several paths make an album): ``/ocr examples/text/receipt.jpg`` or just the path. Buttons are
 listed as numbered choices: type the number to press one. Reads stdin to EOF, so it works in a pipe:
 ``printf '/help\\n' | python bot.py --console``. The console user is an admin (it is the operator).
 

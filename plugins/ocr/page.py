@@ -1,7 +1,7 @@
 """Whole pages with the local engine: every line found, the page read the right way up, in bounded memory.
 
 :func:`read_page` replaces RapidOCR's one-call pipeline (detect at one size, classify each line, recognise)
-with four steps, each measured on ``../shared/data/pages`` (see ``docs/ocr.md``):
+with four steps, each measured on ``examples/pages`` (see ``docs/ocr.md``):
 
 1. **Detection size from the text height.** A probe runs the detector once on the whole page shrunk to
    :data:`TILE` pixels, measures the median height of what it found, and chooses the detection scale so that
@@ -46,7 +46,7 @@ TILE = 640
 #: Tiles overlap by this many detector pixels: a line up to this tall is whole in at least one tile.
 OVERLAP = 128
 #: Box height (pixels, the detector's boxes are a little taller than the text) the detector should see.
-#: Measured on ``../shared/data/pages`` (CER en / zh): 16 → 0.25 % / 0 % (boxes at low scale take in bits of
+#: Measured on ``examples/pages`` (CER en / zh): 16 → 0.25 % / 0 % (boxes at low scale take in bits of
 #: the next line), 24 → 0 % / 0.4 %, full size → 0 % / 0.1 % at twice the detection time.
 DET_TEXT_HEIGHT = 24
 #: Line crops wider than this many times their height are recognised in pieces cut at word gaps. Measured on a
