@@ -7,7 +7,7 @@
 With a Telegram token configured (``telegram.token``, usually ``${TELEGRAM_BOT_TOKEN}``) the bot polls
 Telegram; without one, or with ``--console``, it chats on the terminal. ``--check`` validates the
 configuration, loads the enabled plugins and exits. ``serve`` and ``worker`` are the two kinds of process of
-cluster mode (README, "Scaling out"; core/cluster.py): one config file for all; ``--port`` overrides
+cluster mode (README, "Scaling out"; core/pipeline/cluster.py): one config file for all; ``--port`` overrides
 ``server.port`` (a worker without ``--port`` serves no web pages).
 """
 
@@ -21,8 +21,8 @@ import os
 import sys
 import threading
 
-from core import redact
-from core.config import ConfigError, load
+from core.infra import redact
+from core.runtime.config import ConfigError, load
 
 
 def setup_logging(level: str) -> None:
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging(config["logging"]["level"])
         if args.role:
             cluster_role(config, args.role, args.port)
-        from core.app import App
+        from core.runtime.app import App
 
         app = App(config)
     except ConfigError as err:
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.role == "worker":  # the configuration holds (the App above): each worker process builds its own
         app.services.close()
-        from core.worker import run_worker
+        from core.runtime.worker import run_worker
 
         return finish(run_worker(config, loglevel=config["logging"]["level"]))
     try:
@@ -84,11 +84,11 @@ def main(argv: list[str] | None = None) -> int:
                 log.warning("No Telegram token configured (telegram.token): starting the console chat.")
             if config["logging"]["level"] == "INFO":  # keep the chat readable: warnings and errors only
                 logging.getLogger().setLevel(logging.WARNING)
-            from core.transports.console import run_console
+            from core.console.terminal import run_console
 
             asyncio.run(run_console(app))
         else:
-            from core.transports.telegram import run_telegram
+            from core.telegram.transport import run_telegram
 
             run_telegram(app, "serve" if args.role == "serve" else "bot")
     except KeyboardInterrupt:
@@ -106,7 +106,7 @@ def cluster_role(config: dict, role: str, port: int | None) -> None:
         raise ConfigError("telegram.mode", "bot.py serve is a webhook front end: set telegram.mode: webhook")
     broker = config["cluster"]["broker_url"]
     if broker:  # the state's Redis is checked when the App opens it; a broker of its own is checked here
-        from core.cluster import check_broker
+        from core.pipeline.cluster import check_broker
 
         check_broker(broker)
     if port is not None:
@@ -118,12 +118,12 @@ def cluster_role(config: dict, role: str, port: int | None) -> None:
 
 
 def finish(status: int) -> int:
-    """``status``, once no thread of the bot is running any more; see :func:`core.app.wait_for_threads`.
+    """``status``, once no thread of the bot is running any more; see :func:`core.runtime.app.wait_for_threads`.
 
     A thread still alive after the bounded wait would abort the interpreter's finalization (exit 134),
     so then the process leaves without finalizing: streams flushed, ``os._exit(status)``.
     """
-    from core.app import SHUTDOWN_WAIT, wait_for_threads
+    from core.runtime.app import SHUTDOWN_WAIT, wait_for_threads
 
     try:
         left = wait_for_threads(SHUTDOWN_WAIT)

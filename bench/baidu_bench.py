@@ -41,10 +41,10 @@ sys.path.insert(0, str(ROOT))
 import requests  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-from core.http import HttpSettings  # noqa: E402
-from core.images import OCR_LIMITS, prepare  # noqa: E402
+from core.infra.http import HttpSettings  # noqa: E402
+from core.infra.images import OCR_LIMITS, prepare  # noqa: E402
+from core.infra.tokens import TokenService  # noqa: E402
 from core.providers.baidu import BaiduClient, BaiduError  # noqa: E402
-from core.tokens import TokenService  # noqa: E402
 from tests.fakes.baidu import OCR_PREFIX, TOKEN_PATH, FakeBaidu  # noqa: E402
 
 

@@ -31,9 +31,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.app import App  # noqa: E402
-from core.config import validate  # noqa: E402
-from core.transports.telegram import TelegramTransport  # noqa: E402
+from core.runtime.app import App  # noqa: E402
+from core.runtime.config import validate  # noqa: E402
+from core.telegram.transport import TelegramTransport  # noqa: E402
 from tests import delivery_plugin  # noqa: E402
 from tests.fakes.telegram import FakeTelegram  # noqa: E402
 from tests.harness import merge  # noqa: E402
@@ -137,13 +137,12 @@ def fastest(chats: int, per_chat: int, rate: float, burst: int, overall: float, 
 
 
 async def rate_run(chats: int, per_chat: int, limits: str) -> dict[str, float]:
-    """``limits``: ``ours`` (core.delivery), ``off`` (ours with the rates off), ``ptb`` (PTB's AIORateLimiter)."""
+    """``limits``: ``ours`` (core.sending.delivery), ``off`` (rates off), ``ptb`` (PTB's AIORateLimiter)."""
     with FakeTelegram() as fake:
         off = {} if limits != "off" else {"rate_overall": 0, "rate_per_chat": 0, "rate_per_group": 0}
         if limits == "ptb":
-            from telegram.ext import AIORateLimiter
-
             from core.transports import telegram as transport_module
+            from telegram.ext import AIORateLimiter
 
             saved = transport_module.SendLimiter.from_config
             transport_module.SendLimiter.from_config = lambda config: AIORateLimiter(max_retries=20)  # type: ignore
@@ -215,8 +214,8 @@ async def rate_part(opts: argparse.Namespace) -> None:
     print(f"\n2. Send rate: {opts.chats} chats × {opts.per_chat} replies, the fake's limit_rate() on")
     runs = ["ours"] * opts.rate_runs + ([] if opts.skip_baseline else ["off", "ptb"])
     labels = {
-        "ours": "core.delivery pacer          ",
-        "off": "core.delivery, rates off     ",
+        "ours": "core.sending.delivery pacer          ",
+        "off": "core.sending.delivery, rates off     ",
         "ptb": "PTB AIORateLimiter(retries=20)",
     }
     for limits in runs:

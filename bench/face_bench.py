@@ -3,7 +3,7 @@
     .venv/bin/python bench/face_bench.py [--rounds 5] [--faces examples/faces]
 
 Per pair it times what ``/facematch`` does with the local engine: decode and orient both photos
-(``core.images.open_image``), downscale to 1920 px, detect, align and describe the largest face of each,
+(``core.infra.images.open_image``), downscale to 1920 px, detect, align and describe the largest face of each,
 and compare; the reply picture is timed separately. Then it prints the descriptor distance and score of
 every same-person and different-person pair, and the margin on each side of the threshold.
 Person = file name up to the last ``_`` (``obama_1`` and ``obama_2`` are one person).
@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from PIL import Image
 
-from core.images import open_image
+from core.infra.images import open_image
 from plugins.facematch.engines import (
     DEFAULT_THRESHOLD,
     DLIB_SAME_DISTANCE,

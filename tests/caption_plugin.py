@@ -3,9 +3,9 @@ and sends the photo back with the caption under it. Two steps in one file; a res
 
 import io
 
-from core.chat import Command, Context
-from core.hookspecs import hookimpl
-from core.images import open_image
+from core.contract.chat import Command, Context
+from core.contract.hookspecs import hookimpl
+from core.infra.images import open_image
 
 
 def thumbnail(data: bytes) -> bytes:

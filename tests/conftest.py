@@ -24,8 +24,8 @@ async def start_bot():
     (``config``: a validated config dict, usually pointed at the ``fake_telegram`` server) and returns its
     transport. Every bot started is stopped after the test; ``await start_bot.stop()`` stops them now
     (to simulate a restart)."""
-    from core.app import App
-    from core.transports.telegram import TelegramTransport
+    from core.runtime.app import App
+    from core.telegram.transport import TelegramTransport
 
     running: list[TelegramTransport] = []
 

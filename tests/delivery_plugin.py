@@ -5,8 +5,8 @@ import io
 
 from PIL import Image
 
-from core.chat import Command, Context
-from core.hookspecs import hookimpl
+from core.contract.chat import Command, Context
+from core.contract.hookspecs import hookimpl
 
 #: Every answer computed, in order (tests clear it).
 COMPUTED: list[str] = []

@@ -13,10 +13,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from core.app import App
-from core.chat import Button, Chat, Photo, Reply, User
-from core.config import validate
-from core.router import Incoming
+from core.contract.chat import Button, Chat, Photo, Reply, User
+from core.pipeline.router import Incoming
+from core.runtime.app import App
+from core.runtime.config import validate
 
 BASE_CONFIG: dict[str, Any] = {"storage": {"path": ":memory:"}, "plugins": {}}
 
@@ -130,7 +130,7 @@ class Harness:
 
 def assert_in_both_languages(keys: object) -> None:
     """Every catalogue key in ``keys`` has an English and a Chinese text (the core catalogue)."""
-    from core.i18n import core_catalogue
+    from core.contract.i18n import core_catalogue
 
     catalogue = core_catalogue()
     for key in keys:  # type: ignore[attr-defined]

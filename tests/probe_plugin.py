@@ -1,9 +1,9 @@
 """A plugin for router tests: one command per routing feature, each answering what it received."""
 
-from core.chat import Command, Context
-from core.config import Field
-from core.errors import BadImage, ProviderMisconfigured
-from core.hookspecs import hookimpl
+from core.contract.chat import Command, Context
+from core.contract.errors import BadImage, ProviderMisconfigured
+from core.contract.hookspecs import hookimpl
+from core.runtime.config import Field
 
 
 @hookimpl

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import (
+from core.contract.errors import (
     BadImage,
     NoFace,
     ProviderError,
@@ -17,9 +17,10 @@ from core.errors import (
     RateLimited,
     TemporarilyUnavailable,
 )
-from core.http import HttpSettings
-from core.i18n import core_catalogue
-from core.images import FACE_LIMITS, OCR_LIMITS, prepare
+from core.contract.i18n import core_catalogue
+from core.infra.http import HttpSettings
+from core.infra.images import FACE_LIMITS, OCR_LIMITS, prepare
+from core.infra.tokens import TokenService
 from core.providers.baidu import (
     BAD_IMAGE_KEYS,
     FACE_QUALITY_KEYS,
@@ -31,7 +32,6 @@ from core.providers.baidu import (
     RateLimiter,
     VerifyDetail,
 )
-from core.tokens import TokenService
 from tests.fakes.baidu import MATCH_PATH, FakeBaidu
 from tests.harness import assert_in_both_languages
 

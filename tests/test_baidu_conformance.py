@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from core.http import HttpSettings, make_session
-from core.images import FACE_LIMITS, OCR_LIMITS, prepare
+from core.infra.http import HttpSettings, make_session
+from core.infra.images import FACE_LIMITS, OCR_LIMITS, prepare
+from core.infra.tokens import TokenService
 from core.providers.baidu import BaiduClient
-from core.tokens import TokenService
 from tests.fakes.baidu import MATCH_PATH, TOKEN_PATH, FakeBaidu
 from tests.test_http import tls_server
 

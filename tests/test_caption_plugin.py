@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from core.config import validate
+from core.runtime.config import validate
 from tests import caption_plugin
 from tests.harness import Harness
 

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from core.i18n import load_dir, resolve_language
+from core.contract.i18n import load_dir, resolve_language
 
 ROOT = Path(__file__).resolve().parent.parent
-LOCALE_DIRS = [ROOT / "core" / "locale", *sorted(p.parent for p in (ROOT / "plugins").glob("*/locale/en.yaml"))]
+LOCALE_DIRS = [ROOT / "core" / "contract" / "locale", *sorted(p.parent for p in (ROOT / "plugins").glob("*/locale/en.yaml"))]
 
 
 def placeholders(text: str) -> set[str]:
@@ -41,7 +41,7 @@ def _plugin_catalogues() -> dict[str, dict]:
     import importlib
     import importlib.util
 
-    from core.plugins import builtin_plugins, instantiate
+    from core.runtime.plugins import builtin_plugins, instantiate
 
     modules = {name: importlib.import_module(module) for name, module in builtin_plugins().items()}
     spec = importlib.util.spec_from_file_location("aipbot_imageinfo", ROOT / "tests/example_plugin/aipbot_imageinfo.py")
@@ -65,7 +65,7 @@ def test_every_message_key_the_code_names_exists():
     """Literal keys in ``t("…")`` and ``key="…"`` calls of core and the plugins are in the catalogue."""
     import re
 
-    known = set(load_dir(ROOT / "core" / "locale")["en"])
+    known = set(load_dir(ROOT / "core" / "contract" / "locale")["en"])
     for messages in _plugin_catalogues().values():
         known |= set(messages["en"])
     pattern = re.compile(r"""(?:\bt\(|\bkey=)\s*["']([a-z_]+\.[a-z0-9_.]+)["']""")

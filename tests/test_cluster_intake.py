@@ -1,5 +1,5 @@
-"""The pieces of cluster mode (core.cluster, core.delivery's shared rates) on a real Redis and one database (a
-SQLite file, then a real PostgreSQL).
+"""The pieces of cluster mode (core.pipeline.cluster, core.sending.delivery's shared rates) on a real Redis
+and one database (a SQLite file, then a real PostgreSQL).
 
 Each "process" here is its own intake (or sender) with its own Redis client; what they share goes through the
 real ``redis-server`` and the database, as between processes.
@@ -15,13 +15,13 @@ from types import SimpleNamespace
 import pytest
 from telegram.ext import ExtBot
 
-from core.cluster import ClusterIntake
-from core.delivery import SendLimiter
-from core.intake import MAX_ATTEMPTS
-from core.shared import SharedRedis
-from core.state import RedisState
-from core.store import Store
-from core.transports.telegram import WITHHELD, TelegramTransport
+from core.infra.shared import SharedRedis
+from core.infra.state import RedisState
+from core.infra.store import Store
+from core.pipeline.cluster import ClusterIntake
+from core.pipeline.intake import MAX_ATTEMPTS
+from core.sending.delivery import SendLimiter
+from core.telegram.transport import WITHHELD, TelegramTransport
 
 
 class Clock:
@@ -199,7 +199,7 @@ async def test_an_answer_to_a_plugins_question_reaches_the_worker_through_redis_
 
 
 async def test_a_withheld_answer_sealed_under_another_key_is_not_opened(cluster):
-    from core.cluster import Sealer
+    from core.pipeline.cluster import Sealer
 
     front, worker = cluster.intake("front", front=True), cluster.intake("w")
     await worker.start()

@@ -2,7 +2,7 @@
 
 import pytest
 
-from core.codec import Codec, Packed
+from core.contract.codec import Codec, Packed
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from core.config import ConfigError, load, substitute, validate
+from core.runtime.config import ConfigError, load, substitute, validate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,7 +83,7 @@ def test_telegram_base_urls_may_be_plain_http_only_to_this_machine():
 
 
 def test_secrets_from_config_are_registered_for_redaction(monkeypatch):
-    from core.redact import redact
+    from core.infra.redact import redact
 
     monkeypatch.setenv("AIPBOT_TEST_KEY", "sk-very-secret-value")
     validate(substitute({"providers": {"baidu": {"secret_key": "${AIPBOT_TEST_KEY}"}}}))
@@ -161,7 +161,7 @@ def test_each_provider_declares_its_config_schema_and_what_it_can_do():
 
 
 def test_one_engine_rule_for_every_plugin():
-    from core.errors import ProviderMisconfigured
+    from core.contract.errors import ProviderMisconfigured
     from core.providers import choose_engine
 
     class Services:

@@ -3,7 +3,7 @@
 Before: a plugin's warm-up thread still inside onnxruntime or dlib when the interpreter finalized was
 ended with ``pthread_exit`` (CPython 3.11), the forced unwind met a ``noexcept`` pybind11 frame, and the
 process aborted: "terminate called without an active exception", exit status 134, in about 1 of 3 to 1
-of 20 runs, and in every run that ended right after a ``/facematch``. See ``core.app.wait_for_threads``.
+of 20 runs, and in every run that ended right after a ``/facematch``. See ``core.runtime.app.wait_for_threads``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from core.app import wait_for_threads
+from core.runtime.app import wait_for_threads
 from tests.test_console import console
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,8 +70,8 @@ def test_a_thread_still_running_after_the_wait_cannot_abort_the_exit(tmp_path):
     script = (
         "import sys, threading, time\n"
         f"sys.path.insert(0, {str(ROOT)!r})\n"
-        "import bot, core.app\n"
-        "core.app.SHUTDOWN_WAIT = 0.2\n"
+        "import bot, core.runtime.app\n"
+        "core.runtime.app.SHUTDOWN_WAIT = 0.2\n"
         "threading.Thread(target=time.sleep, args=(60,), daemon=True, name='endless-warm-up').start()\n"
         "print('done', flush=True)\n"
         "sys.exit(bot.finish(0))\n"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from core.config import validate
-from core.delivery import photo_problem, refusal, split_text, utf16_len
+from core.runtime.config import validate
+from core.sending.delivery import photo_problem, refusal, split_text, utf16_len
 from tests import delivery_plugin
 from tests.delivery_plugin import COMPUTED, png
 from tests.harness import merge
@@ -132,7 +132,7 @@ async def test_cant_parse_entities_is_sent_again_as_plain_text(fake_telegram, ru
 
 
 async def test_the_apology_comes_only_when_retries_are_exhausted(fake_telegram, running, caplog):
-    from core.redact import RedactingFilter
+    from core.infra.redact import RedactingFilter
 
     caplog.handler.addFilter(RedactingFilter())
     await running(telegram={"send_retries": 2})
@@ -262,7 +262,7 @@ async def test_a_burst_to_one_chat_queues_and_all_of_it_arrives(fake_telegram, r
 
 
 async def test_a_caption_over_1024_utf16_units_goes_after_the_photo_with_the_buttons(fake_telegram, running):
-    from core.chat import Button, Reply
+    from core.contract.chat import Button, Reply
 
     transport = await running()
     caption = "😀" * 600  # 600 characters, 1200 UTF-16 code units
@@ -285,7 +285,7 @@ async def test_an_edit_too_long_for_one_message_edits_the_first_part_and_sends_t
 
 
 def delivery_plugin_reply(text: str):
-    from core.chat import Reply
+    from core.contract.chat import Reply
 
     return Reply(text)
 
@@ -346,7 +346,7 @@ async def _through(limiter, errors: list, data: dict | None = None, endpoint: st
 async def test_the_limiter_retries_only_what_may_work_next_time():
     from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, RetryAfter, TimedOut
 
-    from core.delivery import SendLimiter
+    from core.sending.delivery import SendLimiter
 
     limiter = SendLimiter(retries=3, backoff=0, max_wait=5, overall=0, per_chat=0, per_group=0)  # no pacing here
     result, seen = await _through(limiter, [NetworkError("Bad Gateway"), TimedOut(), NetworkError("x")])
@@ -368,7 +368,7 @@ async def test_the_limiter_retries_only_what_may_work_next_time():
 
 
 def test_the_delivery_settings_are_validated_with_their_defaults():
-    from core.config import ConfigError
+    from core.runtime.config import ConfigError
 
     telegram = validate({})["telegram"]
     assert (telegram["send_retries"], telegram["send_backoff"], telegram["send_max_wait"]) == (5, 0.5, 60)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from core.config import ConfigError
+from core.runtime.config import ConfigError
 from tests.harness import Harness
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,7 +77,7 @@ def test_a_plugin_not_enabled_is_never_imported(installed, tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text(f"storage: {{path: {tmp_path / 'db'}}}\nplugins:\n  imageinfo: {{enabled: false}}\n")
     code = (
-        "import sys; from core.config import load; from core.app import App;"
+        "import sys; from core.runtime.config import load; from core.runtime.app import App;"
         f"app = App(load({str(config)!r}));"
         "print('imported' if 'aipbot_imageinfo' in sys.modules else 'not imported', len(app.commands))"
     )

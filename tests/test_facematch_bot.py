@@ -18,9 +18,9 @@ import pytest
 from PIL import Image
 
 import plugins.facematch as facematch
-from core.chat import Photo
-from core.config import ConfigError
-from core.conversation import Conversations
+from core.contract.chat import Photo
+from core.pipeline.conversation import Conversations
+from core.runtime.config import ConfigError
 from plugins.facematch.engines import LocalFaceEngine
 from tests.harness import Harness
 

@@ -1,4 +1,4 @@
-"""core.http: settings from config, timeouts, bounded retries with backoff, TLS verification, log redaction."""
+"""core.infra.http: settings from config, timeouts, bounded retries with backoff, TLS verification, log redaction."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 import requests
 from urllib3.util.retry import RequestHistory
 
-from core.http import MAX_BACKOFF, HttpSettings, Session, make_retry, make_session
+from core.infra.http import MAX_BACKOFF, HttpSettings, Session, make_retry, make_session
 from tests.fakes.baidu import FakeBaidu
 
 PATH = "/rest/2.0/ocr/v1/general_basic"

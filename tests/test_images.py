@@ -1,4 +1,4 @@
-"""core.images: validation, orientation, RGB, downscale and re-encoding, all in memory."""
+"""core.infra.images: validation, orientation, RGB, downscale and re-encoding, all in memory."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.errors import BadImage
-from core.images import FACE_LIMITS, MAX_PIXELS, OCR_LIMITS, Limits, PreparedImage, open_image, prepare
+from core.contract.errors import BadImage
+from core.infra.images import FACE_LIMITS, MAX_PIXELS, OCR_LIMITS, Limits, PreparedImage, open_image, prepare
 from tests.harness import assert_in_both_languages
 
 DATA = Path(__file__).resolve().parents[1] / "examples"

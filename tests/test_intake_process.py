@@ -24,9 +24,9 @@ USERS = [2000 + i for i in range(20)]
 PLUGIN = """
 import asyncio
 
-from core.chat import Command
-from core.config import Field
-from core.hookspecs import hookimpl
+from core.contract.chat import Command
+from core.runtime.config import Field
+from core.contract.hookspecs import hookimpl
 
 
 @hookimpl

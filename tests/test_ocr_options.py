@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.config import ConfigError, check_section
+from core.runtime.config import ConfigError, check_section
 from plugins.ocr import Options, config_schema, parse_args
 from plugins.ocr.engines import LANGUAGES, LocalEngine, local_language_note, parse_language, restore_spaces
 

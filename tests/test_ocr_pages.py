@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from core import images
+from core.infra import images
 from plugins.ocr.engines import LocalEngine, latin_model, local_engine
 from plugins.ocr.page import TILE, _spans, merge_tiles
 from tests.harness import Harness

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from core.chat import Chat, User
-from core.config import ConfigError, check_section, validate
-from core.transports.console import parse_line
+from core.console.terminal import parse_line
+from core.contract.chat import Chat, User
+from core.runtime.config import ConfigError, check_section, validate
 from plugins.ocr import config_schema
 from plugins.ocr.pdf import clean_text, is_pdf
 from tests.harness import Harness, merge

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from core.config import validate
-from core.transports.telegram import TelegramTransport
+from core.runtime.config import validate
+from core.telegram.transport import TelegramTransport
 from tests.harness import merge
 
 DATA = Path(__file__).resolve().parent.parent / "examples"

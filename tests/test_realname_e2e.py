@@ -17,8 +17,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from core.config import validate
-from core.transports.telegram import TelegramTransport
+from core.runtime.config import validate
+from core.telegram.transport import TelegramTransport
 from tests.harness import merge
 
 USER = 1001

@@ -12,10 +12,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 import plugins.realname as realname
-from core.app import App
-from core.config import ConfigError, validate
-from core.errors import TemporarilyUnavailable
-from core.store import Store
+from core.contract.errors import TemporarilyUnavailable
+from core.infra.store import Store
+from core.runtime.app import App
+from core.runtime.config import ConfigError, validate
 from plugins.realname.providers import BaiduFaceprint, PassRule, Result
 from plugins.realname.sessions import Session, SessionStore, looks_like_id, new_id
 from tests.harness import Harness, merge

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import requests
 
-from core.config import validate
+from core.runtime.config import validate
 from tests.harness import merge
 from tests.servers import free_port
 from tests.test_realname_e2e import DETAIL, ID_NUMBER, MASKED_ID, MASKED_NAME, NAME, USER, Link, rows
@@ -296,7 +296,7 @@ CREATE INDEX IF NOT EXISTS realname_sessions_state ON realname_sessions(state, e
 
 
 def test_a_database_from_before_the_return_page_gets_the_column_and_keeps_its_rows(tmp_path):
-    from core.store import Store
+    from core.infra.store import Store
     from plugins.realname.sessions import SessionStore
 
     path = tmp_path / "old.sqlite3"

@@ -2,7 +2,7 @@
 
 import logging
 
-from core.redact import RedactingFilter, redact, register_secret
+from core.infra.redact import RedactingFilter, redact, register_secret
 
 
 def test_secret_shaped_fields_are_masked_in_urls_forms_and_json():
@@ -43,7 +43,7 @@ def test_id_numbers_standing_alone_are_masked_but_longer_numbers_are_not():
 
 
 def test_the_registry_of_secret_values_is_bounded_and_keeps_the_newest():
-    from core import redact as module
+    from core.infra import redact as module
 
     for n in range(module.MAX_VALUES + 10):
         register_secret(f"bounded-secret-{n:05d}")

@@ -112,7 +112,7 @@ async def test_photo_without_command_uses_default_photo_command():
 
 
 async def test_default_photo_command_must_be_an_enabled_photo_command():
-    from core.config import ConfigError
+    from core.runtime.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"^default_photo_command: no enabled photo command /echo"):
         bot(default_photo_command="echo")
@@ -190,7 +190,7 @@ async def test_daily_quota_per_user_and_command_with_a_clear_message():
 
 
 async def test_a_crash_in_a_plugin_gets_an_apology_and_a_redacted_log(caplog):
-    from core.redact import RedactingFilter
+    from core.infra.redact import RedactingFilter
 
     caplog.handler.addFilter(RedactingFilter())
     with caplog.at_level(logging.ERROR):
@@ -279,7 +279,7 @@ async def test_an_admin_only_command_refuses_deep_links_from_others():
 
 
 async def test_an_update_handled_again_after_a_restart_is_not_counted_twice_against_the_quota():
-    from core.chat import Chat, Incoming, Photo
+    from core.contract.chat import Chat, Incoming, Photo
 
     async with bot(access={"admins": [ADMIN], "daily_quota": {"snap": 1}}) as b:
 

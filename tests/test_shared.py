@@ -1,4 +1,4 @@
-"""core.shared on a real redis-server: one token fetch for the cluster, one QPS budget for every process."""
+"""core.infra.shared on a real redis-server: one token fetch for the cluster, one QPS budget for every process."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from core.infra.shared import RedisRateLimiter, SharedRedis
+from core.infra.tokens import TokenService
 from core.providers.baidu import BaiduClient
-from core.shared import RedisRateLimiter, SharedRedis
-from core.tokens import TokenService
 from tests.fakes.baidu import FakeBaidu
 from tests.servers import RedisServer
 from tests.test_baidu_client import OCR_PATH
@@ -166,8 +166,8 @@ CHILD = textwrap.dedent(
     """
     import json, sys, threading
     import redis
-    from core.shared import SharedRedis
-    from core.tokens import TokenService
+    from core.infra.shared import SharedRedis
+    from core.infra.tokens import TokenService
 
     url, prefix = sys.argv[1], sys.argv[2]
     counter = redis.Redis.from_url(url)
@@ -248,7 +248,7 @@ def test_limiter_without_redis_falls_back_to_this_process() -> None:
 
 
 def test_a_baidu_client_pair_fetches_one_token_and_draws_no_18(connect) -> None:
-    from core.images import OCR_LIMITS, prepare
+    from core.infra.images import OCR_LIMITS, prepare
 
     receipt = prepare((DATA / "text" / "receipt.jpg").read_bytes(), OCR_LIMITS).data
     with FakeBaidu(qps_cap=20) as fake:

@@ -5,8 +5,8 @@ import socket
 
 import pytest
 
-from core.config import ConfigError, validate
-from core.state import MemoryState, RedisState, RedisUnavailable, SQLiteState, key, open_state
+from core.infra.state import MemoryState, RedisState, RedisUnavailable, SQLiteState, key, open_state
+from core.runtime.config import ConfigError, validate
 
 
 class Clock:
@@ -227,7 +227,7 @@ def test_an_unreachable_redis_is_one_line_naming_the_url():
 
 
 def test_an_unreachable_redis_at_start_is_a_configuration_error(tmp_path):
-    from core.app import _open_store
+    from core.runtime.app import _open_store
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -285,8 +285,8 @@ async def test_a_held_lock_can_be_extended_and_is_lost_once_taken_over(state):
 
 
 async def test_photos_held_for_conversations_are_bounded_by_bytes_and_the_oldest_let_go():
-    from core.chat import Photo
-    from core.conversation import Conversation, Conversations
+    from core.contract.chat import Photo
+    from core.pipeline.conversation import Conversation, Conversations
 
     table = Conversations(MemoryState(), lambda: 5, max_bytes=1000)
     photos = [Photo.from_bytes(b"x" * 400, ref=f"file-{n}") for n in range(3)]
@@ -300,7 +300,7 @@ async def test_photos_held_for_conversations_are_bounded_by_bytes_and_the_oldest
 
 
 async def test_a_conversation_record_this_version_cannot_read_is_dropped_not_a_crash():
-    from core.conversation import Conversation, Conversations
+    from core.pipeline.conversation import Conversation, Conversations
 
     state = MemoryState()
     table = Conversations(state, lambda: 5)

@@ -5,7 +5,7 @@ import stat
 
 from sqlalchemy import BigInteger, Column, MetaData, Table, Text, select
 
-from core.store import Store
+from core.infra.store import Store
 
 
 def test_the_data_folder_and_database_are_private(tmp_path):

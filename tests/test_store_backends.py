@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 from sqlalchemy import BigInteger, Column, Double, Index, MetaData, Table, Text, inspect, select, text
 
-from core.app import _open_store
-from core.chat import Reply
-from core.config import ConfigError, validate
-from core.intake import TABLES, Journal, intake
-from core.outbox import DELIVERED, FAILED, QUEUED, Outbox, outbox
-from core.redact import redact
-from core.store import Store, StoreUnavailable
+from core.contract.chat import Reply
+from core.infra.redact import redact
+from core.infra.store import Store, StoreUnavailable
+from core.pipeline.intake import TABLES, Journal, intake
+from core.runtime.app import _open_store
+from core.runtime.config import ConfigError, validate
+from core.sending.outbox import DELIVERED, FAILED, QUEUED, Outbox, outbox
 from plugins.realname.sessions import PENDING, Session, SessionStore, new_id
 
 BIG = 2**40 + 7  # more than 32 bits: Telegram's chat ids of supergroups are -100xxxxxxxxxx

@@ -7,8 +7,8 @@ import logging
 import pytest
 from PIL import Image
 
-from core.config import validate
-from core.transports.telegram import TelegramTransport, split_text
+from core.runtime.config import validate
+from core.telegram.transport import TelegramTransport, split_text
 from tests import probe_plugin
 from tests.harness import merge
 
@@ -181,7 +181,7 @@ async def test_one_slow_job_does_not_stall_another_user(fake_telegram, running):
 
 
 async def test_a_crash_is_logged_redacted_and_the_user_is_told(fake_telegram, running, caplog):
-    from core.redact import RedactingFilter
+    from core.infra.redact import RedactingFilter
 
     caplog.handler.addFilter(RedactingFilter())
     await running()
@@ -195,7 +195,7 @@ async def test_a_crash_is_logged_redacted_and_the_user_is_told(fake_telegram, ru
 async def test_a_long_reply_is_split_at_line_breaks(fake_telegram, running):
     transport = await running()
     text = "\n".join(f"line {i} " + "x" * 80 for i in range(60))  # about 5,300 characters
-    from core.chat import Reply
+    from core.contract.chat import Reply
 
     await transport.send(1001, Reply(text))
     first = await fake_telegram.bot_replied(1001)
@@ -206,7 +206,7 @@ async def test_a_long_reply_is_split_at_line_breaks(fake_telegram, running):
 
 async def test_a_very_long_reply_is_sent_as_a_text_file(fake_telegram, running):
     transport = await running()
-    from core.chat import Reply
+    from core.contract.chat import Reply
 
     text = "\n".join("y" * 100 for _ in range(200))  # 20,000 characters
     await transport.send(1001, Reply(text))

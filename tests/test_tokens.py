@@ -1,4 +1,4 @@
-"""core.tokens: expiry, refresh-ahead, single flight, invalidation, derived and previous values."""
+"""core.infra.tokens: expiry, refresh-ahead, single flight, invalidation, derived and previous values."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from core.tokens import TokenService
+from core.infra.tokens import TokenService
 
 
 class Clock:

@@ -19,11 +19,11 @@ import yaml
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from core.app import App
-from core.chat import Reply
-from core.config import ConfigError, validate
-from core.hookspecs import hookimpl
-from core.metrics import Metrics, token_label
+from core.contract.chat import Reply
+from core.contract.hookspecs import hookimpl
+from core.infra.metrics import Metrics, token_label
+from core.runtime.app import App
+from core.runtime.config import ConfigError, validate
 from tests.harness import RecordingTransport, merge
 from tests.servers import free_port
 
@@ -333,8 +333,8 @@ async def test_transport_metric_functions():
 class FailingPlugin:
     @hookimpl
     def aipbot_commands(self):
-        from core.chat import Command
-        from core.errors import UserFacingError
+        from core.contract.chat import Command
+        from core.contract.errors import UserFacingError
 
         async def broken(ctx):
             raise RuntimeError("a bug")

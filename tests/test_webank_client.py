@@ -10,7 +10,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from core.http import HttpSettings
+from core.infra.http import HttpSettings
+from core.infra.tokens import TokenService
 from core.providers.webank import (
     FaceId,
     WebankBadCallback,
@@ -22,7 +23,6 @@ from core.providers.webank import (
     new_order_no,
     sign,
 )
-from core.tokens import TokenService
 from tests.fakes.webank import FACE_ID_PATH, QUERY_PATH, TOKEN_PATH, FakeWebank, webank_sign
 
 TICKET = "XO99Qfxlti9iTVgHAjwvJdAZKN3nMuUhrsPdPlPVKlcyS50N6tlLnfuFBPIucaMS"

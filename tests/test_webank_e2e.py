@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from core.config import validate
+from core.runtime.config import validate
 from tests.fakes.webank import FACE_ID_PATH, QUERY_PATH
 from tests.test_realname_e2e import assert_nothing_personal_stored, bot_starter, rows, until
 

@@ -12,8 +12,8 @@ import pytest
 import requests
 
 import plugins.realname as realname
-from core.config import ConfigError
-from core.errors import TemporarilyUnavailable
+from core.contract.errors import TemporarilyUnavailable
+from core.runtime.config import ConfigError
 from plugins.realname.identity import IdentityProblem, check_digit, parse_identity, valid_id_number
 from plugins.realname.providers import Identity, WebankFaceId
 from tests.fakes.webank import FACE_ID_PATH

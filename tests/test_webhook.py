@@ -18,10 +18,10 @@ import httpx
 import pytest
 import yaml
 
-from core.config import ConfigError, validate
-from core.redact import RedactingFilter
-from core.transports.telegram import ALLOWED_UPDATES
-from core.webhook import client_address, derive_secret, networks, parse_update
+from core.infra.redact import RedactingFilter
+from core.runtime.config import ConfigError, validate
+from core.telegram.transport import ALLOWED_UPDATES
+from core.telegram.webhook import client_address, derive_secret, networks, parse_update
 from tests import probe_plugin
 from tests.harness import merge
 from tests.servers import free_port
@@ -413,7 +413,7 @@ async def test_a_journal_that_cannot_write_answers_500_and_telegram_delivers_aga
 async def test_an_update_acknowledged_just_before_a_shutdown_is_answered_after_the_restart(
     hook, fake_telegram, start_bot, monkeypatch, tmp_path
 ):
-    monkeypatch.setattr("core.transports.telegram.STOP_WAIT", 0.2)
+    monkeypatch.setattr("core.telegram.transport.STOP_WAIT", 0.2)
     transport = await hook()
     started = asyncio.Event()
 

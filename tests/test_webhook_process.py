@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from core.webhook import derive_secret
+from core.telegram.webhook import derive_secret
 from tests.servers import free_port
 from tests.test_intake_process import accepted, install_plugin, until
 from tests.test_intake_process import start as start_polling_bot

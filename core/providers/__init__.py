@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from core.errors import ProviderMisconfigured
+from core.contract.errors import ProviderMisconfigured
 
 #: provider name -> "module:client class"; the module has ``SCHEMA``, the class ``from_config(config, tokens)``
 PROVIDERS = {"baidu": "core.providers.baidu:BaiduClient", "webank": "core.providers.webank:WebankClient"}
@@ -46,8 +46,8 @@ def choose_engine(services: Any, choice: str, where: str, provider: str = "baidu
 
 
 def schemas() -> dict[str, Any]:
-    """``providers.<name>`` → its section's ``core.config.Field``, from each provider module's ``SCHEMA``."""
-    from core.config import Field
+    """``providers.<name>`` → its section's ``core.runtime.config.Field``, from each provider module's ``SCHEMA``."""
+    from core.runtime.config import Field
 
     return {
         name: Field(dict, default={}, schema=importlib.import_module(target.partition(":")[0]).SCHEMA)

@@ -7,13 +7,13 @@ A plain synchronous, thread-safe library class, usable from a script without the
 
 What every call does:
 
-1. takes the access token from the :class:`~core.tokens.TokenService` (one fetch however many threads
+1. takes the access token from the :class:`~core.infra.tokens.TokenService` (one fetch however many threads
    ask; refreshed ``token_refresh_margin`` seconds before its 30 days are over);
 2. waits for its turn at the client-side rate limiter: one per API key (and endpoint), shared by all
    threads and all clients of that key, spacing requests ``1/qps`` apart so that bursts queue
    instead of drawing error 18 (in cluster mode, when the token service has ``shared`` Redis, the
-   budget is in Redis and shared by every process: :class:`core.shared.RedisRateLimiter`);
-3. POSTs through a pooled session (:mod:`core.http`: timeouts, transport retries for connection
+   budget is in Redis and shared by every process: :class:`core.infra.shared.RedisRateLimiter`);
+3. POSTs through a pooled session (:mod:`core.infra.http`: timeouts, transport retries for connection
    errors, timeouts and 5xx);
 4. reads either answer shape (``error_code``/``error_msg``, or ``success``/``code``/``message`` on the
    faceprint paths) and then:
@@ -24,7 +24,7 @@ What every call does:
    - anything else, or when retries run out: raises a typed :class:`BaiduError` (17 and 19 are never
      retried).
 
-Every error is a :class:`core.errors.UserFacingError` subclass with a catalogue key for the user, a
+Every error is a :class:`core.contract.errors.UserFacingError` subclass with a catalogue key for the user, a
 ``detail`` for the admin's log (which API, which code, what to do) and Baidu's ``code``; none contains a
 key, a token, a name or an ID number. ``VerifyDetail`` keeps the name and ID number out of its ``repr``.
 """
@@ -43,8 +43,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import requests
 
-from core.config import Field
-from core.errors import (
+from core.contract.errors import (
     BadImage,
     NoFace,
     ProviderError,
@@ -54,11 +53,12 @@ from core.errors import (
     TemporarilyUnavailable,
     UserFacingError,
 )
-from core.http import HttpSettings, make_session
-from core.metrics import metered, metrics_of
-from core.redact import redact, register_secret
-from core.shared import RedisRateLimiter, SharedRedis, wait_for_slot
-from core.tokens import TokenService, default_service
+from core.infra.http import HttpSettings, make_session
+from core.infra.metrics import metered, metrics_of
+from core.infra.redact import redact, register_secret
+from core.infra.shared import RedisRateLimiter, SharedRedis, wait_for_slot
+from core.infra.tokens import TokenService, default_service
+from core.runtime.config import Field
 
 log = logging.getLogger(__name__)
 
@@ -556,7 +556,7 @@ class BaiduClient:
 
     @metered("baidu", code=lambda body: "not_json" if body is None else _error_of(body)[0])
     def _send(self, path: str, what: str, token: str, payload: dict[str, Any]) -> dict[str, Any] | None:
-        """One POST (with the transport retries of core.http). ``None`` for a non-JSON 2xx/4xx answer."""
+        """One POST (with the transport retries of core.infra.http). ``None`` for a non-JSON 2xx/4xx answer."""
         try:
             response = self._session.post(self.endpoint + path, params={"access_token": token}, **payload)
         except requests.exceptions.SSLError as exc:

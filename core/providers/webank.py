@@ -11,7 +11,7 @@ A plain synchronous, thread-safe library class, usable from a script without the
 The protocol is the "WeBank / Tencent Cloud FaceID" section of PROVIDERS.md:
 
 - **access token** (``/api/oauth2/access_token``, lives 7200 s) and **SIGN ticket** (``/api/oauth2/api_ticket``
-  ``type=SIGN``, derived from the token) are held by the :class:`~core.tokens.TokenService`: renewed ahead
+  ``type=SIGN``, derived from the token) are held by the :class:`~core.infra.tokens.TokenService`: renewed ahead
   every ``renew_minutes`` (20), one fetch however many threads ask, the SIGN ticket refetched whenever the
   token changes, and the replaced SIGN ticket kept ``keep_previous`` seconds (60) so that an incoming
   signature made with it is still accepted (:meth:`WebankClient.verify_callback`);
@@ -20,14 +20,14 @@ The protocol is the "WeBank / Tencent Cloud FaceID" section of PROVIDERS.md:
 - **signature** (:func:`sign`): the parameter values plus the ticket, sorted, concatenated, SHA-1, upper-case hex.
 
 Every answer carries ``code`` (``"0"``: success) and ``msg``. Transport failures (connection errors, timeouts,
-5xx, a non-JSON body) are retried by :mod:`core.http` and then raise :class:`WebankUnavailable`; a refused
+5xx, a non-JSON body) are retried by :mod:`core.infra.http` and then raise :class:`WebankUnavailable`; a refused
 access token request raises :class:`WebankMisconfigured`; any other non-zero code raises
 :class:`WebankProviderError` with WeBank's ``msg`` (the full error table is not public, so nothing else is
 retried). ``queryfacerecord`` is different: its non-zero codes *are* outcomes, so :meth:`WebankClient.query_result`
 returns them in a :class:`FaceRecord` instead of raising.
 
 Nothing secret reaches a log, an exception or a ``repr``: the app secret and every token and ticket are
-registered with :func:`core.redact.register_secret`; names and ID numbers are only ever in a request body.
+registered with :func:`core.infra.redact.register_secret`; names and ID numbers are only ever in a request body.
 """
 
 from __future__ import annotations
@@ -45,12 +45,12 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import requests
 
-from core.config import Field
-from core.errors import ProviderError, ProviderMisconfigured, TemporarilyUnavailable, UserFacingError
-from core.http import HttpSettings, make_session
-from core.metrics import metered
-from core.redact import redact, register_secret
-from core.tokens import TokenService, default_service
+from core.contract.errors import ProviderError, ProviderMisconfigured, TemporarilyUnavailable, UserFacingError
+from core.infra.http import HttpSettings, make_session
+from core.infra.metrics import metered
+from core.infra.redact import redact, register_secret
+from core.infra.tokens import TokenService, default_service
+from core.runtime.config import Field
 
 log = logging.getLogger(__name__)
 
@@ -474,7 +474,7 @@ class WebankClient:
 
     @metered("webank", code=lambda body: body.get("code"))
     def _send(self, method: str, path: str, what: str, **kwargs: Any) -> dict[str, Any]:
-        """One request (with the transport retries of core.http): the JSON answer, or a typed error."""
+        """One request (with the transport retries of core.infra.http): the JSON answer, or a typed error."""
         try:
             response = self._session.request(method, self.endpoint + path, **kwargs)
         except requests.exceptions.SSLError as exc:

@@ -22,12 +22,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.chat import Command, Context, Photo, Services
-from core.config import Field
-from core.errors import NoFace, ProviderMisconfigured, UserFacingError
-from core.hookspecs import hookimpl
-from core.i18n import load_dir
+from core.contract.chat import Command, Context, Photo, Services
+from core.contract.errors import NoFace, ProviderMisconfigured, UserFacingError
+from core.contract.hookspecs import hookimpl
+from core.contract.i18n import load_dir
 from core.providers import choose_engine
+from core.runtime.config import Field
 from plugins.facematch.engines import (
     DEFAULT_THRESHOLD,
     BaiduFaceEngine,

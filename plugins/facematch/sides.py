@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from core.chat import Context, Photo
-from core.errors import BadImage, UserFacingError
-from core.images import FACE_LIMITS, open_image, prepare
+from core.contract.chat import Context, Photo
+from core.contract.errors import BadImage, UserFacingError
+from core.infra.images import FACE_LIMITS, open_image, prepare
 from plugins.facematch.engines import BaiduFaceEngine, Box, EngineUnavailable, FaceScan, LocalFaceEngine
 
 #: Largest side of the image the local engine works on (photos sent as files can be much larger).

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from core.chat import Context
-from core.errors import UserFacingError
+from core.contract.chat import Context
+from core.contract.errors import UserFacingError
 from plugins.ocr.reader import PageResult
 
 log = logging.getLogger(__name__)

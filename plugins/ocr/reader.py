@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from core import images
+from core.infra import images
 from plugins.ocr.annotate import annotate
 from plugins.ocr.engines import LocalEngine, Reading
 from plugins.ocr.layout import Line, build_lines
@@ -74,7 +74,7 @@ def read_image(
 
 
 def read_local(engine: LocalEngine, data: bytes, want_boxes: bool = False, language: str | None = None) -> PageResult:
-    """Decode ``data`` (raises :class:`core.errors.BadImage`) and read it with the local engine.
+    """Decode ``data`` (raises :class:`core.contract.errors.BadImage`) and read it with the local engine.
 
     When the image had to be shrunk to ``max_side`` and its text came out smaller than the engine reads
     reliably, the result says so (``ocr.small_text``).
@@ -97,5 +97,5 @@ def _line_height(lines: list[Line]) -> float:
 
 
 def prepare_for_baidu(data: bytes) -> images.PreparedImage:
-    """``data`` checked and brought within Baidu OCR's limits (raises :class:`core.errors.BadImage`)."""
+    """``data`` checked and brought within Baidu OCR's limits (raises :class:`core.contract.errors.BadImage`)."""
     return images.prepare(data, images.OCR_LIMITS)

@@ -23,10 +23,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from core.chat import Command, Services
-from core.config import ConfigError, Field
-from core.hookspecs import hookimpl
-from core.i18n import load_dir
+from core.contract.chat import Command, Services
+from core.contract.hookspecs import hookimpl
+from core.contract.i18n import load_dir
+from core.runtime.config import ConfigError, Field
 from plugins.realname.flow import Verifier
 from plugins.realname.outcome import mask_id_number, mask_name
 from plugins.realname.pages import ReturnPage

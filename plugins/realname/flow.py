@@ -12,9 +12,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from core.chat import Button, Command, Context, Services
-from core.errors import ProviderMisconfigured, UserFacingError
-from core.state import key
+from core.contract.chat import Button, Command, Context, Services
+from core.contract.errors import ProviderMisconfigured, UserFacingError
+from core.infra.state import key
 from plugins.realname import job, stats
 from plugins.realname.identity import IdentityProblem, parse_identity
 from plugins.realname.outcome import outcome, updated

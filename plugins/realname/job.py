@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from core.chat import Reply
-from core.errors import ProviderMisconfigured, UserFacingError
+from core.contract.chat import Reply
+from core.contract.errors import ProviderMisconfigured, UserFacingError
 from plugins.realname.outcome import updated
 from plugins.realname.rules import Result
 from plugins.realname.sessions import FINISHED, Session

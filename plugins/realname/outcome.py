@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from core.i18n import Catalogue
+from core.contract.i18n import Catalogue
 from plugins.realname.providers import Result
 from plugins.realname.sessions import PASSED, Session
 

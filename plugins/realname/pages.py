@@ -27,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from core.errors import UserFacingError
+from core.contract.errors import UserFacingError
 from plugins.realname import job
 from plugins.realname.sessions import FINISHED, PENDING, REPLACED, Session, looks_like_id
 

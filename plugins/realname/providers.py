@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from core.errors import (
+from core.contract.errors import (
     ProviderError,
     ProviderMisconfigured,
     QuotaExhausted,

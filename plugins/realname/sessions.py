@@ -1,4 +1,4 @@
-"""Verification sessions in the bot's database (``core.store.Store``): what survives a restart, nothing personal.
+"""Verification sessions in the bot's database (``core.infra.store.Store``): what survives a restart, nothing personal.
 
 One row per ``/verify``: a random session id (the deep-link payload), the Telegram user and chat, the reply
 language, the provider and its opaque reference (Baidu ``verify_token``), the state, the three scores,

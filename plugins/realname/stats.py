@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from core.chat import Context
+from core.contract.chat import Context
 from plugins.realname.providers import RealnameProvider
 from plugins.realname.sessions import SessionStore, looks_like_id
 

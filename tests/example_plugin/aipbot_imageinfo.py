@@ -2,10 +2,10 @@ import io
 
 from PIL import Image
 
-from core.chat import Command, Context
-from core.config import Field
-from core.hookspecs import hookimpl
-from core.images import open_image
+from core.contract.chat import Command, Context
+from core.contract.hookspecs import hookimpl
+from core.infra.images import open_image
+from core.runtime.config import Field
 
 
 def describe(data: bytes) -> tuple[dict, bytes]:

@@ -1,0 +1,394 @@
+"""The transport-neutral chat API: everything a plugin sees and returns.
+
+A plugin never imports ``telegram``. It declares :class:`Command` objects; when one is invoked the
+router calls its handler with a :class:`Context` that holds the user, the chat, the arguments and the
+photos, and offers ``reply``, ``progress``, buttons and deep links. The transport (Telegram, console)
+turns replies into its own calls, so a plugin works unchanged on every transport and in tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from core.contract.i18n import Catalogue
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class User:
+    """Who sent the message. ``language`` is already resolved to a catalogue language (``en``/``zh``)."""
+
+    id: int
+    name: str = ""
+    username: str | None = None
+    language: str = "en"
+    is_admin: bool = False
+
+
+@dataclass(frozen=True)
+class Chat:
+    """Where the message was sent: ``type`` is ``private``, ``group``, ``supergroup`` or ``channel``."""
+
+    id: int
+    type: str = "private"
+
+    @property
+    def is_private(self) -> bool:
+        return self.type == "private"
+
+
+@dataclass(eq=False, repr=False)
+class Photo:
+    """An image the user sent (a photo, or an image or PDF sent as a file). Its bytes load on first ``read``.
+
+    ``ref`` is the transport's reference to it (Telegram's ``file_id``, a console file path), from which the
+    transport can load it again later (see :mod:`core.pipeline.conversation`); None for bytes with no source.
+    """
+
+    META = ("file_name", "mime_type", "size", "width", "height", "as_document")
+
+    loader: Callable[[], Awaitable[bytes]] | None = field(repr=False)
+    ref: str | None = None
+    file_name: str | None = None
+    mime_type: str | None = None
+    size: int | None = None
+    width: int | None = None
+    height: int | None = None
+    as_document: bool = False
+    wiped: bool = field(default=False, init=False)
+    _data: bytes | None = field(default=None, init=False, repr=False)
+
+    async def read(self) -> bytes:
+        """The image bytes (downloaded once, kept in memory only, never written to disk)."""
+        if self._data is None:
+            if self.loader is None:
+                from core.contract.errors import BadImage
+
+                raise BadImage("the photo was wiped", key="router.photo_expired")
+            self._data = await self.loader()
+        return self._data
+
+    def meta(self) -> dict[str, Any]:
+        """What the transport said about the photo (no bytes): name, type, size, dimensions."""
+        return {name: getattr(self, name) for name in self.META}
+
+    def wipe(self) -> None:
+        """Drop the bytes (and the means to fetch them again): the photo is no longer wanted."""
+        self._data = None
+        self.loader = None
+        self.wiped = True
+
+    @classmethod
+    def from_bytes(cls, data: bytes, **kwargs: Any) -> Photo:
+        photo = cls(None, size=len(data), **kwargs)
+        photo._data = data
+        return photo
+
+    def __repr__(self) -> str:  # never the bytes
+        return f"Photo(file_name={self.file_name!r}, size={self.size}, {self.width}x{self.height})"
+
+
+@dataclass(frozen=True)
+class Button:
+    """A button under a reply: it opens ``url``, or sends ``callback_data`` back to the bot.
+
+    Plugins build callback buttons with :meth:`Context.button` so the press is routed back to them.
+    """
+
+    text: str
+    url: str | None = None
+    callback_data: str | None = None
+
+
+@dataclass(frozen=True)
+class Document:
+    """A file sent with a reply."""
+
+    filename: str
+    data: bytes
+    mime_type: str = "application/octet-stream"
+
+
+@dataclass
+class Reply:
+    """One outgoing message: text, optional button rows, and optionally one photo or one document.
+
+    With a photo or a document, ``text`` is its caption (the transport sends a long caption as a
+    separate message).
+    """
+
+    text: str = ""
+    buttons: list[list[Button]] = field(default_factory=list)
+    photo: bytes | None = None
+    document: Document | None = None
+
+
+@dataclass
+class Incoming:
+    """One thing a user did, in transport-neutral form.
+
+    ``error`` is a catalogue key the transport already decided on (e.g. a file over the download
+    limit); the router tells the user and does nothing else. ``key`` identifies what arrived across a
+    replay (Telegram's ``update_id``): a replayed update counts against a daily quota only once.
+    """
+
+    user: User
+    chat: Chat
+    text: str = ""
+    photos: list[Photo] = field(default_factory=list)
+    message_id: int | None = None
+    callback_data: str | None = None
+    error: str | None = None
+    key: str | None = None
+
+
+Handler = Callable[["Context"], Awaitable[None]]
+PayloadHandler = Callable[["Context", str], Awaitable[None]]
+
+
+@dataclass
+class Command:
+    """A chat command a plugin offers.
+
+    - ``name``: without the slash, ``[a-z0-9_]``, at most 32 characters.
+    - ``help``: a message-catalogue key; its text appears in ``/help`` and in Telegram's command menu.
+    - ``handler``: ``async def handler(ctx)``.
+    - ``admin_only``: refused (politely) to anyone not in ``access.admins``.
+    - ``takes_photos``: the command works on photos. Invoked without one, the router asks for a photo
+      and keeps the command pending for a few minutes; the next photo (or album) is delivered to it.
+    - ``max_photos``: how many photos one invocation takes (an album is cut to this many).
+    - ``documents``: MIME types of documents other than images the command reads (``/ocr``: PDF). A
+      document of another type (``core.infra.images.is_document``) sent to the command gets "this is not an image".
+    - ``on_callback``: ``async def f(ctx, data)`` for presses of buttons made with ``ctx.button``.
+    - ``on_deep_link``: ``async def f(ctx, payload)`` for ``/start`` links made with ``ctx.deep_link``.
+    - ``ends_conversation``: running it ends the user's conversation in progress (the built-in ``/help``
+      and ``/start`` do not, so a user can look something up and then send the awaited photo).
+    - ``signed``: the command's button data and deep links carry a MAC, so ``on_callback`` and
+      ``on_deep_link`` only ever see data the bot issued (see :mod:`core.contract.codec`); leave it off for links
+      meant to be typed or shared.
+    - ``plugin``: filled in by the plugin manager.
+    """
+
+    name: str
+    help: str
+    handler: Handler
+    admin_only: bool = False
+    takes_photos: bool = False
+    max_photos: int = 1
+    documents: tuple[str, ...] = ()
+    on_callback: PayloadHandler | None = None
+    on_deep_link: PayloadHandler | None = None
+    ends_conversation: bool = True
+    signed: bool = False
+    plugin: str = ""
+
+
+class Transport(Protocol):
+    """What the router needs from a transport to talk back. Message ids are transport-specific."""
+
+    async def send(self, chat_id: int, reply: Reply) -> int | None: ...
+
+    async def edit(self, chat_id: int, message_id: int, text: str, buttons: list[list[Button]]) -> None: ...
+
+    async def delete(self, chat_id: int, message_id: int) -> bool: ...
+
+    async def chat_action(self, chat_id: int, action: str = "typing") -> None: ...
+
+    def deep_link(self, payload: str) -> str: ...
+
+
+class Services(Protocol):
+    """The bot's shared services, handed to plugins at start-up and through every Context."""
+
+    config: dict[str, Any]
+    catalogue: Catalogue
+    store: Any  # core.infra.store.Store: durable records (quotas, verification sessions)
+    state: Any  # core.infra.state.State: what the bot remembers between messages (expiring JSON values)
+    conversations: Any  # core.pipeline.conversation.Conversations
+    codec: Any  # core.contract.codec.Codec: callback data and deep-link payloads
+    metrics: Any  # core.infra.metrics.Metrics: this bot's Prometheus metrics (gauge() for values read at scrape time)
+    web: Any  # core.infra.web.WebServer: the web server's route registry (route(), ready_check(), url())
+    outbox: Any  # core.sending.outbox.Outbox: messages that must arrive (stored first, retried until delivered)
+    #: False in a cluster front end (``bot.py serve``): it runs no handler, so warming an engine there is waste
+    handles_updates: bool
+
+    async def run_db(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+    async def run_cpu(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+    async def send(self, chat_id: int, reply: Reply) -> int | None: ...
+
+    def provider(self, name: str) -> Any: ...
+
+    def every(self, seconds: float, job: Callable[[], Awaitable[None]], *, name: str = "job") -> None: ...
+
+    def deep_link(self, command: str, payload: str, *, signed: bool = False) -> str: ...
+
+
+@dataclass(eq=False)
+class Context:
+    """One invocation of a command (or of a button press or deep link) as a plugin sees it.
+
+    A command that needs more than one message from the user keeps a *conversation*: it calls
+    :meth:`expect_photo` or :meth:`expect_text` (optionally naming a ``step`` and keeping photos), and the
+    user's next photo or text comes back to the same handler with :attr:`step`, :attr:`data` and
+    :attr:`kept` as it left them. Conversations live in the state store (they survive a restart with the
+    SQLite store) and end on ``/cancel``, on another command, or after ``pending_minutes``.
+    """
+
+    services: Services
+    transport: Transport
+    user: User
+    chat: Chat
+    command: Command
+    args: list[str] = field(default_factory=list)
+    text: str = ""
+    photos: list[Photo] = field(default_factory=list)
+    message_id: int | None = None
+    kept: list[Photo] = field(default_factory=list)
+    """Photos an earlier step of this conversation kept (``expect_photo(keep=...)``)."""
+    interrupted: bool = False
+    """Whether this command ended another conversation in progress (``/cancel`` says so)."""
+    conversation: Any = field(default=None, repr=False)
+    """The :class:`core.pipeline.conversation.Conversation` this invocation continues or starts (``step``, ``data``)."""
+
+    def __post_init__(self) -> None:
+        from core.pipeline.conversation import Conversation
+
+        if self.conversation is None:
+            self.conversation = Conversation(self.command.name, "")
+
+    @property
+    def lang(self) -> str:
+        return self.user.language
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """This plugin's validated section of config.yaml."""
+        return self.services.config["plugins"].get(self.command.plugin, {})
+
+    @property
+    def step(self) -> str | None:
+        """The step this message continues (what the last ``expect_*`` named); None for a new command."""
+        return self.conversation.step
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The conversation's data: plain JSON values, saved by ``expect_*`` and given back at the next step."""
+        return self.conversation.data
+
+    def t(self, key: str, **params: Any) -> str:
+        """The catalogue text for ``key`` in the user's language."""
+        return self.services.catalogue.text(self.lang, key, **params)
+
+    async def reply(
+        self,
+        text: str | Reply = "",
+        *,
+        buttons: list[list[Button]] | None = None,
+        photo: bytes | None = None,
+        document: Document | None = None,
+    ) -> int | None:
+        """Send a message to this chat; returns its message id where the transport has one."""
+        reply = text if isinstance(text, Reply) else Reply(text, buttons or [], photo, document)
+        return await self.transport.send(self.chat.id, reply)
+
+    async def edit(self, message_id: int, text: str, buttons: list[list[Button]] | None = None) -> None:
+        """Change the text (and buttons) of a message the bot sent, e.g. a status line."""
+        await self.transport.edit(self.chat.id, message_id, text, buttons or [])
+
+    async def delete_message(self, message_id: int | None = None) -> bool:
+        """Delete a message (the incoming one by default); False where the bot may not delete it."""
+        target = message_id if message_id is not None else self.message_id
+        if target is None:
+            return False
+        return await self.transport.delete(self.chat.id, target)
+
+    @contextlib.asynccontextmanager
+    async def progress(self) -> AsyncIterator[None]:
+        """Show "typing…" for as long as the block runs (for work that takes more than a moment)."""
+        import asyncio
+
+        async def typing() -> None:
+            with contextlib.suppress(Exception):
+                await self.transport.chat_action(self.chat.id, "typing")
+
+        async def keep_typing() -> None:
+            while True:  # Telegram shows a chat action for about 5 seconds
+                await asyncio.sleep(4)
+                await typing()
+
+        await typing()
+        task = asyncio.create_task(keep_typing())
+        try:
+            yield
+        finally:
+            task.cancel()
+            # gather, not `await task` under suppress(): that keeps this frame (and the Context with its
+            # photos) referenced from the exception's traceback until the next command runs
+            await asyncio.gather(task, return_exceptions=True)
+
+    def button(self, text: str, data: str) -> Button:
+        """A button whose press calls this command's ``on_callback(ctx, data)``.
+
+        ``data`` plus the command name fits in 63 bytes (54 with ``Command.signed``).
+        """
+        return Button(
+            text, callback_data=self.services.codec.callback(self.command.name, data, signed=self.command.signed)
+        )
+
+    def deep_link(self, payload: str) -> str:
+        """A link that opens a private chat with the bot and calls ``on_deep_link(ctx, payload)``.
+
+        ``payload``: ``[A-Za-z0-9_-]``; with the command name it fits in 63 characters (54 with
+        ``Command.signed``).
+        """
+        return self.services.deep_link(self.command.name, payload, signed=self.command.signed)
+
+    # ------------------------------------------------------------------ conversations
+    async def expect_photo(self, step: str | None = None, *, keep: list[Photo] | None = None) -> None:
+        """The user's next photo (or album) in this chat comes back to this handler, with :attr:`step` set
+        to ``step``, :attr:`data` as it is now and :attr:`kept` holding ``keep`` (by reference: nothing of a
+        photo is stored)."""
+        await self._expect("photo", step, keep or [])
+
+    async def expect_text(self, step: str | None = None, *, keep: list[Photo] | None = None) -> None:
+        """The user's next plain text message in this chat comes back to this handler as :attr:`text`, with
+        :attr:`message_id` set so the plugin can delete it (and :attr:`kept` holding ``keep``). A command
+        still ends the wait."""
+        await self._expect("text", step, keep or [])
+
+    async def _expect(self, wants: str, step: str | None, keep: list[Photo]) -> None:
+        conversation = self.conversation
+        conversation.command, conversation.wants, conversation.step = self.command.name, wants, step
+        conversation.args, conversation.counted = list(self.args), True
+        await self.services.conversations.save(self.chat.id, self.user.id, conversation, keep)
+
+    async def still_current(self) -> bool:
+        """Whether the conversation this invocation keeps is still the user's (no ``/cancel``, no newer
+        command or album meanwhile): check it after slow work, before answering."""
+        return await self.services.conversations.is_current(self.chat.id, self.user.id, self.conversation.id)
+
+    async def finish(self) -> None:
+        """End this conversation now (it also ends when the handler returns without ``expect_*``)."""
+        if await self.still_current():
+            await self.services.conversations.drop(self.chat.id, self.user.id)
+
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking I/O (a provider call) in the I/O worker pool."""
+        return await self.services.run_blocking(fn, *args)
+
+    async def run_cpu(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run CPU-heavy work (a local engine) in the engine worker pool."""
+        return await self.services.run_cpu(fn, *args)
+
+    async def run_db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a database call (``services.store``) in the database's own thread: never behind provider calls."""
+        return await self.services.run_db(fn, *args)

@@ -1,0 +1,361 @@
+"""Cluster mode: stateless webhook front ends (``bot.py serve``) and Celery workers (``bot.py worker``).
+
+What a task is: **"handle what chat C has waiting"** (:data:`CHAT_TASK`, one argument: the chat key). A front
+end checks a webhook update (:mod:`core.telegram.webhook`), journals it in the shared database (the intake journal:
+``update_id`` is its primary key, so a delivery Telegram repeats, to this front end or another, is dropped),
+answers 200, and sends one task for the update's chat. A worker that takes the task takes the chat's lock in
+Redis (``lock:chat:<chat>``), then handles the chat's open journal entries oldest first — one update, or the
+parts of one album — until none is left; a task that finds the lock taken ends at once, because the holder
+looks for new entries after releasing the lock and takes the chat again when there are some. So:
+
+- **order per chat** across processes: one holder per chat, entries in ``update_id`` order;
+- **any worker continues any chat**: conversations are in the Redis state, photos are Telegram ``file_id``s,
+  the journal and the reply marks are in the shared database;
+- **an album whose parts reached different front ends** is one batch: the parts meet in the journal, and the
+  holder waits ``telegram.album_wait`` seconds after the newest part (at most ``album_max_wait``) before
+  handling them together;
+- **nothing lost**: the task is acknowledged late (``acks_late``), so a worker killed mid-task leaves it
+  unacknowledged and Redis gives it to another worker after ``cluster.visibility_timeout``; the chat's lock
+  lapses after ``cluster.chat_lock_seconds`` (the holder renews it while it works). Every worker also looks
+  at the journal every ``cluster.sweep_seconds`` for chats with entries older than that and no holder (a front
+  end killed between journaling and sending the task, a broker that lost it) and sends their task again (a
+  duplicate task finds nothing open, or the chat held, and ends at once);
+- **one answer**: an entry is marked done after its handling, and the replies of a handling that was cut
+  short are recorded per update (``intake_reply``), so a second handling skips what was sent.
+
+Why the whole update is the task and not only its heavy step: the front end then needs no engine, no
+provider client and no photo bytes (a photo is a ``file_id``: the worker downloads it), the broker carries a
+chat id and nothing personal, and a plugin's handler runs unchanged, in one process from its first reply to
+its last. The heavy step still runs in the worker's own pools (``workers.cpu`` threads per worker process).
+
+A text that answers a plugin's question (``ctx.expect_text``: WeBank's name and ID number) is never journaled
+(see the transport's ``_scrub``); the front end hands it to the worker through the Redis state under
+``withheld:<update_id>``, encrypted (:class:`Sealer`), for at most :data:`WITHHELD_SECONDS`, and the worker
+deletes it as it reads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, func, select, update
+
+from core.pipeline.intake import MAX_ATTEMPTS, TABLES, Entry, Intake, Journal, intake
+
+log = logging.getLogger(__name__)
+
+#: The Celery task: handle what a chat has waiting (argument: the chat key of the journal).
+CHAT_TASK = "aipbot.chat"
+#: Seconds a withheld text waits in Redis for its worker.
+WITHHELD_SECONDS = 300.0
+#: What the journal keeps out of an update whose text was withheld (restored from Redis by the worker).
+WITHHELD_FIELDS = ("text", "caption", "entities", "caption_entities")
+
+
+def celery_app(config: dict[str, Any]) -> Any:
+    """The Celery application of the ``cluster:`` section: Redis broker, late acknowledgement, one task at a time
+    per worker process, time limits, a visibility timeout longer than the longest task."""
+    from celery import Celery
+
+    cluster = config["cluster"]
+    app = Celery("aipbot", broker=cluster["broker_url"] or cluster["redis_url"])
+    limit = cluster["task_time_limit"]
+    app.conf.update(
+        task_acks_late=True,  # a task is acknowledged when it ended: a worker that dies leaves it to another
+        task_reject_on_worker_lost=True,  # a worker process killed mid-task: the task goes back to the queue
+        worker_prefetch_multiplier=1,  # a worker process holds one task (the one it runs), never a backlog
+        task_time_limit=limit,
+        task_soft_time_limit=max(1.0, limit - 5),
+        task_default_queue=cluster["queue"],
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            "visibility_timeout": cluster["visibility_timeout"],  # unacknowledged this long: delivered again
+            "unacked_restore_interval": cluster["restore_seconds"],
+            "unacked_restore_throttle": 1,
+        },
+        worker_hijack_root_logger=False,  # our handler (with the redacting filter) stays
+        worker_redirect_stdouts=False,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+    )
+    return app
+
+
+class Sealer:
+    """AES-GCM (``cryptography``) under a key derived from the bot token: what a front end hands a worker through
+    Redis, so a Redis dump or a stranger reading the keys sees no name and no ID number."""
+
+    def __init__(self, key: bytes) -> None:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        self._aead = AESGCM(key)
+
+    @classmethod
+    def for_token(cls, token: str) -> Sealer:
+        return cls(hmac.new(token.encode(), b"aipbot withheld v1", hashlib.sha256).digest())
+
+    def seal(self, text: str, context: str) -> str:
+        nonce = os.urandom(12)
+        return base64.b64encode(nonce + self._aead.encrypt(nonce, text.encode(), context.encode())).decode()
+
+    def open(self, sealed: str, context: str) -> str | None:
+        """The text, or None when ``sealed`` is not what :meth:`seal` made for ``context`` with this key."""
+        from cryptography.exceptions import InvalidTag
+
+        try:
+            raw = base64.b64decode(sealed, validate=True)
+            return self._aead.decrypt(raw[:12], raw[12:], context.encode()).decode()
+        except (ValueError, InvalidTag):
+            log.warning("cluster: a withheld text could not be opened (another bot token?); the user is asked again")
+            return None
+
+
+def check_broker(url: str) -> None:
+    """A :class:`ConfigError` naming ``cluster.broker_url`` (one line, no password) when it does not answer."""
+    import redis
+
+    from core.infra.state.redis import shown_url
+    from core.runtime.config import ConfigError
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as err:
+        raise ConfigError("cluster.broker_url", f"cannot connect to {shown_url(url)} ({type(err).__name__})") from None
+    finally:
+        client.close()
+
+
+@dataclass
+class _Open:
+    update_id: int
+    body: str | None
+    received: float
+    attempts: int
+
+
+@dataclass(eq=False)
+class ClusterIntake(Intake):
+    """The intake of a cluster process: a front end (``front``) journals and sends tasks; a worker drains chats.
+
+    ``send_task(chat)``: sends :data:`CHAT_TASK` (blocking; run in the I/O pool); ``withheld``: the transport's
+    marker of a journaled update whose text was kept out; ``lock_seconds``, ``sweep_seconds``: the ``cluster:``
+    settings ``chat_lock_seconds`` and ``sweep_seconds``. Every update gets a chat key: one of no chat is a
+    "chat" of its own (``update:<id>``).
+    """
+
+    send_task: Callable[[str], None] | None = None
+    front: bool = False
+    withheld: str = "aipbot_withheld"
+    lock_seconds: float = 30.0
+    sweep_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        classify = self.classify
+
+        def classified(update: dict[str, Any]) -> tuple[str | None, str | None]:
+            chat, group = classify(update)
+            return chat or f"update:{update.get('update_id')}", group
+
+        self.classify = classified
+        self._sealer = Sealer.for_token(self.services.config["telegram"]["token"])
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> int:
+        """Create the journal's tables; nothing is replayed at start: a worker sweeps what was left, every
+        ``sweep_seconds``, and prunes the journal."""
+        await self.services.run_db(self.services.store.create, *TABLES)
+        if not self.front:  # a worker
+            loop = asyncio.get_running_loop()
+            self._pruner = loop.create_task(self._prune_every(), name="aipbot-intake-prune")
+            self._sweeper = loop.create_task(self._sweep_every(), name="aipbot-cluster-sweep")
+        return 0
+
+    async def _sweep_every(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_seconds)
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("cluster: the sweep failed")
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        await super().stop(timeout)
+
+    # ------------------------------------------------------------------ front end
+    def _enqueue(self, entry: Entry) -> None:
+        """A new journaled update: one task for its chat (a failure is logged: the sweep finds the entry)."""
+        assert entry.chat is not None
+        task = asyncio.get_running_loop().create_task(self._send(entry.chat, entry.update_id))
+        self._loose.add(task)
+        task.add_done_callback(self._loose.discard)
+
+    async def _send(self, chat: str, update_id: int) -> None:
+        assert self.send_task is not None
+        try:
+            await self.services.run_blocking(self.send_task, chat)
+        except Exception as err:
+            log.warning(
+                "cluster: could not send the task for update %s (%s: %s); a worker's sweep will handle it",
+                update_id,
+                type(err).__name__,
+                err,
+            )
+
+    async def _kept(self, update: dict[str, Any]) -> dict[str, Any]:
+        """The journal's form; a text it leaves out goes to the worker through Redis: encrypted (AES-GCM, a key
+        derived from the bot token, the update id as associated data), deleted when read, gone after
+        :data:`WITHHELD_SECONDS`."""
+        form = await super()._kept(update)
+        if form.get(self.withheld):
+            message = update.get("message") or {}
+            kept = {name: message[name] for name in WITHHELD_FIELDS if name in message}
+            sealed = self._sealer.seal(json.dumps(kept, ensure_ascii=False), str(update["update_id"]))
+            await self.services.state.set(f"withheld:{update['update_id']}", sealed, WITHHELD_SECONDS)
+        return form
+
+    async def _taken(self, chat: str) -> bool:
+        """Whether a worker holds ``chat`` (its lock, see :meth:`drain`)."""
+        return await self.services.state.get(f"lock:chat:{chat}") is not None
+
+    # ------------------------------------------------------------------ worker
+    async def drain(self, chat: str) -> int:
+        """Handle the open entries of ``chat`` in order, unless another worker holds the chat; how many."""
+        handled = 0
+        while True:
+            try:
+                lock = await self.services.state.lock(f"chat:{chat}", self.lock_seconds, timeout=0).__aenter__()
+            except TimeoutError:
+                return handled  # the holder looks again after releasing the lock (see held())
+            renew = asyncio.get_running_loop().create_task(self._renew(lock))
+            try:
+                while batch := await self._next(chat):
+                    await self._handle_batch(batch)
+                    handled += len(batch)
+            finally:
+                renew.cancel()
+                await asyncio.gather(renew, return_exceptions=True)
+                await lock.__aexit__(None, None, None)
+            if not await self._run(_count_open, chat):
+                return handled
+
+    async def held(self, chat: str) -> bool:
+        """Whether ``chat`` has open entries while another worker holds it: the task then comes back after
+        ``lock_seconds``, in case that holder died (its lock lapses by then), so a worker process killed mid-task
+        delays its chat by ``chat_lock_seconds``, not by the sweep's period."""
+        return bool(await self._run(_count_open, chat)) and await self._taken(chat)
+
+    async def _renew(self, lock: Any) -> None:
+        while True:
+            await asyncio.sleep(self.lock_seconds / 3)
+            if not await lock.extend():
+                log.warning("cluster: the lock of %s lapsed while it was being handled", lock.key)
+
+    async def _next(self, chat: str) -> list[Entry]:
+        """The next batch of ``chat``: its oldest open update, or every part of the album it starts once no new
+        part came for ``album_wait`` seconds (at most ``album_max_wait``); [] when none is open."""
+        while True:
+            rows = await self._run(_open_entries, chat)
+            if not rows:
+                return []
+            spent = [r.update_id for r in rows if r.body is None or r.attempts >= MAX_ATTEMPTS]
+            if spent:
+                log.warning("intake: updates %s given up after %d attempts", spent, MAX_ATTEMPTS)
+                await self._run(Journal.finish, spent)
+                continue
+            entries = [self._entry(r.update_id, json.loads(r.body), r.attempts) for r in rows if r.body is not None]
+            head = entries[0]
+            if head.group is None:
+                batch = [head]
+            else:
+                batch = [e for e in entries if e.group == head.group]
+                received = [r.received for r in rows if r.update_id in {e.update_id for e in batch}]
+                if not self._album_complete(received, more=len(batch) < len(entries)):
+                    await asyncio.sleep(min(0.2, self.album_wait))
+                    continue
+            await self._run(_attempt, [e.update_id for e in batch])
+            return batch
+
+    def _album_complete(self, received: list[float], *, more: bool) -> bool:
+        """Whether an album whose parts arrived at ``received`` may be handled: another message of the chat
+        follows them, or ``album_wait`` passed since the newest part arrived, or ``album_max_wait`` since the
+        first."""
+        if more or self._stopping:
+            return True
+        now = self.clock()
+        return now >= max(received) + self.album_wait or now >= min(received) + self.album_max_wait
+
+    async def _handle_batch(self, batch: list[Entry]) -> None:
+        for entry in batch:
+            if entry.body.pop(self.withheld, None):
+                sealed = await self.services.state.delete(f"withheld:{entry.update_id}")
+                kept = self._sealer.open(sealed, str(entry.update_id)) if isinstance(sealed, str) else None
+                if kept is not None and isinstance(entry.body.get("message"), dict):
+                    entry.body["message"].update(json.loads(kept))
+                    log.info("cluster: update %s: its withheld text came from the front end", entry.update_id)
+                else:
+                    entry.body[self.withheld] = True  # gone (expired): the user is asked to send it again
+        await self._process(batch)
+
+    async def sweep(self) -> int:
+        """Send a task again for each chat whose entries waited longer than ``sweep_seconds`` while no worker
+        holds it (a front end killed between journaling and sending, a broker that lost the task); how many.
+
+        A task is sent, not handled here, so a worker process still runs one chat at a time, in queue order."""
+        chats = await self._run(_stale_chats, self.sweep_seconds)
+        sent = 0
+        for chat in chats:
+            if not await self._taken(chat):
+                await self.services.run_blocking(self.send_task, chat)
+                sent += 1
+        if sent:
+            log.info("cluster: tasks sent again for %d chats whose updates were left waiting", sent)
+        return sent
+
+
+# -- the journal's cluster queries (the intake tables of core.pipeline.intake) -----------------------------------------
+def _open_entries(db: Connection, now: float, chat: str, limit: int = 50) -> list[_Open]:
+    c = intake.c
+    query = select(c.update_id, c.body, c.received, c.attempts).where(c.chat == chat, c.done.is_(None))
+    rows = db.execute(query.order_by(c.update_id).limit(limit)).fetchall()
+    return [_Open(int(r[0]), r[1], float(r[2]), int(r[3])) for r in rows]
+
+
+def _attempt(db: Connection, now: float, ids: list[int]) -> None:
+    db.execute(update(intake).where(intake.c.update_id.in_(ids)).values(attempts=intake.c.attempts + 1))
+
+
+def _count_open(db: Connection, now: float, chat: str) -> int:
+    c = intake.c
+    return int(db.execute(select(func.count()).where(c.chat == chat, c.done.is_(None))).scalar_one())
+
+
+def _stale_chats(db: Connection, now: float, age: float) -> list[str]:
+    c = intake.c
+    rows = db.execute(select(c.chat).where(c.done.is_(None), c.received < now - age).distinct()).fetchall()
+    return [r[0] for r in rows if r[0] is not None]
+
+
+def task_sender(config: dict[str, Any]) -> Callable[[str], None]:
+    """What a front end sends tasks with (blocking: call it in the I/O pool)."""
+    app = celery_app(config)
+
+    def send(chat: str) -> None:
+        app.send_task(CHAT_TASK, args=[chat], queue=config["cluster"]["queue"])
+
+    return send
