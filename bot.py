@@ -56,7 +56,13 @@ def main(argv: list[str] | None = None) -> int:
             cluster_role(config, args.role, args.port)
         from core.runtime.app import App
 
-        app = App(config)
+        console = args.console or (not args.role and not config["telegram"]["token"])
+        transport = None
+        if console and not args.check:
+            from core.console.terminal import ConsoleTransport
+
+            transport = ConsoleTransport(sys.stdout)
+        app = App(config, transport=transport, role="console" if console else args.role or "bot")
     except ConfigError as err:
         print(f"aipbot: configuration error: {err}", file=sys.stderr)
         return 2
@@ -79,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         app.services.close()
         return 2
     try:
-        if args.console or not config["telegram"]["token"]:
+        if console:
             if not args.console:
                 log.warning("No Telegram token configured (telegram.token): starting the console chat.")
             if config["logging"]["level"] == "INFO":  # keep the chat readable: warnings and errors only
@@ -88,9 +94,9 @@ def main(argv: list[str] | None = None) -> int:
 
             asyncio.run(run_console(app))
         else:
-            from core.telegram.transport import run_telegram
+            from core.runtime.roles import run_telegram
 
-            run_telegram(app, "serve" if args.role == "serve" else "bot")
+            run_telegram(app)
     except KeyboardInterrupt:
         pass
     return finish(0)

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from core.runtime.app import App  # noqa: E402
 from core.runtime.config import validate  # noqa: E402
-from core.telegram.transport import TelegramTransport  # noqa: E402
+from core.runtime.roles import TelegramProcess  # noqa: E402
 from tests import delivery_plugin  # noqa: E402
 from tests.fakes.telegram import FakeTelegram  # noqa: E402
 from tests.harness import merge  # noqa: E402
@@ -60,8 +60,8 @@ def bot_config(fake: FakeTelegram, **telegram: Any) -> dict[str, Any]:
     return validate(merge(base, {"telegram": telegram}))
 
 
-async def run_bot(fake: FakeTelegram, **telegram: Any) -> TelegramTransport:
-    transport = TelegramTransport(App(bot_config(fake, **telegram), {"calc": delivery_plugin}))
+async def run_bot(fake: FakeTelegram, **telegram: Any) -> TelegramProcess:
+    transport = TelegramProcess(App(bot_config(fake, **telegram), {"calc": delivery_plugin}))
     await transport.start()
     return transport
 
@@ -141,8 +141,9 @@ async def rate_run(chats: int, per_chat: int, limits: str) -> dict[str, float]:
     with FakeTelegram() as fake:
         off = {} if limits != "off" else {"rate_overall": 0, "rate_per_chat": 0, "rate_per_group": 0}
         if limits == "ptb":
-            from core.transports import telegram as transport_module
             from telegram.ext import AIORateLimiter
+
+            from core.runtime import app as transport_module
 
             saved = transport_module.SendLimiter.from_config
             transport_module.SendLimiter.from_config = lambda config: AIORateLimiter(max_retries=20)  # type: ignore

@@ -25,12 +25,12 @@ async def start_bot():
     transport. Every bot started is stopped after the test; ``await start_bot.stop()`` stops them now
     (to simulate a restart)."""
     from core.runtime.app import App
-    from core.telegram.transport import TelegramTransport
+    from core.runtime.roles import TelegramProcess
 
-    running: list[TelegramTransport] = []
+    running: list[TelegramProcess] = []
 
-    async def start(config: dict, extra_plugins: dict | None = None) -> TelegramTransport:
-        transport = TelegramTransport(App(config, extra_plugins))
+    async def start(config: dict, extra_plugins: dict | None = None) -> TelegramProcess:
+        transport = TelegramProcess(App(config, extra_plugins))
         await transport.start()
         running.append(transport)
         return transport

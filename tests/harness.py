@@ -68,12 +68,12 @@ class Harness:
 
     def __init__(self, overrides: dict[str, Any] | None = None, *, extra_plugins: dict[str, Any] | None = None) -> None:
         self.config = validate(merge(BASE_CONFIG, overrides or {}))
-        self.app = App(self.config, extra_plugins)
         self.transport = RecordingTransport()
+        self.app = App(self.config, extra_plugins, transport=self.transport)
         self._message_id = 100
 
     async def __aenter__(self) -> Harness:
-        self.app.start(self.transport)
+        self.app.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -18,10 +18,40 @@ from telegram.ext import ExtBot
 from core.infra.shared import SharedRedis
 from core.infra.state import RedisState
 from core.infra.store import Store
-from core.pipeline.cluster import ClusterIntake
-from core.pipeline.intake import MAX_ATTEMPTS
+from core.pipeline.cluster import CeleryDispatcher
+from core.pipeline.handler import WITHHELD
+from core.pipeline.intake import MAX_ATTEMPTS, Intake
 from core.sending.delivery import SendLimiter
-from core.telegram.transport import WITHHELD, TelegramTransport
+from core.telegram.decode import TelegramCodec
+
+
+class ClusterIntake:
+    """One cluster process's intake and its Celery dispatcher, as ``core.runtime.app.App`` assembles them."""
+
+    def __init__(self, intake: Intake, dispatcher: CeleryDispatcher, front: bool) -> None:
+        self.intake, self.dispatcher, self.front = intake, dispatcher, front
+        self.services = intake.services
+
+    async def start(self) -> None:
+        await self.intake.start(prune=not self.front)
+
+    async def stop(self) -> None:
+        await self.intake.stop()
+
+    def __getattr__(self, name: str):
+        return getattr(self.intake if hasattr(self.intake, name) else self.dispatcher, name)
+
+
+class Codec:
+    """Telegram's order (chat, album) with a journal form of the test's choosing."""
+
+    key = staticmethod(TelegramCodec.key)
+
+    def __init__(self, scrub) -> None:
+        self.scrub = scrub
+
+    async def journal_form(self, update: dict) -> dict:
+        return await self.scrub(update) if self.scrub is not None else update
 
 
 class Clock:
@@ -59,22 +89,22 @@ def cluster(store_target, redis_server):
             await asyncio.sleep(0.05)  # long enough for the other worker to try the chat meanwhile
 
         made.append((services, pool))
-        it = ClusterIntake(
+        codec = Codec(scrub)
+        dispatcher = CeleryDispatcher(
             services,
-            SimpleNamespace(),
-            TelegramTransport._classify,
-            handle,
-            album_wait=0.3,
-            album_max_wait=2,
-            scrub=scrub,
-            clock=clock,
+            codec,
             send_task=sent.append,
             front=front,
-            withheld=WITHHELD,
+            token="123:test-token",
+            album_wait=0.3,
+            album_max_wait=2,
             lock_seconds=2,
             sweep_seconds=60,
+            clock=clock,
         )
-        return it
+        return ClusterIntake(
+            Intake(services, SimpleNamespace(), codec, handle, dispatcher, clock=clock), dispatcher, front
+        )
 
     yield SimpleNamespace(intake=intake, clock=clock, handled=handled, sent=sent, prefix=prefix)
     for services, pool in made:
@@ -91,7 +121,7 @@ def message(update_id: int, chat: int = 7, text: str = "/ocr", **more) -> dict:
 
 
 async def settle(front: ClusterIntake) -> None:
-    await asyncio.gather(*front._loose)  # the tasks being sent
+    await asyncio.gather(*front.dispatcher._sending)  # the tasks being sent
 
 
 async def test_two_workers_on_one_chat_handle_its_updates_once_each_in_arrival_order(cluster):
@@ -157,7 +187,7 @@ async def test_a_task_finding_its_chat_held_with_updates_open_comes_back_later(c
 async def test_the_sweep_sends_tasks_again_only_for_chats_left_waiting_with_no_holder(cluster):
     front, worker = cluster.intake("front", front=True), cluster.intake("w")
     await worker.start()
-    front.send_task = lambda chat: (_ for _ in ()).throw(ConnectionError("broker down"))
+    front.dispatcher.send_task = lambda chat: (_ for _ in ()).throw(ConnectionError("broker down"))
     await front.receive([message(30, chat=7), message(31, chat=8)])
     await settle(front)
     assert await worker.sweep() == 0  # not waiting long enough yet

@@ -238,8 +238,8 @@ async def test_an_edit_rides_out_a_fault_and_a_vanished_message_is_sent_anew(fak
 
 async def test_message_is_not_modified_is_no_error(fake_telegram, running):
     transport = await running()
-    message_id = await transport.send(1001, delivery_plugin_reply("same"))
-    await transport.edit(1001, message_id, "same", [])  # the fake answers "message is not modified"
+    message_id = await transport.bot.send(1001, delivery_plugin_reply("same"))
+    await transport.bot.edit(1001, message_id, "same", [])  # the fake answers "message is not modified"
     assert fake_telegram.calls_of("editMessageText")[0].error.startswith("Bad Request: message is not modified")
 
 
@@ -248,7 +248,7 @@ async def test_the_command_menu_and_chat_actions_ride_out_faults(fake_telegram, 
     fake_telegram.fail("sendChatAction", 1, "drop")
     transport = await start_bot(delivery_config(fake_telegram), {"calc": delivery_plugin})
     assert "square" in [c["command"] for c in fake_telegram.commands[""]]
-    await transport.chat_action(1001)
+    await transport.bot.chat_action(1001)
     assert [c.fault for c in fake_telegram.calls_of("sendChatAction")] == ["drop", None]
 
 
@@ -256,7 +256,7 @@ async def test_a_burst_to_one_chat_queues_and_all_of_it_arrives(fake_telegram, r
     transport = await running()
     fake_telegram.limit_rate()  # 1 a second per chat, 3 in a row
     for n in range(6):
-        await transport.send(1001, delivery_plugin_reply(f"message {n}"))
+        await transport.bot.send(1001, delivery_plugin_reply(f"message {n}"))
     texts = [c.text for c in sends(fake_telegram) if c.ok]
     assert texts == [f"message {n}" for n in range(6)]
 
@@ -266,7 +266,7 @@ async def test_a_caption_over_1024_utf16_units_goes_after_the_photo_with_the_but
 
     transport = await running()
     caption = "😀" * 600  # 600 characters, 1200 UTF-16 code units
-    await transport.send(1001, Reply(caption, [[Button("Go", url="https://example.org")]], photo=png(64, 48)))
+    await transport.bot.send(1001, Reply(caption, [[Button("Go", url="https://example.org")]], photo=png(64, 48)))
     photo = await fake_telegram.bot_replied(1001)
     text = await fake_telegram.bot_replied(1001)
     assert photo.method == "sendPhoto" and photo.text is None and not photo.buttons
@@ -275,9 +275,9 @@ async def test_a_caption_over_1024_utf16_units_goes_after_the_photo_with_the_but
 
 async def test_an_edit_too_long_for_one_message_edits_the_first_part_and_sends_the_rest(fake_telegram, running):
     transport = await running()
-    message_id = await transport.send(1001, delivery_plugin_reply("working…"))
+    message_id = await transport.bot.send(1001, delivery_plugin_reply("working…"))
     text = "\n".join(f"line {i} " + "x" * 80 for i in range(60))  # about 5,300 characters
-    await transport.edit(1001, message_id, text, [])
+    await transport.bot.edit(1001, message_id, text, [])
     edit = await fake_telegram.wait_for("editMessageText")
     await fake_telegram.bot_replied(1001)  # the status line itself
     rest = await fake_telegram.bot_replied(1001)

@@ -155,7 +155,7 @@ async def test_an_update_telegram_delivers_again_is_not_answered_again(fake_tele
 async def test_an_update_cut_off_by_a_shutdown_is_finished_after_the_restart_without_repeating(
     fake_telegram, bot, start_bot, monkeypatch, request, database
 ):
-    monkeypatch.setattr("core.telegram.transport.STOP_WAIT", 0.2)
+    monkeypatch.setattr("core.runtime.roles.STOP_WAIT", 0.2)
     cluster = {}  # sqlite: the journal in tmp_path; postgresql: in a fresh database of the test server
     if database == "postgresql":
         cluster = {"cluster": {"database_url": request.getfixturevalue("postgres_server").database()}}
@@ -346,7 +346,7 @@ async def test_the_journal_keeps_no_names_and_no_answer_to_a_question(
 async def test_an_answer_cut_off_by_a_restart_is_asked_for_again_not_read_from_disk(
     fake_telegram, bot, start_bot, monkeypatch
 ):
-    monkeypatch.setattr("core.telegram.transport.STOP_WAIT", 0.2)
+    monkeypatch.setattr("core.runtime.roles.STOP_WAIT", 0.2)
     transport = await bot()
 
     async def ask_then_hang(ctx):

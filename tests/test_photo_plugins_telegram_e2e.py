@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from core.runtime.config import validate
-from core.telegram.transport import TelegramTransport
+from core.runtime.roles import TelegramProcess as TelegramTransport
 from tests.harness import merge
 
 DATA = Path(__file__).resolve().parent.parent / "examples"

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from core.runtime.config import validate
-from core.telegram.transport import TelegramTransport
+from core.runtime.roles import TelegramProcess as TelegramTransport
 from tests.harness import merge
 
 USER = 1001

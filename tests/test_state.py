@@ -5,7 +5,8 @@ import socket
 
 import pytest
 
-from core.infra.state import MemoryState, RedisState, RedisUnavailable, SQLiteState, key, open_state
+from core.infra.keys import join as key
+from core.infra.state import MemoryState, RedisState, RedisUnavailable, SQLiteState, open_state
 from core.runtime.config import ConfigError, validate
 
 

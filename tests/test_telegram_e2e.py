@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from core.runtime.config import validate
-from core.telegram.transport import TelegramTransport, split_text
+from core.runtime.roles import TelegramProcess as TelegramTransport
+from core.sending.delivery import split_text
 from tests import probe_plugin
 from tests.harness import merge
 
@@ -197,7 +198,7 @@ async def test_a_long_reply_is_split_at_line_breaks(fake_telegram, running):
     text = "\n".join(f"line {i} " + "x" * 80 for i in range(60))  # about 5,300 characters
     from core.contract.chat import Reply
 
-    await transport.send(1001, Reply(text))
+    await transport.bot.send(1001, Reply(text))
     first = await fake_telegram.bot_replied(1001)
     second = await fake_telegram.bot_replied(1001)
     assert first.text + "\n" + second.text == text
@@ -209,7 +210,7 @@ async def test_a_very_long_reply_is_sent_as_a_text_file(fake_telegram, running):
     from core.contract.chat import Reply
 
     text = "\n".join("y" * 100 for _ in range(200))  # 20,000 characters
-    await transport.send(1001, Reply(text))
+    await transport.bot.send(1001, Reply(text))
     reply = await fake_telegram.bot_replied(1001)
     assert reply.method == "sendDocument"
     assert reply.file == ("text.txt", text.encode())
@@ -229,6 +230,6 @@ async def test_an_edited_message_does_not_run_its_command_again(fake_telegram, r
     message = fake_telegram.user_sends_text("/echo once")
     assert (await fake_telegram.bot_replied()).text == "hi once"
     edited = Update.de_json({"update_id": 99999, "edited_message": {**message, "text": "/echo twice"}}, None)
-    await transport.application.process_update(edited)
+    await transport.intake.receive([edited.to_dict()])
     fake_telegram.user_sends_text("/echo after")
     assert (await fake_telegram.bot_replied()).text == "hi after"

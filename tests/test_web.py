@@ -158,8 +158,8 @@ async def test_readyz_is_503_naming_the_store_when_it_is_closed(web):
 
 
 async def test_readyz_without_a_transport_check_on_the_console_kind_of_transport():
-    app = App(validate({"storage": {"path": ":memory:"}, "server": {"port": 0}}))
-    app.start(RecordingTransport())
+    app = App(validate({"storage": {"path": ":memory:"}, "server": {"port": 0}}), transport=RecordingTransport())
+    app.start()
     try:
         ready = await get(f"http://127.0.0.1:{app.web.port}/readyz")
         assert ready.status_code == 200
@@ -462,9 +462,9 @@ async def test_a_port_in_use_is_a_config_error_at_start():
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        app = App(validate({"storage": {"path": ":memory:"}, "server": {"port": port}}))
+        app = App(validate({"storage": {"path": ":memory:"}, "server": {"port": port}}), transport=RecordingTransport())
         with pytest.raises(ConfigError, match=rf"^server.port: cannot listen on 127.0.0.1:{port} \(the port is "):
-            app.start(RecordingTransport())
+            app.start()
         app.stop()
         app.services.close()  # start stopped before the plugins: stop() has nothing of theirs to undo
 

@@ -20,7 +20,7 @@ import yaml
 
 from core.infra.redact import RedactingFilter
 from core.runtime.config import ConfigError, validate
-from core.telegram.transport import ALLOWED_UPDATES
+from core.telegram.botapi import ALLOWED_UPDATES
 from core.telegram.webhook import client_address, derive_secret, networks, parse_update
 from tests import probe_plugin
 from tests.harness import merge
@@ -413,7 +413,7 @@ async def test_a_journal_that_cannot_write_answers_500_and_telegram_delivers_aga
 async def test_an_update_acknowledged_just_before_a_shutdown_is_answered_after_the_restart(
     hook, fake_telegram, start_bot, monkeypatch, tmp_path
 ):
-    monkeypatch.setattr("core.telegram.transport.STOP_WAIT", 0.2)
+    monkeypatch.setattr("core.runtime.roles.STOP_WAIT", 0.2)
     transport = await hook()
     started = asyncio.Event()
 
@@ -440,7 +440,7 @@ async def test_an_update_acknowledged_just_before_a_shutdown_is_answered_after_t
 
 async def test_an_update_arriving_while_the_bot_cannot_take_it_gets_503_and_comes_again(hook, fake_telegram, tmp_path):
     transport = await hook(telegram={"webhook_secret": SECRET})
-    transport.webhook.receive = None  # what stop() does first (and what the endpoint is before start)
+    transport.webhook.close()  # what stop() does first (and what the endpoint is before start)
     answer = await post(transport.hook_url, update(830001))
     assert (answer.status_code, answer.text) == (503, "not ready: the bot is starting or stopping\n")
     fake_telegram.webhook_retries = 100
@@ -450,7 +450,7 @@ async def test_an_update_arriving_while_the_bot_cannot_take_it_gets_503_and_come
             break
         await asyncio.sleep(0.02)
     assert fake_telegram.deliveries[0].status == 503
-    transport.webhook.receive = transport.intake.receive  # e.g. another process, or this one started again
+    transport.webhook.open()  # e.g. another process, or this one started again
     assert (await fake_telegram.bot_replied()).text == "hi again"
     assert fake_telegram.deliveries[-1].status == 200
     assert len(journal(tmp_path)) == 1  # the update that got 503s, once; not the one posted directly

@@ -26,13 +26,11 @@ import shlex
 import stat
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-from core.contract.chat import Button, Chat, Photo, Reply, User
+from core.contract.chat import Button, Chat, Incoming, Photo, Reply, User
 from core.contract.errors import BadImage
 from core.infra.images import DOCUMENT_MIME_TYPES, DOCUMENT_SUFFIXES, IMAGE_SUFFIXES
-from core.pipeline.router import Incoming
-from core.runtime.app import App
 
 log = logging.getLogger(__name__)
 
@@ -299,18 +297,14 @@ def _tolerant(stream: TextIO, errors: str) -> None:
             log.debug("cannot set errors=%s on %s: %s", errors, stream, err)
 
 
-async def run_console(
-    app: App,
-    *,
-    stdin: TextIO = sys.stdin,
-    out: TextIO = sys.stdout,
-    language: str | None = None,
-) -> None:
-    """Chat on the terminal until EOF (Ctrl-D) or Ctrl-C."""
+async def run_console(app: Any, *, stdin: TextIO = sys.stdin, language: str | None = None) -> None:
+    """Chat on the terminal until EOF (Ctrl-D) or Ctrl-C. ``app``: the assembled bot (``core.runtime.app.App``)
+    whose transport is a :class:`ConsoleTransport`; its output stream is the chat's."""
+    transport: ConsoleTransport = app.transport
+    out = transport.out
     _tolerant(stdin, "surrogateescape")  # invalid UTF-8 must not raise; a file name in any encoding opens
     _tolerant(out, "backslashreplace")  # a terminal that is not UTF-8 gets \uXXXX escapes, not a crash
-    transport = ConsoleTransport(out)
-    app.start(transport)
+    app.start()
     lang = language or app.config["language"]["default"]
     user = User(id=0, name=os.environ.get("USER", "console"), language=lang, is_admin=True)
     chat = Chat(id=0, type="private")

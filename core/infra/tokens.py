@@ -100,10 +100,9 @@ class TokenService:
     """Thread-safe cache of tokens with per-item expiry, refresh-ahead and single-flight fetching.
 
     ``clock`` is a monotonic clock in seconds (injectable for tests); ``maxsize`` bounds the number
-    of cached values; ``shared``: the cluster's Redis (see the module docstring), None for this process only.
+    of cached values; ``shared``: the cluster's Redis (see the module docstring), None for this process only;
+    ``metrics``: the bot's metrics, where fetches are counted (the provider clients count their calls there too).
     """
-
-    metrics: Metrics = STANDALONE  # the bot sets its own (core.runtime.app.BotServices): fetches are counted there
 
     def __init__(
         self,
@@ -111,9 +110,11 @@ class TokenService:
         clock: Callable[[], float] = time.monotonic,
         maxsize: int = 1024,
         shared: SharedRedis | None = None,
+        metrics: Metrics = STANDALONE,
     ) -> None:
         self._clock = clock
         self.shared = shared
+        self.metrics = metrics
         self._lock = threading.Lock()
         self._specs: dict[str, _Spec] = {}
         self._cache: TLRUCache[str, _Entry] = TLRUCache(

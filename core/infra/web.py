@@ -224,7 +224,7 @@ class _Server(uvicorn.Server):
 class WebServer:
     """The route registry and the server (``services.web``); see the module docstring."""
 
-    def __init__(self, section: dict[str, Any] | None, services: Any, metrics: Metrics) -> None:
+    def __init__(self, section: dict[str, Any] | None, metrics: Metrics) -> None:
         section = section or {"enabled": False}
         self.enabled: bool = bool(section.get("enabled", True))
         self.listen: str = section.get("listen", "127.0.0.1")
@@ -233,12 +233,8 @@ class WebServer:
         self.metrics_token: str = section.get("metrics_token") or ""
         self.max_body: int = int(section.get("max_body_kb", 1024)) * 1024
         self.ready_cache: float = float(section.get("ready_cache", 5.0))
-        self.services = services
         self.metrics = metrics
         self.readiness = Readiness()
-        self.readiness.add("config", self._config_loaded)
-        self.readiness.add("store", self._store_answers)
-        self.readiness.add("state", self._state_answers)
         self._owners: dict[str, str] = dict.fromkeys(CORE_PATHS, "core")
         self.asgi = Starlette(
             routes=[
@@ -306,14 +302,11 @@ class WebServer:
         self._socket = sock
         self.port = sock.getsockname()[1]  # the port chosen when server.port is 0
 
-    def start(self, transport: Any = None) -> None:
+    def start(self) -> None:
         """Start serving in the running event loop (from ``App.start``); binds first if :meth:`bind` was not called."""
         if not self.enabled or self._task is not None:
             return
         self.bind()
-        check = _transport_check(transport)
-        if check is not None:
-            self.readiness.add("telegram", check, cache=self.ready_cache)
         config = uvicorn.Config(
             _Guard(self.asgi), interface="asgi3", http="h11", ws="none", lifespan="off", log_config=None,
             access_log=False, proxy_headers=False, server_header=False, timeout_graceful_shutdown=STOP_TIMEOUT,
@@ -389,30 +382,3 @@ class WebServer:
 
     async def _internal_error(self, request: Request, exc: Exception) -> Response:
         return _text(500)  # the exception goes on to _Guard, which logs it once
-
-    # -- readiness checks -----------------------------------------------------------------------------------
-    async def _config_loaded(self) -> None:
-        if not self.services.config:
-            raise RuntimeError("no configuration")
-
-    async def _store_answers(self) -> None:
-        await self.services.run_db(self.services.store.execute, "SELECT 1")
-
-    async def _state_answers(self) -> None:
-        await self.services.state.get("ready:probe")
-
-
-def _transport_check(transport: Any) -> Check | None:
-    """How to ask the transport whether its far end answers: its ``ping()`` when it has one, else ``getMe``
-    through a python-telegram-bot ``Application`` (``transport.application.bot``); None for the console."""
-    ping = getattr(transport, "ping", None)
-    if callable(ping):
-        return ping  # type: ignore[no-any-return]
-    bot = getattr(getattr(transport, "application", None), "bot", None)
-    if bot is None or not hasattr(bot, "get_me"):
-        return None
-
-    async def get_me() -> None:
-        await bot.get_me(read_timeout=CHECK_TIMEOUT, connect_timeout=CHECK_TIMEOUT)
-
-    return get_me

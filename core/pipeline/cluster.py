@@ -29,9 +29,9 @@ chat id and nothing personal, and a plugin's handler runs unchanged, in one proc
 its last. The heavy step still runs in the worker's own pools (``workers.cpu`` threads per worker process).
 
 A text that answers a plugin's question (``ctx.expect_text``: WeBank's name and ID number) is never journaled
-(see the transport's ``_scrub``); the front end hands it to the worker through the Redis state under
-``withheld:<update_id>``, encrypted (:class:`Sealer`), for at most :data:`WITHHELD_SECONDS`, and the worker
-deletes it as it reads it.
+(see :meth:`core.telegram.decode.TelegramCodec.journal_form`); the front end hands it to the worker through the
+Redis state under ``withheld:<update_id>``, encrypted (:class:`Sealer`), for at most :data:`WITHHELD_SECONDS`, and
+the worker deletes it as it reads it.
 """
 
 from __future__ import annotations
@@ -43,13 +43,17 @@ import hmac
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, func, select, update
 
-from core.pipeline.intake import MAX_ATTEMPTS, TABLES, Entry, Intake, Journal, intake
+from core.infra import keys
+from core.pipeline.dispatch import Process, album_left
+from core.pipeline.handler import WITHHELD, WITHHELD_FIELDS, UpdateCodec
+from core.pipeline.intake import MAX_ATTEMPTS, Entry, Journal, intake
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +61,6 @@ log = logging.getLogger(__name__)
 CHAT_TASK = "aipbot.chat"
 #: Seconds a withheld text waits in Redis for its worker.
 WITHHELD_SECONDS = 300.0
-#: What the journal keeps out of an update whose text was withheld (restored from Redis by the worker).
-WITHHELD_FIELDS = ("text", "caption", "entities", "caption_entities")
 
 
 def celery_app(config: dict[str, Any]) -> Any:
@@ -145,43 +147,54 @@ class _Open:
     attempts: int
 
 
-@dataclass(eq=False)
-class ClusterIntake(Intake):
-    """The intake of a cluster process: a front end (``front``) journals and sends tasks; a worker drains chats.
+class CeleryDispatcher:
+    """The dispatcher of a cluster process (:class:`core.pipeline.dispatch.Dispatcher`): a front end (``front``)
+    sends a task per journaled update; a worker drains the chats its tasks name (:meth:`drain`) and sweeps.
 
-    ``send_task(chat)``: sends :data:`CHAT_TASK` (blocking; run in the I/O pool); ``withheld``: the transport's
-    marker of a journaled update whose text was kept out; ``lock_seconds``, ``sweep_seconds``: the ``cluster:``
-    settings ``chat_lock_seconds`` and ``sweep_seconds``. Every update gets a chat key: one of no chat is a
-    "chat" of its own (``update:<id>``).
+    ``send_task(chat)``: sends :data:`CHAT_TASK` (blocking; run in the I/O pool); ``codec``: the edge's
+    translation (an entry's album); ``token``: the bot token the withheld texts' key is derived from;
+    ``lock_seconds``, ``sweep_seconds``: the ``cluster:`` settings ``chat_lock_seconds`` and ``sweep_seconds``.
     """
 
-    send_task: Callable[[str], None] | None = None
-    front: bool = False
-    withheld: str = "aipbot_withheld"
-    lock_seconds: float = 30.0
-    sweep_seconds: float = 60.0
+    replays = False  # a worker sweeps what was left, every sweep_seconds
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        classify = self.classify
-
-        def classified(update: dict[str, Any]) -> tuple[str | None, str | None]:
-            chat, group = classify(update)
-            return chat or f"update:{update.get('update_id')}", group
-
-        self.classify = classified
-        self._sealer = Sealer.for_token(self.services.config["telegram"]["token"])
+    def __init__(
+        self,
+        services: Any,
+        codec: UpdateCodec,
+        *,
+        send_task: Callable[[str], None],
+        front: bool,
+        token: str,
+        album_wait: float,
+        album_max_wait: float,
+        lock_seconds: float = 30.0,
+        sweep_seconds: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.services = services
+        self.codec = codec
+        self.send_task = send_task
+        self.front = front
+        self.album_wait = album_wait
+        self.album_max_wait = max(album_wait, album_max_wait)
+        self.lock_seconds = lock_seconds
+        self.sweep_seconds = sweep_seconds
+        self.clock = clock
+        self._sealer = Sealer.for_token(token)
+        self._process: Process | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._sending: set[asyncio.Task[None]] = set()
+        self._stopping = False
 
-    async def start(self) -> int:
-        """Create the journal's tables; nothing is replayed at start: a worker sweeps what was left, every
-        ``sweep_seconds``, and prunes the journal."""
-        await self.services.run_db(self.services.store.create, *TABLES)
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        store, now = self.services.store, self.clock()
+        return await self.services.run_db(store.transaction, lambda db: fn(db, now, *args))
+
+    async def start(self, process: Process) -> None:
+        self._process = process
         if not self.front:  # a worker
-            loop = asyncio.get_running_loop()
-            self._pruner = loop.create_task(self._prune_every(), name="aipbot-intake-prune")
-            self._sweeper = loop.create_task(self._sweep_every(), name="aipbot-cluster-sweep")
-        return 0
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_every(), name="aipbot-cluster-sweep")
 
     async def _sweep_every(self) -> None:
         while True:
@@ -191,22 +204,25 @@ class ClusterIntake(Intake):
             except Exception:
                 log.exception("cluster: the sweep failed")
 
-    async def stop(self, timeout: float = 30.0) -> None:
+    async def stop(self, timeout: float) -> None:
+        self._stopping = True
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
-        await super().stop(timeout)
+        if self._sending:
+            await asyncio.wait(list(self._sending), timeout=timeout)
 
     # ------------------------------------------------------------------ front end
-    def _enqueue(self, entry: Entry) -> None:
-        """A new journaled update: one task for its chat (a failure is logged: the sweep finds the entry)."""
-        assert entry.chat is not None
+    async def dispatch(self, entry: Entry) -> None:
+        """A new journaled update: its withheld text handed over sealed, then one task for its chat (a failure is
+        logged: the sweep finds the entry)."""
+        if entry.withheld:
+            await self._hand_over(entry)
         task = asyncio.get_running_loop().create_task(self._send(entry.chat, entry.update_id))
-        self._loose.add(task)
-        task.add_done_callback(self._loose.discard)
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
 
     async def _send(self, chat: str, update_id: int) -> None:
-        assert self.send_task is not None
         try:
             await self.services.run_blocking(self.send_task, chat)
         except Exception as err:
@@ -217,35 +233,32 @@ class ClusterIntake(Intake):
                 err,
             )
 
-    async def _kept(self, update: dict[str, Any]) -> dict[str, Any]:
-        """The journal's form; a text it leaves out goes to the worker through Redis: encrypted (AES-GCM, a key
-        derived from the bot token, the update id as associated data), deleted when read, gone after
-        :data:`WITHHELD_SECONDS`."""
-        form = await super()._kept(update)
-        if form.get(self.withheld):
-            message = update.get("message") or {}
-            kept = {name: message[name] for name in WITHHELD_FIELDS if name in message}
-            sealed = self._sealer.seal(json.dumps(kept, ensure_ascii=False), str(update["update_id"]))
-            await self.services.state.set(f"withheld:{update['update_id']}", sealed, WITHHELD_SECONDS)
-        return form
+    async def _hand_over(self, entry: Entry) -> None:
+        """The text the journal leaves out goes to the worker through Redis: encrypted (AES-GCM, a key derived from
+        the bot token, the update id as associated data), deleted when read, gone after :data:`WITHHELD_SECONDS`."""
+        message = entry.body.get("message") or {}
+        kept = {name: message[name] for name in WITHHELD_FIELDS if name in message}
+        sealed = self._sealer.seal(json.dumps(kept, ensure_ascii=False), str(entry.update_id))
+        await self.services.state.set(keys.withheld(entry.update_id), sealed, WITHHELD_SECONDS)
 
     async def _taken(self, chat: str) -> bool:
         """Whether a worker holds ``chat`` (its lock, see :meth:`drain`)."""
-        return await self.services.state.get(f"lock:chat:{chat}") is not None
+        return await self.services.state.get(keys.lock(keys.chat_lock(chat))) is not None
 
     # ------------------------------------------------------------------ worker
     async def drain(self, chat: str) -> int:
         """Handle the open entries of ``chat`` in order, unless another worker holds the chat; how many."""
+        assert self._process is not None, "drain before start"
         handled = 0
         while True:
             try:
-                lock = await self.services.state.lock(f"chat:{chat}", self.lock_seconds, timeout=0).__aenter__()
+                lock = await self.services.state.lock(keys.chat_lock(chat), self.lock_seconds, timeout=0).__aenter__()
             except TimeoutError:
                 return handled  # the holder looks again after releasing the lock (see held())
             renew = asyncio.get_running_loop().create_task(self._renew(lock))
             try:
                 while batch := await self._next(chat):
-                    await self._handle_batch(batch)
+                    await self._process(await self._taken_back(batch))
                     handled += len(batch)
             finally:
                 renew.cancel()
@@ -267,8 +280,8 @@ class ClusterIntake(Intake):
                 log.warning("cluster: the lock of %s lapsed while it was being handled", lock.key)
 
     async def _next(self, chat: str) -> list[Entry]:
-        """The next batch of ``chat``: its oldest open update, or every part of the album it starts once no new
-        part came for ``album_wait`` seconds (at most ``album_max_wait``); [] when none is open."""
+        """The next batch of ``chat``: its oldest open update, or every part of the album it starts once
+        :func:`album_left` says it is complete (or another message of the chat follows); [] when none is open."""
         while True:
             rows = await self._run(_open_entries, chat)
             if not rows:
@@ -278,39 +291,36 @@ class ClusterIntake(Intake):
                 log.warning("intake: updates %s given up after %d attempts", spent, MAX_ATTEMPTS)
                 await self._run(Journal.finish, spent)
                 continue
-            entries = [self._entry(r.update_id, json.loads(r.body), r.attempts) for r in rows if r.body is not None]
+            entries = [self._entry(r) for r in rows if r.body is not None]
             head = entries[0]
-            if head.group is None:
-                batch = [head]
-            else:
-                batch = [e for e in entries if e.group == head.group]
-                received = [r.received for r in rows if r.update_id in {e.update_id for e in batch}]
-                if not self._album_complete(received, more=len(batch) < len(entries)):
-                    await asyncio.sleep(min(0.2, self.album_wait))
+            batch = [head] if head.group is None else [e for e in entries if e.group == head.group]
+            if head.group is not None and len(batch) == len(entries) and not self._stopping:
+                left = album_left([e.received for e in batch], self.clock(), self.album_wait, self.album_max_wait)
+                if left > 0:
+                    await asyncio.sleep(min(0.2, left))
                     continue
             await self._run(_attempt, [e.update_id for e in batch])
             return batch
 
-    def _album_complete(self, received: list[float], *, more: bool) -> bool:
-        """Whether an album whose parts arrived at ``received`` may be handled: another message of the chat
-        follows them, or ``album_wait`` passed since the newest part arrived, or ``album_max_wait`` since the
-        first."""
-        if more or self._stopping:
-            return True
-        now = self.clock()
-        return now >= max(received) + self.album_wait or now >= min(received) + self.album_max_wait
+    def _entry(self, row: _Open) -> Entry:
+        assert row.body is not None
+        body = json.loads(row.body)
+        chat, group = self.codec.key(body)
+        return Entry(row.update_id, body, chat or f"update:{row.update_id}", group, row.attempts, row.received)
 
-    async def _handle_batch(self, batch: list[Entry]) -> None:
+    async def _taken_back(self, batch: list[Entry]) -> list[Entry]:
+        """The batch with each withheld text back from Redis (deleted as it is read); one that is gone (expired)
+        stays withheld: the user is asked to send it again."""
         for entry in batch:
-            if entry.body.pop(self.withheld, None):
-                sealed = await self.services.state.delete(f"withheld:{entry.update_id}")
+            if entry.body.pop(WITHHELD, None):
+                sealed = await self.services.state.delete(keys.withheld(entry.update_id))
                 kept = self._sealer.open(sealed, str(entry.update_id)) if isinstance(sealed, str) else None
                 if kept is not None and isinstance(entry.body.get("message"), dict):
                     entry.body["message"].update(json.loads(kept))
                     log.info("cluster: update %s: its withheld text came from the front end", entry.update_id)
                 else:
-                    entry.body[self.withheld] = True  # gone (expired): the user is asked to send it again
-        await self._process(batch)
+                    entry.body[WITHHELD] = True
+        return batch
 
     async def sweep(self) -> int:
         """Send a task again for each chat whose entries waited longer than ``sweep_seconds`` while no worker
@@ -351,11 +361,10 @@ def _stale_chats(db: Connection, now: float, age: float) -> list[str]:
     return [r[0] for r in rows if r[0] is not None]
 
 
-def task_sender(config: dict[str, Any]) -> Callable[[str], None]:
-    """What a front end sends tasks with (blocking: call it in the I/O pool)."""
-    app = celery_app(config)
+def task_sender(app: Any, queue: str) -> Callable[[str], None]:
+    """What a cluster process sends tasks with through the Celery ``app`` (blocking: call it in the I/O pool)."""
 
     def send(chat: str) -> None:
-        app.send_task(CHAT_TASK, args=[chat], queue=config["cluster"]["queue"])
+        app.send_task(CHAT_TASK, args=[chat], queue=queue)
 
     return send

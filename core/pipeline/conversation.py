@@ -24,7 +24,8 @@ from typing import Any, Protocol
 from cachetools import TTLCache
 
 from core.contract.chat import Photo
-from core.infra.state import State, key
+from core.infra import keys
+from core.infra.state import State
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class Conversations:
 
     @staticmethod
     def _key(chat_id: int, user_id: int) -> str:
-        return key("conv", chat_id, user_id)
+        return keys.conversation(chat_id, user_id)
 
     async def get(self, chat_id: int, user_id: int) -> Conversation | None:
         value = await self.state.get(self._key(chat_id, user_id))
@@ -116,6 +117,11 @@ class Conversations:
         if conversation is not None:
             self._wipe(conversation.photos)
         return conversation
+
+    async def wants_text(self, chat_id: int, user_id: int) -> bool:
+        """Whether the user is answering a plugin's question (``ctx.expect_text``) in that chat."""
+        conversation = await self.get(chat_id, user_id)
+        return conversation is not None and conversation.wants == TEXT
 
     async def is_current(self, chat_id: int, user_id: int, conversation_id: str) -> bool:
         conversation = await self.get(chat_id, user_id)

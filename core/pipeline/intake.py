@@ -14,14 +14,14 @@ Telegram accepted it (:class:`Replies`), so a replayed update skips the replies 
 on from there. The window between Telegram's acceptance and that record (a few milliseconds) is the only
 place where a kill can still cause one duplicate message.
 
-Order: the updates of one chat are handled one after another, in arrival order; different chats run
-concurrently (grammY's ``sequentialize``). The parts of an album (one ``media_group_id``) are collected
-in the chat's queue until ``album_wait`` seconds passed without a new part, at most ``album_max_wait``
-seconds in all, so parts that arrive in separate batches still make one album.
+Order: the intake hands each journaled update to its dispatcher (:mod:`core.pipeline.dispatch`): the updates
+of one chat are handled one after another, in arrival order; different chats run concurrently; the parts of an
+album (one ``media_group_id``) are handled as one batch once ``album_wait`` seconds passed without a new part
+(at most ``album_max_wait`` in all), so parts that arrive in separate batches still make one album.
 
-Retention: what the journal keeps of an update is what the transport's ``scrub`` leaves (Telegram: no
-names, no text that answers a plugin's question, which may be personal; see
-:meth:`core.telegram.transport.TelegramTransport._scrub`) — the fresh update is handled from memory, a
+Retention: what the journal keeps of an update is the edge codec's ``journal_form`` (Telegram: no names, no
+text that answers a plugin's question, which may be personal; see
+:meth:`core.telegram.decode.TelegramCodec.journal_form`) — the fresh update is handled from memory, a
 replayed one from that form. That content (texts, captions, ``file_id``s: never photo bytes) is kept
 only until it has been handled — then it is erased (``secure_delete``), and only the ``update_id`` and the reply marks
 stay, for :data:`KEEP_SECONDS` (24 h, as long as Telegram keeps an update), to drop duplicates. An update
@@ -31,11 +31,9 @@ not handled after :data:`MAX_ATTEMPTS` starts, or older than :data:`KEEP_SECONDS
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
@@ -62,6 +60,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from core.contract.chat import Button, Reply, Transport
 from core.infra.store import insert_into
+from core.pipeline.dispatch import Dispatcher
+from core.pipeline.handler import WITHHELD, UpdateCodec
 
 log = logging.getLogger(__name__)
 
@@ -102,26 +102,26 @@ TABLES = (intake, intake_reply)
 
 @dataclass
 class Entry:
-    """One journaled update: its JSON ``body`` as Telegram sent it, and how it is ordered.
+    """One journaled update: its JSON ``body`` as Telegram sent it (or the journal's form, on a replay), and how it
+    is ordered.
 
-    ``chat``: the key of the queue it is handled in (None: at once, in no order); ``group``: the album it
-    belongs to (None: not an album); ``attempts``: how many earlier starts began handling it.
+    ``chat``: the key of the queue it is handled in; ``group``: the album it belongs to (None: not an album);
+    ``attempts``: how many earlier starts began handling it; ``received``: when it was journaled (wall clock, the
+    album rule's clock).
     """
 
     update_id: int
     body: dict[str, Any]
-    chat: str | None = None
+    chat: str
     group: str | None = None
     attempts: int = 0
-    at: float = field(default_factory=time.monotonic)
+    received: float = field(default_factory=time.time)
+    #: its text was left out of the journal's form (the body in memory still has it)
+    withheld: bool = False
 
 
-#: What a transport says about an update: ``(chat key, album key)``.
-Classify = Callable[[dict[str, Any]], tuple[str | None, str | None]]
-#: The transport's handler: the update (several for an album) and the transport to answer through.
+#: The handler of a batch: the update (several for an album) and the transport to answer through.
 Handle = Callable[[list[Entry], Transport], Awaitable[None]]
-#: What the journal keeps of an update (the transport drops names and personal answers).
-Scrub = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 # ---------------------------------------------------------------------------------------------- the journal
@@ -227,36 +227,24 @@ class Replies:
 
 
 # ---------------------------------------------------------------------------------------------- intake
-class _Queue:
-    def __init__(self) -> None:
-        self.entries: deque[Entry] = deque()
-        self.wake = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
-
-
 @dataclass(eq=False)
 class Intake:
-    """Journals updates, replays unfinished ones, and hands them to ``handle`` in per-chat order.
+    """Journals updates, replays unfinished ones, and hands them to its dispatcher, which calls :meth:`process`.
 
-    ``services``: the bot's services (``store``, ``run_db``); ``transport``: what replies go through;
-    ``classify``: the chat and album an update belongs to; ``handle``: the transport's handler.
+    ``services``: the bot's services (``store``, ``run_db``); ``transport``: what replies go through; ``codec``: the
+    edge's translation (chat and album of an update, the journal's form); ``handle``: what a batch is handled with
+    (:class:`core.pipeline.handler.UpdateHandler`); ``dispatcher``: local queues, or Celery's.
     """
 
     services: Any
     transport: Transport
-    classify: Classify
+    codec: UpdateCodec
     handle: Handle
+    dispatcher: Dispatcher
     _: KW_ONLY
-    album_wait: float
-    album_max_wait: float
-    scrub: Scrub | None = None
     clock: Callable[[], float] = time.time
 
     def __post_init__(self) -> None:
-        self.album_max_wait = max(self.album_wait, self.album_max_wait)
-        self._queues: dict[str, _Queue] = {}
-        self._loose: set[asyncio.Task[None]] = set()
-        self._stopping = False
         self._pruner: asyncio.Task[None] | None = None
         self._open: set[int] = set()  # queued or being handled
         self._offset: int | None = None  # the next getUpdates offset (confirms everything below it)
@@ -267,44 +255,65 @@ class Intake:
         return await self.services.run_db(store.transaction, lambda db: fn(db, now, *args))
 
     # ------------------------------------------------------------------ in
-    async def start(self) -> int:
-        """Replay what a previous run left unfinished (before any new update is fetched); how many."""
+    async def start(self, *, prune: bool = True) -> int:
+        """Create the journal; replay what a previous run left unfinished (before any new update is fetched) when
+        the dispatcher replays; how many. ``prune``: forget handled entries past :data:`KEEP_SECONDS` now and then."""
         await self.services.run_db(self.services.store.create, *TABLES)
-        await self._run(Journal.prune)
-        rows = await self._run(Journal.reopen)
-        for update_id, body, attempts in rows:
-            self._enqueue(self._entry(update_id, json.loads(body), attempts))
-        if rows:
-            log.info("intake: replaying %d updates a previous run did not finish", len(rows))
-        self._pruner = asyncio.get_running_loop().create_task(self._prune_every(), name="aipbot-intake-prune")
+        await self.dispatcher.start(self.process)
+        rows = []
+        if self.dispatcher.replays:
+            await self._run(Journal.prune)
+            rows = await self._run(Journal.reopen)
+            now = self.clock()  # a replayed album waits `album_wait` from now for parts still to come
+            for update_id, body, attempts in rows:
+                await self._dispatch(self.entry(update_id, json.loads(body), attempts, now))
+            if rows:
+                log.info("intake: replaying %d updates a previous run did not finish", len(rows))
+        if prune:
+            self._pruner = asyncio.get_running_loop().create_task(self._prune_every(), name="aipbot-intake-prune")
         return len(rows)
 
     async def receive(self, updates: list[dict[str, Any]]) -> int:
-        """Journal a batch of updates (one transaction), then queue the new ones; how many were new.
+        """Journal a batch of updates (one transaction), then dispatch the new ones; how many were new.
 
         Returns only once the batch is committed: the caller may then confirm it to Telegram.
         """
         if not updates:
             return 0
-        rows = []
+        rows, withheld = [], set()
         for update in updates:
-            chat, _ = self.classify(update)
-            rows.append((int(update["update_id"]), chat, json.dumps(await self._kept(update), ensure_ascii=False)))
-        new = set(await self._run(Journal.record, rows))
+            update_id = int(update["update_id"])
+            form = await self.codec.journal_form(update)
+            if form.get(WITHHELD):
+                withheld.add(update_id)
+            rows.append((update_id, self.chat_key(update), json.dumps(form, ensure_ascii=False)))
+        now = self.clock()
+        new = set(await self.services.run_db(self.services.store.transaction, lambda db: Journal.record(db, now, rows)))
         count = 0
         for update in updates:
             update_id = int(update["update_id"])
             if update_id in new:
                 new.discard(update_id)  # a batch holding one id twice is handled once
-                self._enqueue(self._entry(update_id, update, 0))
+                entry = self.entry(update_id, update, 0, now)
+                entry.withheld = update_id in withheld
+                await self._dispatch(entry)
                 count += 1
             else:
                 log.info("intake: update %s arrived again; it is not handled twice", update_id)
         return count
 
-    async def _kept(self, update: dict[str, Any]) -> dict[str, Any]:
-        """What the journal keeps of ``update`` (the transport's ``scrub``)."""
-        return await self.scrub(update) if self.scrub is not None else update
+    def chat_key(self, update: dict[str, Any]) -> str:
+        """The queue an update is handled in: its chat, or one of its own (``update:<id>``) when it has none."""
+        return self.codec.key(update)[0] or f"update:{update.get('update_id')}"
+
+    def entry(self, update_id: int, body: dict[str, Any], attempts: int, received: float) -> Entry:
+        _, group = self.codec.key(body)
+        return Entry(update_id, body, self.chat_key(body), group, attempts, received)
+
+    async def _dispatch(self, entry: Entry) -> None:
+        if self.dispatcher.replays:  # handled here: known until it is done (a front end only passes it on)
+            self._open.add(entry.update_id)
+        await self.dispatcher.dispatch(entry)
 
     async def poll(self, fetch: Callable[[int | None], Awaitable[list[dict[str, Any]]]]) -> None:
         """Long-poll until cancelled: ``fetch(offset)`` is one ``getUpdates``; each batch is journaled before
@@ -343,57 +352,8 @@ class Intake:
             return min(self._open)
         return self._offset
 
-    def _entry(self, update_id: int, body: dict[str, Any], attempts: int) -> Entry:
-        chat, group = self.classify(body)
-        return Entry(update_id, body, chat, group, attempts)
-
-    def _enqueue(self, entry: Entry) -> None:
-        self._open.add(entry.update_id)
-        if entry.chat is None:
-            task = asyncio.get_running_loop().create_task(self._process([entry]))
-            self._loose.add(task)
-            task.add_done_callback(self._loose.discard)
-            return
-        queue = self._queues.get(entry.chat)
-        if queue is None:
-            queue = self._queues[entry.chat] = _Queue()
-            queue.task = asyncio.get_running_loop().create_task(self._work(entry.chat, queue))
-        queue.entries.append(entry)
-        queue.wake.set()
-
-    # ------------------------------------------------------------------ per chat, in order
-    async def _work(self, chat: str, queue: _Queue) -> None:
-        """Handle the chat's updates one after another until its queue is empty."""
-        try:
-            while queue.entries:
-                entry = queue.entries.popleft()
-                batch = [entry]
-                if entry.group is not None:
-                    await self._collect_album(queue, batch)
-                await self._process(batch)
-        finally:
-            if self._queues.get(chat) is queue:
-                del self._queues[chat]
-
-    async def _collect_album(self, queue: _Queue, batch: list[Entry]) -> None:
-        """Add the album's further parts as they arrive: until ``album_wait`` passed since the last one
-        (at most ``album_max_wait`` in all), or another message of the chat comes first."""
-        group = batch[0].group
-        started = time.monotonic()
-        while True:
-            while queue.entries and queue.entries[0].group == group:
-                batch.append(queue.entries.popleft())
-            if queue.entries or self._stopping:
-                return
-            now = time.monotonic()
-            deadline = min(max(e.at for e in batch) + self.album_wait, started + self.album_max_wait)
-            if now >= deadline:
-                return
-            queue.wake.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(queue.wake.wait(), deadline - now)
-
-    async def _process(self, batch: list[Entry]) -> None:
+    # ------------------------------------------------------------------ handling
+    async def process(self, batch: list[Entry]) -> None:
         """Handle one update (or album), then mark it done; a kill before that means a replay."""
         first = batch[0].update_id
         sent = await self._run(Journal.replies, first) if any(e.attempts for e in batch) else {}
@@ -423,19 +383,7 @@ class Intake:
     async def stop(self, timeout: float = 30.0) -> None:
         """Finish what is being handled (albums being collected are delivered now) for at most ``timeout``
         seconds; what is left stays in the journal and is replayed at the next start."""
-        self._stopping = True
         if self._pruner is not None:
             self._pruner.cancel()
-        for queue in list(self._queues.values()):
-            queue.wake.set()
-        tasks = [q.task for q in self._queues.values() if q.task is not None] + list(self._loose)
-        if self._pruner is not None:
-            tasks.append(self._pruner)
-        if not tasks:
-            return
-        _, pending = await asyncio.wait(tasks, timeout=timeout)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if pending:
-            log.warning("intake: %d chats still busy at shutdown; replayed at the next start", len(pending))
+            await asyncio.gather(self._pruner, return_exceptions=True)
+        await self.dispatcher.stop(timeout)

@@ -10,7 +10,7 @@ from typing import Any
 
 from core.contract.chat import Command, Context, Reply, Services, User
 from core.contract.errors import ProviderMisconfigured, QuotaExhausted, UserFacingError
-from core.infra.state import key
+from core.infra import keys
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class Quotas:
         store, day = self.services.store, dt.date.today().isoformat()
         if not consume:
             return await self.services.run_db(store.quota_used, user.id, command.name, day) < limit
-        mark = f"quota:{key}:{command.name}"
+        mark = keys.quota(key, command.name)
         if key is not None:  # this update was judged before a restart: the same answer, nothing counted again
             earlier = await self.services.state.get(mark)
             if earlier is not None:
@@ -80,10 +80,10 @@ class AdminAlerts:
         code = getattr(err, "code", None)  # a provider's error code; its detail carries a per-request log id
         problem = f"code {code}" if code is not None else err.detail
         now = self.services.state.clock()
-        if not await self.services.state.add(key("alerted", type(err).__name__, problem), now, ALERT_EVERY):
+        if not await self.services.state.add(keys.alerted(type(err).__name__, problem), now, ALERT_EVERY):
             return
         lang = self.services.config["language"]["default"]
         text = self.services.catalogue.text(lang, "admin.alert", command=ctx.command.name, detail=err.detail)
         digest = hashlib.sha256(f"{type(err).__name__}:{problem}".encode()).hexdigest()[:16]
         for admin in self.admins:  # an admin who never opened a chat with the bot: given up, logged
-            await self.services.outbox.put(admin, Reply(text), key=key("alert", digest, int(now), admin))
+            await self.services.outbox.put(admin, Reply(text), key=keys.join("alert", digest, int(now), admin))

@@ -310,6 +310,7 @@ class BaiduClient:
         self.h5_base_url = h5_base_url
         self.http = http or HttpSettings()
         self.tokens = tokens or default_service()
+        self.metrics = self.tokens.metrics  # the bot's metrics come with its token service
         self.token_key = f"baidu:{_fingerprint(self.endpoint, api_key, secret_key)}"
         self.tokens.register(self.token_key, self._fetch_token, refresh_margin=token_refresh_margin)
         self.limiter = rate_limiter(api_key, qps, self.endpoint, getattr(self.tokens, "shared", None))

@@ -235,6 +235,7 @@ class WebankClient:
         self.http = http or HttpSettings()
         self.renew_every = float(renew_minutes) * 60
         self.tokens = tokens or default_service()
+        self.metrics = self.tokens.metrics  # the bot's metrics come with its token service
         base = f"webank:{_fingerprint(self.endpoint, app_id, secret)}"
         self.token_key = f"{base}:access_token"
         self.sign_key = f"{base}:sign_ticket"

@@ -1,7 +1,7 @@
-"""``bot.py worker``: a Celery worker whose pool processes each run the bot (see :mod:`core.pipeline.cluster` for what a
-task is and why). Each pool process builds, after the fork, an event loop in a thread of its own, the
-:class:`core.runtime.app.App` and the Telegram transport in its ``worker`` role; the task (``aipbot.chat``) runs that
-process's drain of one chat on that loop and waits for it.
+"""``bot.py worker``: a Celery worker whose pool processes each run the bot (see :mod:`core.pipeline.cluster` for
+what a task is and why). Each pool process builds, after the fork, an event loop in a thread of its own and the
+:class:`core.runtime.app.App` in its ``worker`` role, run by a :class:`core.runtime.roles.TelegramProcess`; the task
+(``aipbot.chat``) runs that process's drain of one chat on that loop and waits for it.
 """
 
 from __future__ import annotations
@@ -13,18 +13,19 @@ import socket
 import threading
 from typing import Any
 
-from core.pipeline.cluster import CHAT_TASK, celery_app
+from core.pipeline.cluster import CHAT_TASK, CeleryDispatcher, celery_app
 from core.runtime.app import App
-from core.telegram.transport import TelegramTransport
+from core.runtime.roles import TelegramProcess
 
 log = logging.getLogger(__name__)
 
 
 class WorkerRuntime:
-    """One Celery worker process's bot: an event loop in a thread of its own, the :class:`core.runtime.app.App`, the
-    Telegram transport in its worker role. Created in each worker process after the fork."""
+    """One Celery worker process's bot: an event loop in a thread of its own and the :class:`core.runtime.app.App` in
+    its worker role, sending tasks through the process's one Celery app. Created in each worker process after the
+    fork."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], celery: Any) -> None:
         server = config.get("server")
         if server and server.get("enabled", True):  # `--port N`: the pool's processes listen on N, N+1, …
             from billiard.process import current_process
@@ -34,12 +35,12 @@ class WorkerRuntime:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="aipbot-worker-loop", daemon=True)
         self.thread.start()
-        self.transport: Any = self.call(self._start(config))
+        self.process: TelegramProcess = self.call(self._start(config, celery))
 
-    async def _start(self, config: dict[str, Any]) -> Any:
-        transport = TelegramTransport(App(config), role="worker")
-        await transport.start()
-        return transport
+    async def _start(self, config: dict[str, Any], celery: Any) -> TelegramProcess:
+        process = TelegramProcess(App(config, role="worker", celery=celery))
+        await process.start()
+        return process
 
     def call(self, coro: Any, timeout: float | None = None) -> Any:
         """Run ``coro`` on the worker's loop and wait for its result."""
@@ -51,19 +52,20 @@ class WorkerRuntime:
             raise
 
     def drain(self, chat: str) -> tuple[int, bool]:
-        """Handle ``chat`` (see :meth:`ClusterIntake.drain`): how many updates, and whether it is held elsewhere
-        with updates still open (then the task comes back later: :meth:`ClusterIntake.held`)."""
-        intake = self.transport.intake
+        """Handle ``chat`` (see :meth:`CeleryDispatcher.drain`): how many updates, and whether it is held elsewhere
+        with updates still open (then the task comes back later: :meth:`CeleryDispatcher.held`)."""
+        dispatcher = self.process.app.dispatcher
+        assert isinstance(dispatcher, CeleryDispatcher)
 
         async def run() -> tuple[int, bool]:
-            handled = await intake.drain(chat)
-            return handled, handled == 0 and await intake.held(chat)
+            handled = await dispatcher.drain(chat)
+            return handled, handled == 0 and await dispatcher.held(chat)
 
         return self.call(run())
 
     def stop(self) -> None:
         try:
-            self.call(self.transport.stop(), timeout=60)
+            self.call(self.process.stop(), timeout=60)
         except Exception:
             log.exception("worker: stopping the bot failed")
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -99,7 +101,7 @@ def run_worker(config: dict[str, Any], *, loglevel: str = "INFO") -> int:
 
     def started(**_: Any) -> None:
         global _runtime
-        _runtime = WorkerRuntime(config)
+        _runtime = WorkerRuntime(config, app)
 
     def stopping(**_: Any) -> None:
         if _runtime is not None:

@@ -1,6 +1,6 @@
 """The Telegram webhook: the endpoint Telegram POSTs updates to, and its checks.
 
-In webhook mode (``telegram.mode: webhook``) the Telegram transport registers :meth:`WebhookEndpoint.handle` on
+In webhook mode (``telegram.mode: webhook``) the runtime registers :meth:`WebhookEndpoint.handle` on
 the bot's web server at ``telegram.webhook_path`` (``POST`` only) and calls ``setWebhook`` with
 ``<server.public_url><webhook_path>`` and the secret token :func:`webhook_secret` gives. A request goes through,
 in this order (each refusal a short plain-text answer; nothing of a refused request is parsed or recorded):
@@ -118,8 +118,8 @@ def _text(status: int, text: str) -> PlainTextResponse:
 class WebhookEndpoint:
     """The webhook's checks and its one endpoint, :meth:`handle` (see the module docstring).
 
-    ``receive``: the callable that records an update (the transport's intake), or None while it cannot (not yet
-    started, stopping): then ``503``.
+    ``receive``: the callable that records an update (the intake's ``receive``); it is called only while the
+    endpoint is open (:meth:`open`, :meth:`close`): before the bot started and once it is stopping, ``503``.
     """
 
     def __init__(
@@ -130,13 +130,36 @@ class WebhookEndpoint:
         trusted_proxies: Sequence[str],
         max_body: int,
         metrics: Metrics,
+        receive: Receive,
     ) -> None:
+        self.secret = secret  # for setWebhook; never logged (registered for redaction by webhook_secret)
         self._secret = secret.encode("ascii")
         self.source_networks = networks(source_networks)
         self.trusted_proxies = networks(trusted_proxies)
         self.max_body = max_body
         self.metrics = metrics
-        self.receive: Receive | None = None
+        self.receive = receive
+        self.accepting = False
+        self.registered = False  # whether Telegram took setWebhook (the runtime says so: mark_registered)
+
+    def open(self) -> None:
+        """From now on updates are recorded (before: ``503``)."""
+        self.accepting = True
+
+    def close(self) -> None:
+        """From now on ``503``: Telegram delivers the update again, here or to another process."""
+        self.accepting = False
+
+    def mark_registered(self, registered: bool) -> None:
+        """Whether Telegram took ``setWebhook`` for this endpoint (``/readyz`` reports it)."""
+        self.registered = registered
+
+    async def ready(self) -> None:
+        """For ``/readyz``: the endpoint records updates and Telegram took ``setWebhook``."""
+        if not self.accepting:
+            raise RuntimeError("the webhook does not take updates (starting or stopping)")
+        if not self.registered:
+            raise RuntimeError("setWebhook has not succeeded")
 
     def __repr__(self) -> str:  # never the secret
         return f"WebhookEndpoint(sources={[str(n) for n in self.source_networks]}, max_body={self.max_body})"
@@ -165,11 +188,10 @@ class WebhookEndpoint:
         update, problem = parse_update(body)
         if update is None:
             return self._refuse("bad_request", 400, f"bad request: {problem}")
-        receive = self.receive
-        if receive is None:
+        if not self.accepting:
             return self._refuse("not_ready", 503, "not ready: the bot is starting or stopping")
         try:
-            new = await receive([update])
+            new = await self.receive([update])
         except Exception as err:
             log.error("webhook: could not record update %s (%s: %s)", update["update_id"], type(err).__name__, err)
             return self._refuse("error", 500, "internal error: the update was not recorded")

@@ -14,7 +14,7 @@ from typing import Any
 
 from core.contract.chat import Button, Command, Context, Services
 from core.contract.errors import ProviderMisconfigured, UserFacingError
-from core.infra.state import key
+from core.infra import keys
 from plugins.realname import job, stats
 from plugins.realname.identity import IdentityProblem, parse_identity
 from plugins.realname.outcome import outcome, updated
@@ -203,7 +203,7 @@ class Verifier:
         pending sessions. A provider that needs the identity first gets it asked for (and this runs again
         with the answer).
         """
-        async with self.services.state.lock(key(NAME, "begin", ctx.user.id), ttl=LOCK_SECONDS):
+        async with self.services.state.lock(keys.plugin(NAME, "begin", ctx.user.id), ttl=LOCK_SECONDS):
             await self._begin_locked(ctx, fresh=fresh, identity=identity)
 
     async def _begin_locked(self, ctx: Context, *, fresh: bool, identity: Identity | None) -> None:

@@ -10,17 +10,17 @@ processes share one Redis). Values are serialisable and no live object is ever s
 **Photos are never stored here**: a conversation refers to a photo by the transport's reference (Telegram's
 ``file_id``) and holds bytes in process memory only (:mod:`core.pipeline.conversation`).
 
-Keys are built with :func:`key` (``key("conv", chat_id, user_id)`` → ``"conv:5:7"``).
+Every key family is built in :mod:`core.infra.keys`.
 """
 
 from __future__ import annotations
 
-from core.infra.state.base import State, StateLock, key
+from core.infra.state.base import State, StateLock
 from core.infra.state.memory import MemoryState
 from core.infra.state.redis import RedisState, RedisUnavailable
 from core.infra.state.sqlite import SQLiteState
 
-__all__ = ["MemoryState", "RedisState", "RedisUnavailable", "SQLiteState", "State", "StateLock", "key", "open_state"]
+__all__ = ["MemoryState", "RedisState", "RedisUnavailable", "SQLiteState", "State", "StateLock", "open_state"]
 
 
 def open_state(path: str, redis_url: str = "") -> State:

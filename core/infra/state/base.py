@@ -11,13 +11,10 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+from core.infra import keys
+
 #: A JSON value: what the state port stores.
 Value = Any
-
-
-def key(*parts: object) -> str:
-    """A state key from its parts: ``key("conv", 5, 7) == "conv:5:7"``."""
-    return ":".join(str(p) for p in parts)
 
 
 def dump(value: Value) -> str:
@@ -79,7 +76,7 @@ class StateLock:
     """A lock built on :meth:`State.add` and :meth:`State.replace` (owner token, expiry)."""
 
     def __init__(self, state: State, key: str, ttl: float, poll: float, timeout: float | None = None) -> None:
-        self.state, self.key, self.ttl, self.poll, self.timeout = state, f"lock:{key}", ttl, poll, timeout
+        self.state, self.key, self.ttl, self.poll, self.timeout = state, keys.lock(key), ttl, poll, timeout
         self.token = secrets.token_hex(8)
 
     async def __aenter__(self) -> StateLock:
