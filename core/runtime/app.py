@@ -71,6 +71,9 @@ class BotServices:
         self.metrics = metrics  # this bot's metrics (GET /metrics), not the process's
         self.web = web  # the route registry and the web server
         self.pools = pools
+        self.run_blocking = pools.run_blocking  # blocking I/O (provider calls) in the `workers.io` threads
+        self.run_cpu = pools.run_cpu  # CPU-heavy work (local engines) in the `workers.cpu` threads
+        self.run_db = pools.run_db  # database calls in the database's own thread
         self.transport = transport
         #: False in a cluster front end (``bot.py serve``): it runs no handler, so plugins skip engine warm-ups
         self.handles_updates = handles_updates
@@ -93,18 +96,6 @@ class BotServices:
     def plugin_status(self) -> dict[str, str]:
         """Plugin name → its one-line status for ``/plugins``."""
         return self._plugins.status(self)
-
-    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run blocking I/O in the I/O pool (``workers.io`` threads)."""
-        return await self.pools.run_blocking(fn, *args)
-
-    async def run_cpu(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run CPU-heavy work in the engine pool (``workers.cpu`` threads)."""
-        return await self.pools.run_cpu(fn, *args)
-
-    async def run_db(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a database call in the database's own thread."""
-        return await self.pools.run_db(fn, *args)
 
     async def send(self, chat_id: int, reply: Reply) -> int | None:
         """Send a message outside a command (background jobs); a message that must arrive goes through
@@ -167,12 +158,15 @@ class Pools:
         self.db = ThreadPoolExecutor(1, thread_name_prefix="aipbot-db")
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking I/O in the I/O pool (``workers.io`` threads)."""
         return await asyncio.get_running_loop().run_in_executor(self.io, functools.partial(fn, *args))
 
     async def run_cpu(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run CPU-heavy work in the engine pool (``workers.cpu`` threads)."""
         return await asyncio.get_running_loop().run_in_executor(self.cpu, functools.partial(fn, *args))
 
     async def run_db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a database call in the database's own thread."""
         return await asyncio.get_running_loop().run_in_executor(self.db, functools.partial(fn, *args))
 
     def close(self) -> None:
