@@ -8,7 +8,10 @@ import pytest
 from core.contract.i18n import load_dir, resolve_language
 
 ROOT = Path(__file__).resolve().parent.parent
-LOCALE_DIRS = [ROOT / "core" / "contract" / "locale", *sorted(p.parent for p in (ROOT / "plugins").glob("*/locale/en.yaml"))]
+LOCALE_DIRS = [
+    ROOT / "core" / "contract" / "locale",
+    *sorted(p.parent for p in (ROOT / "plugins").glob("*/locale/en.yaml")),
+]
 
 
 def placeholders(text: str) -> set[str]:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
-if TYPE_CHECKING:
-    from core.contract.i18n import Catalogue
+from core.contract.conversation import Conversation
+from core.contract.errors import BadImage
+from core.contract.i18n import Catalogue
 
 T = TypeVar("T")
 
@@ -67,8 +68,6 @@ class Photo:
         """The image bytes (downloaded once, kept in memory only, never written to disk)."""
         if self._data is None:
             if self.loader is None:
-                from core.contract.errors import BadImage
-
                 raise BadImage("the photo was wiped", key="router.photo_expired")
             self._data = await self.loader()
         return self._data
@@ -256,12 +255,10 @@ class Context:
     """Photos an earlier step of this conversation kept (``expect_photo(keep=...)``)."""
     interrupted: bool = False
     """Whether this command ended another conversation in progress (``/cancel`` says so)."""
-    conversation: Any = field(default=None, repr=False)
-    """The :class:`core.pipeline.conversation.Conversation` this invocation continues or starts (``step``, ``data``)."""
+    conversation: Conversation = field(default=None, repr=False)  # type: ignore[assignment]
+    """The :class:`core.contract.conversation.Conversation` this invocation continues or starts (``step``, ``data``)."""
 
     def __post_init__(self) -> None:
-        from core.pipeline.conversation import Conversation
-
         if self.conversation is None:
             self.conversation = Conversation(self.command.name, "")
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.contract.i18n import core_catalogue
+
 
 class UserFacingError(Exception):
     """An error with a safe, localised message for the chat user and a detail for the log."""
@@ -24,8 +26,6 @@ class UserFacingError(Exception):
 
     def user_message(self, lang: str) -> str:
         """The message for the user in ``lang`` (``en`` or ``zh``), from the core catalogue."""
-        from core.contract.i18n import core_catalogue
-
         return core_catalogue().text(lang, self.key, **self.params)
 
 

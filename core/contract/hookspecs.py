@@ -14,13 +14,12 @@ Every hook is optional.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pluggy
 
-if TYPE_CHECKING:
-    from core.contract.chat import Command, Services
-    from core.runtime.config import Field
+from core.contract.chat import Command, Services
+from core.contract.fields import Field
 
 PROJECT = "aipbot"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -29,7 +28,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 @hookspec
 def aipbot_config_schema() -> dict[str, Field]:
-    """The schema of this plugin's section of config.yaml: ``{key: core.runtime.config.Field(...)}``.
+    """The schema of this plugin's section of config.yaml: ``{key: core.contract.fields.Field(...)}``.
 
     ``enabled`` is implied. Unknown keys, wrong types and values outside ``choices`` stop start-up with
     a message naming the key path (``plugins.ocr.engine: …``). Defaults fill missing keys, and the

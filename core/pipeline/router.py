@@ -23,10 +23,10 @@ from collections.abc import Awaitable
 from typing import Any
 
 from core.contract.chat import Button, Chat, Command, Context, Incoming, Photo, Reply, Services, Transport, User
+from core.contract.conversation import CHOICE, PHOTO, TEXT, Conversation
 from core.contract.errors import UserFacingError
 from core.infra.images import is_document
 from core.infra.metrics import metrics_of
-from core.pipeline.conversation import CHOICE, PHOTO, TEXT, Conversation
 from core.pipeline.middleware import Access, AdminAlerts, Quotas
 
 log = logging.getLogger(__name__)

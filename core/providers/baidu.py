@@ -53,12 +53,12 @@ from core.contract.errors import (
     TemporarilyUnavailable,
     UserFacingError,
 )
+from core.contract.fields import Field
 from core.infra.http import HttpSettings, make_session
 from core.infra.metrics import metered, metrics_of
 from core.infra.redact import redact, register_secret
 from core.infra.shared import RedisRateLimiter, SharedRedis, wait_for_slot
 from core.infra.tokens import TokenService, default_service
-from core.runtime.config import Field
 
 log = logging.getLogger(__name__)
 

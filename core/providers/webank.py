@@ -46,11 +46,11 @@ from urllib.parse import quote, urlencode, urlsplit
 import requests
 
 from core.contract.errors import ProviderError, ProviderMisconfigured, TemporarilyUnavailable, UserFacingError
+from core.contract.fields import Field
 from core.infra.http import HttpSettings, make_session
 from core.infra.metrics import metered
 from core.infra.redact import redact, register_secret
 from core.infra.tokens import TokenService, default_service
-from core.runtime.config import Field
 
 log = logging.getLogger(__name__)
 

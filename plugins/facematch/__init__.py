@@ -24,10 +24,10 @@ from typing import Any
 
 from core.contract.chat import Command, Context, Photo, Services
 from core.contract.errors import NoFace, ProviderMisconfigured, UserFacingError
+from core.contract.fields import Field
 from core.contract.hookspecs import hookimpl
 from core.contract.i18n import load_dir
 from core.providers import choose_engine
-from core.runtime.config import Field
 from plugins.facematch.engines import (
     DEFAULT_THRESHOLD,
     BaiduFaceEngine,

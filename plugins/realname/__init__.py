@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from core.contract.chat import Command, Services
+from core.contract.fields import ConfigError, Field
 from core.contract.hookspecs import hookimpl
 from core.contract.i18n import load_dir
-from core.runtime.config import ConfigError, Field
 from plugins.realname.flow import Verifier
 from plugins.realname.outcome import mask_id_number, mask_name
 from plugins.realname.pages import ReturnPage

@@ -3,9 +3,9 @@ import io
 from PIL import Image
 
 from core.contract.chat import Command, Context
+from core.contract.fields import Field
 from core.contract.hookspecs import hookimpl
 from core.infra.images import open_image
-from core.runtime.config import Field
 
 
 def describe(data: bytes) -> tuple[dict, bytes]:
