@@ -124,6 +124,7 @@ API_NAMES = {
 #: and ``{retries}``). A code not here is a :class:`ProviderError` ("error.provider").
 ERRORS = Vendor(
     "baidu",
+    "Baidu",
     {
         **{
             code: Rule(ProviderError, "request refused", "error.provider_request")
@@ -464,14 +465,8 @@ class BaiduClient:
         params = {"grant_type": "client_credentials", "client_id": self._api_key, "client_secret": self._secret_key}
         try:
             response = self._session.post(self.endpoint + TOKEN_PATH, params=params)
-        except requests.exceptions.SSLError as exc:
-            raise self._tls_error(exc) from None
         except requests.RequestException as exc:
-            raise ERRORS.error(
-                TemporarilyUnavailable,
-                f"Baidu token request failed after {self.http.retries} retries: {exc}",
-                code=type(exc).__name__,
-            ) from None
+            raise ERRORS.unanswered(exc, "token request", endpoint=self.endpoint, retries=self.http.retries) from None
         try:
             body = response.json()
         except ValueError:
@@ -513,14 +508,6 @@ class BaiduClient:
             code=error or response.status_code,
         )
 
-    def _tls_error(self, exc: Exception) -> ProviderMisconfigured:
-        host = urlsplit(self.endpoint).netloc
-        return ERRORS.error(
-            ProviderMisconfigured,
-            f"TLS verification failed for {host}: check providers.baidu.endpoint and the system CA bundle ({exc})",
-            code="tls",
-        )
-
     def _call(self, path: str, product: str, what: str, **payload: Any) -> dict[str, Any]:
         """POST ``payload`` (``data=`` form or ``json=``) to ``path``; the parsed success answer, or a typed error."""
         retries = self.http.retries
@@ -560,20 +547,8 @@ class BaiduClient:
         """One POST (with the transport retries of core.infra.http). ``None`` for a non-JSON 2xx/4xx answer."""
         try:
             response = self._session.post(self.endpoint + path, params={"access_token": token}, **payload)
-        except requests.exceptions.SSLError as exc:
-            raise self._tls_error(exc) from None
-        except requests.Timeout as exc:
-            raise ERRORS.error(
-                TemporarilyUnavailable,
-                f"Baidu {what}: timed out after {self.http.retries} retries ({type(exc).__name__})",
-                code="timeout",
-            ) from None
         except requests.RequestException as exc:
-            raise ERRORS.error(
-                TemporarilyUnavailable,
-                f"Baidu {what}: request failed after {self.http.retries} retries: {exc}",
-                code=type(exc).__name__,
-            ) from None
+            raise ERRORS.unanswered(exc, what, endpoint=self.endpoint, retries=self.http.retries) from None
         if response.status_code >= 500:
             raise ERRORS.error(
                 TemporarilyUnavailable,

@@ -3,7 +3,7 @@ error kinds of :mod:`core.contract.errors` (the kinds plugins and core catch).
 
 Adding a vendor is one table::
 
-    ERRORS = Vendor("tencent", {"AuthFailure": Rule(ProviderMisconfigured, "check providers.tencent.secret_id")})
+    ERRORS = Vendor("tencent", "Tencent", {"AuthFailure": Rule(ProviderMisconfigured, "check the secret id")})
     raise ERRORS.from_code(code, f"Tencent {what}: {code} ({message})")
     raise ERRORS.error(TemporarilyUnavailable, f"Tencent {what}: HTTP 503", code=503)
 
@@ -16,8 +16,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
-from core.contract.errors import ProviderError
+import requests
+
+from core.contract.errors import ProviderError, ProviderMisconfigured, TemporarilyUnavailable
 from core.infra.redact import redact
 
 #: A vendor's error code (an int, a string such as OAuth's ``invalid_client``, or none).
@@ -41,6 +44,8 @@ class Vendor:
     """One provider's failures: its name (the errors' ``vendor``) and its code table."""
 
     name: str
+    #: how the details name it ("Baidu")
+    label: str
     codes: Mapping[Code, Rule] = field(default_factory=dict)
     #: what a code not in :attr:`codes` means
     default: Rule = Rule(ProviderError)
@@ -55,3 +60,17 @@ class Vendor:
         rule = self.codes.get(code, self.default)
         detail = f"{where}: {rule.hint.format(**facts)}" if rule.hint else where
         return self.error(rule.kind, detail, code=code, key=rule.key)
+
+    def unanswered(self, exc: requests.RequestException, what: str, *, endpoint: str, retries: int) -> ProviderError:
+        """The error a request that got no answer at all means (after ``retries`` transport retries): a TLS
+        failure is the admin's to fix (``providers.<name>.endpoint``, the CA bundle), a timeout or a connection
+        error is transient."""
+        if isinstance(exc, requests.exceptions.SSLError):
+            host = urlsplit(endpoint).netloc
+            setting = f"providers.{self.name}.endpoint"
+            problem = f"TLS verification failed for {host}: check {setting} and the system CA bundle ({exc})"
+            return self.error(ProviderMisconfigured, problem, code="tls")
+        code = "timeout" if isinstance(exc, requests.Timeout) else type(exc).__name__
+        failed = "timed out" if code == "timeout" else "request failed"
+        detail = f"{self.label} {what}: {failed} after {retries} retries ({type(exc).__name__}: {exc})"
+        return self.error(TemporarilyUnavailable, detail, code=code)

@@ -98,7 +98,7 @@ _HOST = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 
 #: WeBank's failures (``vendor`` ``"webank"``). Its full error table is not public: a refusal is a
 #: :class:`ProviderError` with WeBank's ``msg`` in the detail, except where the client knows better.
-ERRORS = Vendor("webank")
+ERRORS = Vendor("webank", "WeBank")
 
 
 # -- results ---------------------------------------------------------------------------------------------
@@ -462,19 +462,8 @@ class WebankClient:
         """One request (with the transport retries of core.infra.http): the JSON answer, or a typed error."""
         try:
             response = self._session.request(method, self.endpoint + path, **kwargs)
-        except requests.exceptions.SSLError as exc:
-            host = urlsplit(self.endpoint).netloc
-            raise ERRORS.error(
-                ProviderMisconfigured,
-                f"TLS verification failed for {host}: check providers.webank.endpoint and the system CA bundle ({exc})",
-                code="tls",
-            ) from None
         except requests.RequestException as exc:
-            raise ERRORS.error(
-                TemporarilyUnavailable,
-                f"WeBank {what}: request failed after {self.http.retries} retries ({type(exc).__name__})",
-                code=type(exc).__name__,
-            ) from None
+            raise ERRORS.unanswered(exc, what, endpoint=self.endpoint, retries=self.http.retries) from None
         if response.status_code >= 500:
             raise ERRORS.error(
                 TemporarilyUnavailable, f"WeBank {what}: HTTP {response.status_code}", code=response.status_code
