@@ -30,6 +30,7 @@ class Conversation:
     data: dict[str, Any] = field(default_factory=dict)
     photos: list[dict[str, Any]] = field(default_factory=list)
     counted: bool = False  # the command already ran once: its quota use was counted
+    choices: list[str] = field(default_factory=list)  # CHOICE of a command: the data of the buttons offered
     id: str = field(default_factory=lambda: secrets.token_hex(8))
 
     def to_json(self) -> dict[str, Any]:

@@ -46,8 +46,19 @@ def aipbot_messages() -> dict[str, dict[str, str]]:
 
 
 @hookspec
+def aipbot_configure(config: dict[str, Any], services: Services) -> None:
+    """Called once, when the bot is assembled, with this plugin's validated config section and the bot's services:
+    before any other hook that takes them (commands, routes, status, startup). A plugin object keeps what it
+    needs on ``self`` here, so its other hooks need no arguments. It must not do slow work (that is
+    ``aipbot_startup``'s, in the background). A :class:`~core.contract.fields.ConfigError` raised here stops
+    start-up with its one line, like a schema error.
+    """
+
+
+@hookspec
 def aipbot_commands(config: dict[str, Any], services: Services) -> list[Command]:
-    """The commands this plugin offers, given its validated config section and the bot's services.
+    """The commands this plugin offers (``config`` and ``services`` are given again for module plugins; a plugin
+    object has them from ``aipbot_configure``).
 
     Command names are unique across plugins (a clash stops start-up). ``/help`` and Telegram's
     command menu are generated from what this hook returns.

@@ -220,6 +220,7 @@ class App:
             self.catalogue,
             *_open_store(config["storage"]["path"], config["cluster"]["redis_url"], config["cluster"]["database_url"]),
         )
+        self.plugins.configure(self.services)
         self.services.commands = self.plugins.commands(self.services)
         self.services.plugin_status = lambda: self.plugins.status(self.services)
         self.commands = [c for c in self.services.commands if c.plugin != DEFAULT_PLUGIN]  # the plugins' own

@@ -50,6 +50,8 @@ def entry_point_plugins() -> dict[str, importlib.metadata.EntryPoint]:
 def instantiate(module: Any) -> Any:
     """What pluggy registers for a plugin module: an instance of its ``Plugin`` class when it has one (so
     each bot gets its own engines, clients and state), else the module itself (hooks as functions)."""
+    if isinstance(module, type):  # the class itself (a test kit's ``plugins={"name": Plugin}``)
+        return module()
     factory = getattr(module, "Plugin", None)
     return factory() if isinstance(factory, type) else module
 
@@ -109,6 +111,11 @@ class PluginManager:
     def messages(self) -> list[dict[str, dict[str, str]]]:
         """Every plugin's message catalogue."""
         return [m for m in self.pm.hook.aipbot_messages() if m]
+
+    def configure(self, services: Services) -> None:
+        """Every plugin's ``aipbot_configure``, once, in load order, with its own config section."""
+        for plugin, impl in self._impls("aipbot_configure"):
+            self._call(impl, config=self.config["plugins"].get(plugin, {}), services=services)
 
     def commands(self, services: Services) -> list[Command]:
         """All plugin commands, each tagged with its plugin; clashes and bad names stop start-up."""
