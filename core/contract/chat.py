@@ -397,7 +397,7 @@ class Context:
         ``on_callback`` — with :attr:`choice` set to that button's data, :attr:`step` to ``step``, :attr:`data` as
         it is now and :attr:`kept` holding ``keep``. Returns ``buttons``, to send with the question::
 
-            await ctx.reply(ctx.t("myplugin.which"), buttons=await ctx.expect_choice("size", rows, keep=ctx.photos))
+            await ctx.reply(question, buttons=await ctx.expect_choice("size", rows, keep=ctx.photos))
 
         Buttons of an earlier question, ``/cancel``, another command or ``pending_minutes`` end the wait as for
         the other ``expect_*``; a text sent meanwhile gets the router's hint and the question stays open.
