@@ -32,7 +32,8 @@ def aipbot_config_schema() -> dict[str, Field]:
 
     ``enabled`` is implied. Unknown keys, wrong types and values outside ``choices`` stop start-up with
     a message naming the key path (``plugins.ocr.engine: …``). Defaults fill missing keys, and the
-    validated section is what ``aipbot_commands(config)`` and ``ctx.config`` receive.
+    validated section is what ``aipbot_configure(config)`` (and the other hooks' ``config``) and ``ctx.config``
+    receive.
     """
 
 
