@@ -41,10 +41,11 @@ sys.path.insert(0, str(ROOT))
 import requests  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
+from core.contract.errors import ProviderError  # noqa: E402
 from core.infra.http import HttpSettings  # noqa: E402
 from core.infra.images import OCR_LIMITS, prepare  # noqa: E402
 from core.infra.tokens import TokenService  # noqa: E402
-from core.providers.baidu import BaiduClient, BaiduError  # noqa: E402
+from core.providers.baidu import BaiduClient  # noqa: E402
 from tests.fakes.baidu import OCR_PREFIX, TOKEN_PATH, FakeBaidu  # noqa: E402
 
 
@@ -127,7 +128,7 @@ def bench_ours(fake: FakeBaidu, image: bytes, callers: int, calls: int, qps: flo
     def one() -> str | None:
         try:
             client.ocr(image)
-        except BaiduError as exc:
+        except ProviderError as exc:
             return f"{type(exc).__name__}({exc.code})"
         return None
 

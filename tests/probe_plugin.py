@@ -2,8 +2,8 @@
 
 from core.contract.chat import Command, Context
 from core.contract.errors import BadImage, ProviderMisconfigured
+from core.contract.fields import Field
 from core.contract.hookspecs import hookimpl
-from core.runtime.config import Field
 
 
 @hookimpl

@@ -51,8 +51,8 @@ def imports(name: str, path: Path, known: set[str]) -> set[str]:
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, base] if base else anchor)
-            out.add(base)
-            out.update(f"{base}.{alias.name}" for alias in node.names)
+            for alias in node.names:  # `from package import module` imports the module, not the package's names
+                out.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base)
     resolved = set()
     for target in out:
         while target and target not in known:

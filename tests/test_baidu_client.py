@@ -10,6 +10,7 @@ import pytest
 
 from core.contract.errors import (
     BadImage,
+    FaceQuality,
     NoFace,
     ProviderError,
     ProviderMisconfigured,
@@ -25,10 +26,6 @@ from core.providers.baidu import (
     BAD_IMAGE_KEYS,
     FACE_QUALITY_KEYS,
     BaiduClient,
-    BaiduError,
-    BaiduFaceQuality,
-    BaiduMisconfigured,
-    BaiduProviderError,
     RateLimiter,
     VerifyDetail,
 )
@@ -131,9 +128,9 @@ def test_token_lifetime_from_expires_in(fake_baidu: FakeBaidu, receipt: bytes) -
 def test_token_rejected_twice_is_a_misconfiguration(fake_baidu: FakeBaidu, receipt: bytes) -> None:
     client = client_for(fake_baidu)
     fake_baidu.inject(110, times=2, path=OCR_PATH)
-    with pytest.raises(BaiduMisconfigured) as info:
+    with pytest.raises(ProviderMisconfigured) as info:
         client.ocr(receipt)
-    assert info.value.code == 110
+    assert info.value.code == 110 and info.value.vendor == "baidu"
     assert fake_baidu.count(OCR_PATH) == 2 and fake_baidu.token_fetches == 2
 
 
@@ -304,7 +301,7 @@ def test_error_codes_map_to_typed_errors(
     fake_baidu.inject(code, path=OCR_PATH)
     with pytest.raises(kind) as info:
         client.ocr(receipt)
-    assert isinstance(info.value, BaiduError) and info.value.code == code
+    assert isinstance(info.value, ProviderError) and info.value.vendor == "baidu" and info.value.code == code
     assert words in info.value.detail
     assert fake_baidu.count(OCR_PATH) == 1
 
@@ -398,11 +395,11 @@ def test_no_face_and_face_quality_errors(fake_baidu: FakeBaidu, faces: dict[str,
     with pytest.raises(NoFace) as info:
         client.face_match(faces["obama_1"], no_face)
     assert info.value.code == 222202
-    with pytest.raises(BaiduFaceQuality) as quality:
+    with pytest.raises(FaceQuality) as quality:
         client.face_match(faces["obama_1"], faces["biden_1"])
     assert quality.value.key == "error.face_blurred" and quality.value.code == 223114
     fake_baidu.inject(223118, path=MATCH_PATH)
-    with pytest.raises(BaiduFaceQuality) as generic:
+    with pytest.raises(FaceQuality) as generic:
         client.face_match(faces["obama_1"], faces["obama_2"])
     assert generic.value.key == "error.face_quality"
     assert fake_baidu.count(MATCH_PATH) == 3
@@ -448,8 +445,9 @@ def test_faceprint_flow(fake_baidu: FakeBaidu) -> None:
     client = client_for(fake_baidu)
     token = client.generate_verify_token("fake-plan")
     client.submit_idcard(token, "王小明", "110101199003072345")
-    with pytest.raises(BaiduProviderError) as pending:
+    with pytest.raises(ProviderError) as pending:
         client.result_detail(token)
+    assert type(pending.value) is ProviderError and pending.value.vendor == "baidu"
     assert pending.value.code == fake_baidu.pending_code
     fake_baidu.finish_verification(token, passed=True, score=88.0)
     detail = client.result_detail(token)

@@ -53,6 +53,7 @@ def _plugin_catalogues() -> dict[str, dict]:
     spec.loader.exec_module(modules["imageinfo (example)"])
     modules["caption (tests)"] = importlib.import_module("tests.caption_plugin")
     modules["probe (tests)"] = importlib.import_module("tests.probe_plugin")
+    modules["rotate (tests)"] = importlib.import_module("tests.rotate_plugin")
     return {name: instantiate(module).aipbot_messages() for name, module in modules.items()}
 
 
@@ -73,7 +74,12 @@ def test_every_message_key_the_code_names_exists():
         known |= set(messages["en"])
     pattern = re.compile(r"""(?:\bt\(|\bkey=)\s*["']([a-z_]+\.[a-z0-9_.]+)["']""")
     missing = []
-    for path in [*(ROOT / "core").rglob("*.py"), *(ROOT / "plugins").rglob("*.py"), ROOT / "tests/caption_plugin.py"]:
+    for path in [
+        *(ROOT / "core").rglob("*.py"),
+        *(ROOT / "plugins").rglob("*.py"),
+        ROOT / "tests/caption_plugin.py",
+        ROOT / "tests/rotate_plugin.py",
+    ]:
         for key in pattern.findall(path.read_text(encoding="utf-8")):
             if key not in known:
                 missing.append(f"{path.relative_to(ROOT)}: {key}")

@@ -25,7 +25,7 @@ PLUGIN = """
 import asyncio
 
 from core.contract.chat import Command
-from core.runtime.config import Field
+from core.contract.fields import Field
 from core.contract.hookspecs import hookimpl
 
 

@@ -10,15 +10,12 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
+from core.contract.errors import BadCallback, ProviderError, ProviderMisconfigured, TemporarilyUnavailable
 from core.infra.http import HttpSettings
 from core.infra.tokens import TokenService
 from core.providers.webank import (
     FaceId,
-    WebankBadCallback,
     WebankClient,
-    WebankMisconfigured,
-    WebankProviderError,
-    WebankUnavailable,
     new_nonce,
     new_order_no,
     sign,
@@ -192,12 +189,12 @@ def test_a_forged_or_unsigned_callback_is_rejected(fake):
         {**params, "orderNo": new_order_no()},  # a genuine signature moved to another order
     ]
     for bad in forged:
-        with pytest.raises(WebankBadCallback):
+        with pytest.raises(BadCallback):
             client.verify_callback(bad)
-    with pytest.raises(WebankBadCallback, match="another order"):
+    with pytest.raises(BadCallback, match="another order"):
         client.verify_callback(params, order_no=new_order_no())
     unsigned = {k: v for k, v in params.items() if k != "newSignature"}
-    with pytest.raises(WebankBadCallback, match="without a signature"):
+    with pytest.raises(BadCallback, match="without a signature"):
         client.verify_callback(unsigned)
     assert client.verify_callback(unsigned, require_signature=False).signed is False
     newsign = {**unsigned, "newSign": params["newSignature"].lower()}  # the older name, any case
@@ -214,7 +211,7 @@ def test_a_callback_signed_with_the_previous_ticket_is_accepted_for_a_minute_onl
     assert client.verify_callback(params).signed
     clock.advance(61)
     assert len(client.sign_tickets()) == 1
-    with pytest.raises(WebankBadCallback, match="wrong signature"):
+    with pytest.raises(BadCallback, match="wrong signature"):
         client.verify_callback(params)
 
 
@@ -276,21 +273,22 @@ def test_concurrent_callers_cause_one_fetch_of_the_token_and_of_the_ticket(fake,
 # ---------------------------------------------------------------------------------------------- errors
 def test_wrong_credentials_are_the_admins_problem_and_the_secret_stays_out(fake):
     client = WebankClient(fake.app_id, "wrong-secret-value-123", fake.endpoint, http=FAST, tokens=TokenService())
-    with pytest.raises(WebankMisconfigured) as err:
+    with pytest.raises(ProviderMisconfigured) as err:
         client.sign_ticket()
+    assert err.value.vendor == "webank"
     assert "providers.webank.secret" in err.value.detail and "wrong-secret-value-123" not in err.value.detail
     assert fake.count(TOKEN_PATH) == 1
 
 
 def test_a_wrong_endpoint_and_a_dead_server_are_told_apart(fake):
     wrong = WebankClient(fake.app_id, fake.secret, fake.endpoint + "/nothing", http=FAST, tokens=TokenService())
-    with pytest.raises(WebankMisconfigured, match="right endpoint"):
+    with pytest.raises(ProviderMisconfigured, match="right endpoint"):
         wrong.sign_ticket()
     dead_port = FakeWebank().start()
     endpoint = dead_port.endpoint
     dead_port.stop()
     dead = WebankClient(fake.app_id, fake.secret, endpoint, http=FAST, tokens=TokenService())
-    with pytest.raises(WebankUnavailable):
+    with pytest.raises(TemporarilyUnavailable):
         dead.sign_ticket()
 
 
@@ -298,8 +296,9 @@ def test_a_refused_face_id_request_raises_with_webanks_message(fake):
     client = client_for(fake)
     order = new_order_no()
     client.get_face_id(order, NAME, ID_NUMBER, "user1")
-    with pytest.raises(WebankProviderError, match="orderNo already used") as err:
+    with pytest.raises(ProviderError, match="orderNo already used") as err:
         client.get_face_id(order, NAME, ID_NUMBER, "user1")
+    assert type(err.value) is ProviderError and err.value.vendor == "webank"
     assert NAME not in str(err.value) and ID_NUMBER not in str(err.value)
 
 

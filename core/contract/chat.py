@@ -11,10 +11,22 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, overload
 
-if TYPE_CHECKING:
-    from core.contract.i18n import Catalogue
+from core.contract.codec import Codec
+from core.contract.conversation import CHOICE, Conversation
+from core.contract.errors import BadImage
+from core.contract.i18n import Catalogue
+
+if TYPE_CHECKING:  # what implements the services (the wings above the contract; never imported at run time)
+    from core.infra.metrics import Metrics
+    from core.infra.state import State
+    from core.infra.store import Store
+    from core.infra.web import WebServer
+    from core.pipeline.conversation import Conversations
+    from core.providers.baidu import BaiduClient
+    from core.providers.webank import WebankClient
+    from core.sending.outbox import Outbox
 
 T = TypeVar("T")
 
@@ -67,8 +79,6 @@ class Photo:
         """The image bytes (downloaded once, kept in memory only, never written to disk)."""
         if self._data is None:
             if self.loader is None:
-                from core.contract.errors import BadImage
-
                 raise BadImage("the photo was wiped", key="router.photo_expired")
             self._data = await self.loader()
         return self._data
@@ -202,30 +212,44 @@ class Transport(Protocol):
     def deep_link(self, payload: str) -> str: ...
 
 
-class Services(Protocol):
-    """The bot's shared services, handed to plugins at start-up and through every Context."""
+#: A value of the validated config.yaml: plain YAML (``ctx.config`` is this plugin's section).
+ConfigValue = str | int | float | bool | None | list["ConfigValue"] | dict[str, "ConfigValue"]
 
-    config: dict[str, Any]
+
+class Services(Protocol):
+    """The bot's shared services, handed to plugins at start-up and through every Context.
+
+    Typed by the classes that implement them (imported for type checkers only, so the contract imports no
+    other wing at run time); ``provider`` is typed per provider name.
+    """
+
+    config: dict[str, ConfigValue]
     catalogue: Catalogue
-    store: Any  # core.infra.store.Store: durable records (quotas, verification sessions)
-    state: Any  # core.infra.state.State: what the bot remembers between messages (expiring JSON values)
-    conversations: Any  # core.pipeline.conversation.Conversations
-    codec: Any  # core.contract.codec.Codec: callback data and deep-link payloads
-    metrics: Any  # core.infra.metrics.Metrics: this bot's Prometheus metrics (gauge() for values read at scrape time)
-    web: Any  # core.infra.web.WebServer: the web server's route registry (route(), ready_check(), url())
-    outbox: Any  # core.sending.outbox.Outbox: messages that must arrive (stored first, retried until delivered)
+    store: Store  # durable records (quotas, verification sessions): SQLAlchemy Core, SQLite or PostgreSQL
+    state: State  # what the bot remembers between messages (expiring JSON values; Redis in cluster mode)
+    conversations: Conversations  # the commands waiting for a user's next message (ctx.expect_* use it)
+    codec: Codec  # callback data and deep-link payloads
+    metrics: Metrics  # this bot's Prometheus metrics (gauge() for values read at scrape time)
+    web: WebServer  # the web server's route registry (route(), ready_check(), url())
+    outbox: Outbox  # messages that must arrive (stored first, retried until delivered)
     #: False in a cluster front end (``bot.py serve``): it runs no handler, so warming an engine there is waste
     handles_updates: bool
 
-    async def run_db(self, fn: Callable[..., T], *args: Any) -> T: ...
+    async def run_db(self, fn: Callable[..., T], *args: object) -> T: ...
 
-    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T: ...
+    async def run_blocking(self, fn: Callable[..., T], *args: object) -> T: ...
 
-    async def run_cpu(self, fn: Callable[..., T], *args: Any) -> T: ...
+    async def run_cpu(self, fn: Callable[..., T], *args: object) -> T: ...
 
     async def send(self, chat_id: int, reply: Reply) -> int | None: ...
 
-    def provider(self, name: str) -> Any: ...
+    @overload
+    def provider(self, name: Literal["baidu"]) -> BaiduClient | None: ...
+    @overload
+    def provider(self, name: Literal["webank"]) -> WebankClient | None: ...
+    @overload
+    def provider(self, name: str) -> object | None: ...
+    def provider(self, name: str) -> object | None: ...
 
     def every(self, seconds: float, job: Callable[[], Awaitable[None]], *, name: str = "job") -> None: ...
 
@@ -237,10 +261,10 @@ class Context:
     """One invocation of a command (or of a button press or deep link) as a plugin sees it.
 
     A command that needs more than one message from the user keeps a *conversation*: it calls
-    :meth:`expect_photo` or :meth:`expect_text` (optionally naming a ``step`` and keeping photos), and the
-    user's next photo or text comes back to the same handler with :attr:`step`, :attr:`data` and
-    :attr:`kept` as it left them. Conversations live in the state store (they survive a restart with the
-    SQLite store) and end on ``/cancel``, on another command, or after ``pending_minutes``.
+    :meth:`expect_photo`, :meth:`expect_text` or :meth:`expect_choice` (optionally naming a ``step`` and keeping
+    photos), and the user's next photo, text or button press comes back to the same handler with :attr:`step`,
+    :attr:`data` and :attr:`kept` as it left them. Conversations live in the state store (they survive a restart
+    with the SQLite store) and end on ``/cancel``, on another command, or after ``pending_minutes``.
     """
 
     services: Services
@@ -256,12 +280,12 @@ class Context:
     """Photos an earlier step of this conversation kept (``expect_photo(keep=...)``)."""
     interrupted: bool = False
     """Whether this command ended another conversation in progress (``/cancel`` says so)."""
-    conversation: Any = field(default=None, repr=False)
-    """The :class:`core.pipeline.conversation.Conversation` this invocation continues or starts (``step``, ``data``)."""
+    choice: str | None = None
+    """The data of the button the user pressed, when this step continues an :meth:`expect_choice`."""
+    conversation: Conversation = field(default=None, repr=False)  # type: ignore[assignment]
+    """The :class:`core.contract.conversation.Conversation` this invocation continues or starts (``step``, ``data``)."""
 
     def __post_init__(self) -> None:
-        from core.pipeline.conversation import Conversation
-
         if self.conversation is None:
             self.conversation = Conversation(self.command.name, "")
 
@@ -272,7 +296,8 @@ class Context:
     @property
     def config(self) -> dict[str, Any]:
         """This plugin's validated section of config.yaml."""
-        return self.services.config["plugins"].get(self.command.plugin, {})
+        plugins: dict[str, Any] = self.services.config["plugins"]  # type: ignore[assignment]
+        return plugins.get(self.command.plugin, {})
 
     @property
     def step(self) -> str | None:
@@ -365,10 +390,32 @@ class Context:
         still ends the wait."""
         await self._expect("text", step, keep or [])
 
-    async def _expect(self, wants: str, step: str | None, keep: list[Photo]) -> None:
+    async def expect_choice(
+        self, step: str | None, buttons: list[list[Button]], *, keep: list[Photo] | None = None
+    ) -> list[list[Button]]:
+        """A press of one of ``buttons`` (made with :meth:`button`) comes back to this handler — not to
+        ``on_callback`` — with :attr:`choice` set to that button's data, :attr:`step` to ``step``, :attr:`data` as
+        it is now and :attr:`kept` holding ``keep``. Returns ``buttons``, to send with the question::
+
+            await ctx.reply(question, buttons=await ctx.expect_choice("size", rows, keep=ctx.photos))
+
+        Buttons of an earlier question, ``/cancel``, another command or ``pending_minutes`` end the wait as for
+        the other ``expect_*``; a text sent meanwhile gets the router's hint and the question stays open.
+        """
+        codec, mine = self.services.codec, {self.command.name: self.command.signed}
+        choices = []
+        for button in (b for row in buttons for b in row):
+            packed = codec.open_callback(button.callback_data or "", mine)
+            if packed is None:
+                raise ValueError(f"{button.text!r} is not a button of /{self.command.name}: make it with ctx.button")
+            choices.append(packed.data)
+        await self._expect(CHOICE, step, keep or [], choices)
+        return buttons
+
+    async def _expect(self, wants: str, step: str | None, keep: list[Photo], choices: list[str] | None = None) -> None:
         conversation = self.conversation
         conversation.command, conversation.wants, conversation.step = self.command.name, wants, step
-        conversation.args, conversation.counted = list(self.args), True
+        conversation.args, conversation.counted, conversation.choices = list(self.args), True, choices or []
         await self.services.conversations.save(self.chat.id, self.user.id, conversation, keep)
 
     async def still_current(self) -> bool:

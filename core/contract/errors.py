@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.contract.i18n import core_catalogue
+
 
 class UserFacingError(Exception):
     """An error with a safe, localised message for the chat user and a detail for the log."""
@@ -24,8 +26,6 @@ class UserFacingError(Exception):
 
     def user_message(self, lang: str) -> str:
         """The message for the user in ``lang`` (``en`` or ``zh``), from the core catalogue."""
-        from core.contract.i18n import core_catalogue
-
         return core_catalogue().text(lang, self.key, **self.params)
 
 
@@ -36,9 +36,27 @@ class BadImage(UserFacingError):
 
 
 class ProviderError(UserFacingError):
-    """A provider (Baidu, WeBank) refused or failed a call."""
+    """A provider (Baidu, WeBank) refused or failed a call.
+
+    ``vendor`` names the provider (``"baidu"``, ``"webank"``; empty for a failure that is no vendor's); ``code``
+    is the vendor's error code, or a transport name (``"timeout"``, ``"tls"``), for the log and the admin alert.
+    Provider clients make them through their :class:`core.providers.errors.Vendor` table.
+    """
 
     key = "error.provider"
+
+    def __init__(
+        self,
+        detail: str = "",
+        *,
+        vendor: str = "",
+        code: int | str | None = None,
+        key: str | None = None,
+        **params: Any,
+    ) -> None:
+        self.vendor = vendor
+        self.code = code
+        super().__init__(detail, key=key, **params)
 
 
 class ProviderMisconfigured(ProviderError):
@@ -69,3 +87,21 @@ class NoFace(ProviderError):
     """No face was found in an image."""
 
     key = "error.no_face"
+
+
+class ProviderBadImage(ProviderError, BadImage):
+    """The provider could not use an image (its format, size or content): a :class:`BadImage` too."""
+
+    key = "error.bad_image"
+
+
+class FaceQuality(ProviderError):
+    """The face is covered, blurred, badly lit, incomplete or failed liveness (the key says which)."""
+
+    key = "error.face_quality"
+
+
+class BadCallback(ProviderError):
+    """A browser callback that is not the provider's: wrong or missing signature, wrong order, missing fields."""
+
+    key = "error.provider_request"

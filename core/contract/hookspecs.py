@@ -14,13 +14,12 @@ Every hook is optional.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pluggy
 
-if TYPE_CHECKING:
-    from core.contract.chat import Command, Services
-    from core.runtime.config import Field
+from core.contract.chat import Command, Services
+from core.contract.fields import Field
 
 PROJECT = "aipbot"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -29,11 +28,12 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 @hookspec
 def aipbot_config_schema() -> dict[str, Field]:
-    """The schema of this plugin's section of config.yaml: ``{key: core.runtime.config.Field(...)}``.
+    """The schema of this plugin's section of config.yaml: ``{key: core.contract.fields.Field(...)}``.
 
     ``enabled`` is implied. Unknown keys, wrong types and values outside ``choices`` stop start-up with
     a message naming the key path (``plugins.ocr.engine: …``). Defaults fill missing keys, and the
-    validated section is what ``aipbot_commands(config)`` and ``ctx.config`` receive.
+    validated section is what ``aipbot_configure(config)`` (and the other hooks' ``config``) and ``ctx.config``
+    receive.
     """
 
 
@@ -47,8 +47,19 @@ def aipbot_messages() -> dict[str, dict[str, str]]:
 
 
 @hookspec
+def aipbot_configure(config: dict[str, Any], services: Services) -> None:
+    """Called once, when the bot is assembled, with this plugin's validated config section and the bot's services:
+    before any other hook that takes them (commands, routes, status, startup). A plugin object keeps what it
+    needs on ``self`` here, so its other hooks need no arguments. It must not do slow work (that is
+    ``aipbot_startup``'s, in the background). A :class:`~core.contract.fields.ConfigError` raised here stops
+    start-up with its one line, like a schema error.
+    """
+
+
+@hookspec
 def aipbot_commands(config: dict[str, Any], services: Services) -> list[Command]:
-    """The commands this plugin offers, given its validated config section and the bot's services.
+    """The commands this plugin offers (``config`` and ``services`` are given again for module plugins; a plugin
+    object has them from ``aipbot_configure``).
 
     Command names are unique across plugins (a clash stops start-up). ``/help`` and Telegram's
     command menu are generated from what this hook returns.

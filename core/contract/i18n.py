@@ -3,12 +3,14 @@
 The core's strings live in ``core/contract/locale/en.yaml`` and ``core/contract/locale/zh.yaml``; a plugin ships its own
 ``locale/<lang>.yaml`` beside its code and returns it from the ``aipbot_messages`` hook (see
 :func:`load_dir`). Keys are dotted (``ocr.no_text``); a plugin's keys start with its name. Texts are
-``str.format`` templates. A key missing in one language falls back to English.
+``str.format`` templates. A key missing in one language falls back to English: the plugin manager logs a warning
+naming what a plugin's catalogue lacks (:func:`gaps`), and the test kit (:mod:`core.contract.testing`) fails on it.
 """
 
 from __future__ import annotations
 
 import functools
+import string
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,30 @@ def load_dir(directory: str | Path) -> dict[str, dict[str, str]]:
         if path.exists():
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
             out[lang] = {str(k): str(v) for k, v in data.items()}
+    return out
+
+
+def placeholders(template: str) -> set[str]:
+    """The ``{names}`` a template fills in."""
+    try:
+        return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+    except ValueError:  # an unbalanced brace: shown as it is (Catalogue.text)
+        return set()
+
+
+def gaps(messages: dict[str, dict[str, str]]) -> list[str]:
+    """What a catalogue ``{lang: {key: text}}`` lacks: a key without a text in one of :data:`LANGUAGES`, or whose
+    texts fill in different placeholders. Empty when it is complete."""
+    out = []
+    keys = sorted({key for lang in LANGUAGES for key in messages.get(lang, {})})
+    for key in keys:
+        texts = {lang: messages.get(lang, {}).get(key) for lang in LANGUAGES}
+        missing = [lang for lang, text in texts.items() if text is None]
+        if missing:
+            out.append(f"{key}: no {'/'.join(missing)} text")
+        elif len({frozenset(placeholders(text or "")) for text in texts.values()}) > 1:
+            shown = ", ".join(f"{lang} {sorted(placeholders(text or ''))}" for lang, text in texts.items())
+            out.append(f"{key}: different placeholders ({shown})")
     return out
 
 

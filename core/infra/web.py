@@ -49,8 +49,8 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core.contract.fields import ConfigError
 from core.infra.metrics import Metrics
-from core.runtime.config import ConfigError
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("aipbot.web.access")

@@ -127,8 +127,8 @@ def check_broker(url: str) -> None:
     """A :class:`ConfigError` naming ``cluster.broker_url`` (one line, no password) when it does not answer."""
     import redis
 
+    from core.contract.fields import ConfigError
     from core.infra.state.redis import shown_url
-    from core.runtime.config import ConfigError
 
     client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
     try:

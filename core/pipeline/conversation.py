@@ -18,18 +18,19 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
 from cachetools import TTLCache
 
 from core.contract.chat import Photo
+from core.contract.conversation import CHOICE, PHOTO, TEXT, Conversation
 from core.infra import keys
 from core.infra.state import State
 
 log = logging.getLogger(__name__)
 
-PHOTO, TEXT, CHOICE = "photo", "text", "choice"
+__all__ = ["CHOICE", "PHOTO", "TEXT", "Conversation", "Conversations", "PhotoSource"]  # the record: contract
+
 #: At most this many bytes of photos held in memory for conversations waiting in this process.
 HELD_BYTES = 256 * 1024 * 1024
 
@@ -38,33 +39,6 @@ class PhotoSource(Protocol):
     """A transport that can bring a photo back from its reference (after a restart)."""
 
     def photo_from_ref(self, ref: str, meta: dict[str, Any]) -> Photo | None: ...
-
-
-@dataclass
-class Conversation:
-    """One command waiting for the user (serialisable: :meth:`to_json` / :meth:`from_json`)."""
-
-    command: str | None  # None: the router asks which command the photos are for
-    wants: str  # PHOTO, TEXT or CHOICE
-    args: list[str] = field(default_factory=list)
-    step: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-    photos: list[dict[str, Any]] = field(default_factory=list)
-    counted: bool = False  # the command already ran once: its quota use was counted
-    id: str = field(default_factory=lambda: secrets.token_hex(8))
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, value: Any) -> Conversation | None:
-        """The conversation stored as ``value``; None for a record this version cannot read (it is dropped)."""
-        try:
-            names = {f.name for f in fields(cls)}
-            return cls(**{k: v for k, v in value.items() if k in names})
-        except (AttributeError, TypeError):
-            log.warning("dropping a conversation record of an unknown shape")
-            return None
 
 
 class Conversations:

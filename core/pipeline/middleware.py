@@ -9,7 +9,7 @@ import logging
 from typing import Any
 
 from core.contract.chat import Command, Context, Reply, Services, User
-from core.contract.errors import ProviderMisconfigured, QuotaExhausted, UserFacingError
+from core.contract.errors import ProviderError, ProviderMisconfigured, QuotaExhausted, UserFacingError
 from core.infra import keys
 
 log = logging.getLogger(__name__)
@@ -77,8 +77,8 @@ class AdminAlerts:
     async def maybe_alert(self, ctx: Context, err: UserFacingError) -> None:
         if not isinstance(err, ADMIN_ALERTS):
             return
-        code = getattr(err, "code", None)  # a provider's error code; its detail carries a per-request log id
-        problem = f"code {code}" if code is not None else err.detail
+        code = err.code if isinstance(err, ProviderError) else None  # its detail carries a per-request log id
+        problem = f"{err.vendor} code {code}" if code is not None else err.detail
         now = self.services.state.clock()
         if not await self.services.state.add(keys.alerted(type(err).__name__, problem), now, ALERT_EVERY):
             return

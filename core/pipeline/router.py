@@ -9,7 +9,8 @@ photos) and calls :meth:`Router.handle`. After access control (:mod:`core.pipeli
 - a photo: caption command → the conversation waiting for a photo → ``default_photo_command`` → a
   question with one button per photo command (the photos wait for the answer);
 - ``/start <command>-<payload>`` → that command's ``on_deep_link``; a button made with ``ctx.button`` →
-  its command's ``on_callback`` (both unpacked and checked by :mod:`core.contract.codec`).
+  the conversation that offered it (``ctx.expect_choice``), else its command's ``on_callback`` (both unpacked
+  and checked by :mod:`core.contract.codec`).
 
 Errors in handlers never escape: a :class:`UserFacingError` is shown in the user's language and logged
 with its detail (and the admins are told when only they can fix it); anything else is logged with its
@@ -23,10 +24,11 @@ from collections.abc import Awaitable
 from typing import Any
 
 from core.contract.chat import Button, Chat, Command, Context, Incoming, Photo, Reply, Services, Transport, User
+from core.contract.codec import Packed
+from core.contract.conversation import CHOICE, PHOTO, TEXT, Conversation
 from core.contract.errors import UserFacingError
 from core.infra.images import is_document
 from core.infra.metrics import metrics_of
-from core.pipeline.conversation import CHOICE, PHOTO, TEXT, Conversation
 from core.pipeline.middleware import Access, AdminAlerts, Quotas
 
 log = logging.getLogger(__name__)
@@ -129,27 +131,34 @@ class Router:
         buttons = [[Button(self.t(user, c.help), callback_data=codec.callback(ROUTE, c.name))] for c in choices]
         await self._say(transport, chat, self.t(user, "router.what_to_do"), buttons)
 
-    async def _continue(self, incoming: Incoming, transport: Transport, wants: str, photos: list[Photo]) -> bool:
-        """Deliver to the conversation waiting for this kind of message, if there is one."""
+    async def _continue(
+        self, incoming: Incoming, transport: Transport, wants: str, photos: list[Photo], choice: Packed | None = None
+    ) -> bool:
+        """Deliver to the conversation waiting for this kind of message (for a ``choice``: a press of one of the
+        buttons its command offered), if there is one."""
         chat, user = incoming.chat, incoming.user
         waiting = await self.conversations.get(chat.id, user.id)
         if waiting is None or waiting.wants != wants or waiting.command not in self.commands:
+            return False
+        if choice is not None and (choice.command != waiting.command or choice.data not in waiting.choices):
             return False
         conversation, kept = await self.conversations.take(chat.id, user.id, transport)  # type: ignore[arg-type]
         command = self.commands[waiting.command]
         metrics_of(self.services).conversation_step(command.name)
         more = {"args": conversation.args, "photos": photos, "conversation": conversation, "kept": kept}
+        if choice is not None:
+            more["choice"] = choice.data
         await self._invoke(command, incoming, transport, **more)
         return True
 
     async def _callback(self, incoming: Incoming, transport: Transport) -> None:
         user, chat = incoming.user, incoming.chat
-        signed = {c.name: c.signed for c in self.commands.values() if c.on_callback is not None}
+        signed = {c.name: c.signed for c in self.commands.values()}  # on_callback, or a step's expect_choice
         packed = self.services.codec.open_callback(incoming.callback_data or "", {ROUTE: False, **signed})
         if packed is not None and packed.command == ROUTE:
             waiting = await self.conversations.get(chat.id, user.id)
             command = self.commands.get(packed.data)
-            if waiting is None or waiting.wants != CHOICE or command is None:
+            if waiting is None or waiting.wants != CHOICE or waiting.command is not None or command is None:
                 await self._say(transport, chat, self.t(user, "router.photo_expired"))
                 return
             _, photos = await self.conversations.take(chat.id, user.id, transport)  # type: ignore[arg-type]
@@ -157,6 +166,9 @@ class Router:
             await self._command(routed, transport, f"/{command.name}")
             return
         command = self.commands.get(packed.command) if packed else None
+        waited = packed is not None and command is not None and self.access.may_run(command, user)
+        if waited and await self._continue(incoming, transport, CHOICE, [], choice=packed):
+            return
         if packed is None or command is None or command.on_callback is None:  # unknown, forged, or gone
             await self._say(transport, chat, self.t(user, "router.button_expired"))
             return

@@ -10,6 +10,7 @@ import importlib
 from typing import Any
 
 from core.contract.errors import ProviderMisconfigured
+from core.contract.fields import Field
 
 #: provider name -> "module:client class"; the module has ``SCHEMA``, the class ``from_config(config, tokens)``
 PROVIDERS = {"baidu": "core.providers.baidu:BaiduClient", "webank": "core.providers.webank:WebankClient"}
@@ -45,10 +46,8 @@ def choose_engine(services: Any, choice: str, where: str, provider: str = "baidu
     return client
 
 
-def schemas() -> dict[str, Any]:
-    """``providers.<name>`` → its section's ``core.runtime.config.Field``, from each provider module's ``SCHEMA``."""
-    from core.runtime.config import Field
-
+def schemas() -> dict[str, Field]:
+    """``providers.<name>`` → its section's :class:`~core.contract.fields.Field`, from each module's ``SCHEMA``."""
     return {
         name: Field(dict, default={}, schema=importlib.import_module(target.partition(":")[0]).SCHEMA)
         for name, target in PROVIDERS.items()

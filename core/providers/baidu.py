@@ -21,12 +21,12 @@ What every call does:
    - 100/110/111 (token invalid or expired): invalidates that token, fetches a new one, retries once;
    - 1, 2, 4, 18, 216630, 216634, 222201, 222205, 222206, 2229xx, 283400, 283512 (282000: once) and a
      non-JSON answer: retried ``http.retries`` times with backoff (``http.backoff``, doubling);
-   - anything else, or when retries run out: raises a typed :class:`BaiduError` (17 and 19 are never
-     retried).
+   - anything else, or when retries run out: raises the typed error its code means in :data:`ERRORS`
+     (17 and 19 are never retried).
 
-Every error is a :class:`core.contract.errors.UserFacingError` subclass with a catalogue key for the user, a
-``detail`` for the admin's log (which API, which code, what to do) and Baidu's ``code``; none contains a
-key, a token, a name or an ID number. ``VerifyDetail`` keeps the name and ID number out of its ``repr``.
+Every error is one of the kinds of :mod:`core.contract.errors` (with ``vendor`` ``"baidu"``): a catalogue key for
+the user, a ``detail`` for the admin's log (which API, which code, what to do) and Baidu's ``code``; none contains
+a key, a token, a name or an ID number. ``VerifyDetail`` keeps the name and ID number out of its ``repr``.
 """
 
 from __future__ import annotations
@@ -44,21 +44,22 @@ from urllib.parse import quote, urlencode, urlsplit
 import requests
 
 from core.contract.errors import (
-    BadImage,
+    FaceQuality,
     NoFace,
+    ProviderBadImage,
     ProviderError,
     ProviderMisconfigured,
     QuotaExhausted,
     RateLimited,
     TemporarilyUnavailable,
-    UserFacingError,
 )
+from core.contract.fields import Field
 from core.infra.http import HttpSettings, make_session
 from core.infra.metrics import metered, metrics_of
-from core.infra.redact import redact, register_secret
+from core.infra.redact import register_secret
 from core.infra.shared import RedisRateLimiter, SharedRedis, wait_for_slot
 from core.infra.tokens import TokenService, default_service
-from core.runtime.config import Field
+from core.providers.errors import Code, Rule, Vendor
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,9 @@ MAX_OCR_BASE64 = 8 * 1024 * 1024
 MAX_FACE_BASE64 = 2 * 1024 * 1024
 
 TOKEN_CODES = frozenset({100, 110, 111})
-RETRY_CODES = frozenset({1, 2, 4, 18, 282000, 216630, 216634, 222201, 222205, 222206, 283400, 283512})
+RETRY_CODES = frozenset(
+    {1, 2, 4, 18, 282000, 216630, 216634, 222201, 222205, 222206, 283400, 283512, *range(222900, 223000)}
+)
 #: retried once only (PROVIDERS.md: 282000 is "too much text" on high-accuracy OCR more often than a glitch)
 RETRY_ONCE_CODES = frozenset({282000})
 BAD_IMAGE_KEYS = {
@@ -117,47 +120,30 @@ API_NAMES = {
 
 # -- errors --------------------------------------------------------------------------------------------
 
-
-class BaiduError(UserFacingError):
-    """Base of every Baidu failure; ``code`` is Baidu's error code (or the OAuth ``error``) for the log."""
-
-    def __init__(self, detail: str = "", *, code: int | str | None = None, key: str | None = None, **params: Any):
-        self.code = code
-        super().__init__(redact(detail), key=key, **params)
-
-
-class BaiduProviderError(BaiduError, ProviderError):
-    """Baidu refused the request for a reason not covered below (``error.provider``/``error.provider_request``)."""
-
-
-class BaiduMisconfigured(BaiduError, ProviderMisconfigured):
-    """Wrong API key or secret key, API not enabled, unknown plan, wrong endpoint: the admin must act."""
-
-
-class BaiduQuotaExhausted(BaiduError, QuotaExhausted):
-    """17 (daily limit, ``error.provider_quota``) or 19 (total limit, ``error.provider_quota_total``)."""
-
-
-class BaiduRateLimited(BaiduError, RateLimited):
-    """18 (QPS limit) still answered after the retries."""
-
-
-class BaiduUnavailable(BaiduError, TemporarilyUnavailable):
-    """1/2/4/5xx/timeouts/non-JSON answers and other transient failures after the bounded retries."""
-
-
-class BaiduBadImage(BaiduError, BadImage):
-    """Baidu could not use an image (216200–216203, 222203, 282810)."""
-
-
-class BaiduNoFace(BaiduError, NoFace):
-    """222202: no face in a picture."""
-
-
-class BaiduFaceQuality(BaiduError, ProviderError):
-    """223113–223120: the face is covered, blurred, badly lit, incomplete or failed liveness."""
-
-    key = "error.face_quality"
+#: Baidu's codes → the contract's error kinds (later entries win; the hints may name ``{endpoint}``, ``{api}``
+#: and ``{retries}``). A code not here is a :class:`ProviderError` ("error.provider").
+ERRORS = Vendor(
+    "baidu",
+    "Baidu",
+    {
+        **{
+            code: Rule(ProviderError, "request refused", "error.provider_request")
+            for code in (*range(216100, 216111), 222208, 283513)
+        },
+        **{code: Rule(FaceQuality, key=FACE_QUALITY_KEYS.get(code)) for code in range(223113, 223121)},
+        **{code: Rule(ProviderBadImage, key=key) for code, key in BAD_IMAGE_KEYS.items()},
+        222202: Rule(NoFace),
+        283435: Rule(ProviderMisconfigured, "the plan does not exist; check the plan_id"),
+        **{code: Rule(TemporarilyUnavailable, "still failing after {retries} retries") for code in RETRY_CODES},
+        18: Rule(RateLimited, "QPS limit, still after {retries} retries"),
+        17: Rule(QuotaExhausted, "daily request limit reached"),
+        19: Rule(QuotaExhausted, "total request limit reached; buy more", "error.provider_quota_total"),
+        **{code: Rule(ProviderMisconfigured, "a freshly fetched token was rejected too") for code in TOKEN_CODES},
+        3: Rule(ProviderMisconfigured, "unsupported method; is {endpoint} the right endpoint?"),
+        6: Rule(ProviderMisconfigured, "no permission; enable {api} for this app in the Baidu AI console"),
+        14: Rule(ProviderMisconfigured, "IAM certification failed; check the app's credentials"),
+    },
+)
 
 
 # -- results ---------------------------------------------------------------------------------------------
@@ -407,7 +393,9 @@ class BaiduClient:
         body = self._call(MATCH_PATH, "face", "face match", json=images)
         result = body.get("result") or {}
         if "score" not in result:
-            raise BaiduUnavailable("Baidu face match: answer without result.score", code="no_result")
+            raise ERRORS.error(
+                TemporarilyUnavailable, "Baidu face match: answer without result.score", code="no_result"
+            )
         tokens = [str(f.get("face_token", "")) for f in result.get("face_list") or []]
         return FaceMatch(float(result["score"]), tokens, body.get("log_id"))
 
@@ -418,7 +406,9 @@ class BaiduClient:
         result = self._faceprint("verifyToken/generate", {"plan_id": plan_id})
         token = (result or {}).get("verify_token") if isinstance(result, dict) else None
         if not token:
-            raise BaiduUnavailable("Baidu verifyToken/generate: answer without verify_token", code="no_result")
+            raise ERRORS.error(
+                TemporarilyUnavailable, "Baidu verifyToken/generate: answer without verify_token", code="no_result"
+            )
         return str(token)
 
     def submit_idcard(self, verify_token: str, id_name: str, id_no: str, certificate_type: int = 0) -> None:
@@ -476,19 +466,17 @@ class BaiduClient:
         params = {"grant_type": "client_credentials", "client_id": self._api_key, "client_secret": self._secret_key}
         try:
             response = self._session.post(self.endpoint + TOKEN_PATH, params=params)
-        except requests.exceptions.SSLError as exc:
-            raise self._tls_error(exc) from None
         except requests.RequestException as exc:
-            raise BaiduUnavailable(
-                f"Baidu token request failed after {self.http.retries} retries: {exc}", code=type(exc).__name__
-            ) from None
+            raise ERRORS.unanswered(exc, "token request", endpoint=self.endpoint, retries=self.http.retries) from None
         try:
             body = response.json()
         except ValueError:
             body = None
         if not isinstance(body, dict):
-            raise BaiduUnavailable(
-                f"Baidu token endpoint answered HTTP {response.status_code} without JSON", code=response.status_code
+            raise ERRORS.error(
+                TemporarilyUnavailable,
+                f"Baidu token endpoint answered HTTP {response.status_code} without JSON",
+                code=response.status_code,
             )
         token = body.get("access_token")
         if token:
@@ -498,29 +486,27 @@ class BaiduClient:
         error = str(body.get("error") or "")
         description = str(body.get("error_description") or "")
         if response.status_code >= 500:
-            raise BaiduUnavailable(f"Baidu token endpoint answered HTTP {response.status_code}", code=error or None)
+            raise ERRORS.error(
+                TemporarilyUnavailable, f"Baidu token endpoint answered HTTP {response.status_code}", code=error or None
+            )
         if error == "invalid_client" and "unknown client id" in description.lower():
-            raise BaiduMisconfigured(
+            raise ERRORS.error(
+                ProviderMisconfigured,
                 "Baidu rejected the API Key (invalid_client: unknown client id): "
                 "check providers.baidu.api_key (the app's API Key in the Baidu AI console)",
                 code=error,
             )
         if error == "invalid_client" and "authentication failed" in description.lower():
-            raise BaiduMisconfigured(
+            raise ERRORS.error(
+                ProviderMisconfigured,
                 "Baidu rejected the Secret Key (invalid_client: Client authentication failed): "
                 "the API Key is known; check providers.baidu.secret_key",
                 code=error,
             )
-        raise BaiduMisconfigured(
+        raise ERRORS.error(
+            ProviderMisconfigured,
             f"Baidu refused the token request (HTTP {response.status_code}, {error or 'no error'}: {description})",
             code=error or response.status_code,
-        )
-
-    def _tls_error(self, exc: Exception) -> BaiduMisconfigured:
-        host = urlsplit(self.endpoint).netloc
-        return BaiduMisconfigured(
-            f"TLS verification failed for {host}: check providers.baidu.endpoint and the system CA bundle ({exc})",
-            code="tls",
         )
 
     def _call(self, path: str, product: str, what: str, **payload: Any) -> dict[str, Any]:
@@ -550,8 +536,10 @@ class BaiduClient:
                 time.sleep(delay)
                 continue
             if body is None:
-                raise BaiduUnavailable(
-                    f"Baidu {what}: answer was not JSON, {retries} retries did not help", code="not_json"
+                raise ERRORS.error(
+                    TemporarilyUnavailable,
+                    f"Baidu {what}: answer was not JSON, {retries} retries did not help",
+                    code="not_json",
                 )
             raise self._error(code, message, product, what, body.get("log_id"), attempt)
 
@@ -560,18 +548,11 @@ class BaiduClient:
         """One POST (with the transport retries of core.infra.http). ``None`` for a non-JSON 2xx/4xx answer."""
         try:
             response = self._session.post(self.endpoint + path, params={"access_token": token}, **payload)
-        except requests.exceptions.SSLError as exc:
-            raise self._tls_error(exc) from None
-        except requests.Timeout as exc:
-            raise BaiduUnavailable(
-                f"Baidu {what}: timed out after {self.http.retries} retries ({type(exc).__name__})", code="timeout"
-            ) from None
         except requests.RequestException as exc:
-            raise BaiduUnavailable(
-                f"Baidu {what}: request failed after {self.http.retries} retries: {exc}", code=type(exc).__name__
-            ) from None
+            raise ERRORS.unanswered(exc, what, endpoint=self.endpoint, retries=self.http.retries) from None
         if response.status_code >= 500:
-            raise BaiduUnavailable(
+            raise ERRORS.error(
+                TemporarilyUnavailable,
                 f"Baidu {what}: HTTP {response.status_code} after {self.http.retries} retries",
                 code=response.status_code,
             )
@@ -582,45 +563,13 @@ class BaiduClient:
             return None
         return body if isinstance(body, dict) else None
 
-    def _error(
-        self, code: int | str | None, message: str, product: str, what: str, log_id: Any, retries: int
-    ) -> BaiduError:
+    def _error(self, code: Code, message: str, product: str, what: str, log_id: Any, retries: int) -> ProviderError:
         where = f"Baidu {what}: error {code} ({message}), log_id {log_id}"
-        if code == 3:
-            return BaiduMisconfigured(f"{where}: unsupported method; is {self.endpoint} the right endpoint?", code=code)
-        if code == 6:
-            return BaiduMisconfigured(
-                f"{where}: no permission; enable {API_NAMES[product]} for this app in the Baidu AI console", code=code
-            )
-        if code == 14:
-            return BaiduMisconfigured(f"{where}: IAM certification failed; check the app's credentials", code=code)
-        if code in TOKEN_CODES:
-            return BaiduMisconfigured(f"{where}: a freshly fetched token was rejected too", code=code)
-        if code == 17:
-            return BaiduQuotaExhausted(f"{where}: daily request limit reached", code=code)
-        if code == 19:
-            return BaiduQuotaExhausted(
-                f"{where}: total request limit reached; buy more", code=code, key="error.provider_quota_total"
-            )
-        if code == 18:
-            return BaiduRateLimited(f"{where}: QPS limit, still after {retries} retries", code=code)
-        if _retryable(code):
-            return BaiduUnavailable(f"{where}: still failing after {retries} retries", code=code)
-        if code in BAD_IMAGE_KEYS:
-            return BaiduBadImage(where, code=code, key=BAD_IMAGE_KEYS[code])
-        if code == 222202:
-            return BaiduNoFace(where, code=code)
-        if isinstance(code, int) and 223113 <= code <= 223120:
-            return BaiduFaceQuality(where, code=code, key=FACE_QUALITY_KEYS.get(code))
-        if code == 283435:
-            return BaiduMisconfigured(f"{where}: the plan does not exist; check the plan_id", code=code)
-        if isinstance(code, int) and (216100 <= code <= 216110 or code in (222208, 283513)):
-            return BaiduProviderError(f"{where}: request refused", code=code, key="error.provider_request")
-        return BaiduProviderError(where, code=code)
+        return ERRORS.from_code(code, where, endpoint=self.endpoint, api=API_NAMES[product], retries=retries)
 
 
-def _retryable(code: int | str | None) -> bool:
-    return code in RETRY_CODES or (isinstance(code, int) and 222900 <= code <= 222999)
+def _retryable(code: Code) -> bool:
+    return code in RETRY_CODES
 
 
 def _error_of(body: dict[str, Any]) -> tuple[int | str | None, str]:
@@ -651,12 +600,13 @@ def _flag(value: bool) -> str:
 
 
 def _base64(image: bytes, limit: int) -> str:
-    """``image`` as base64, or :class:`BaiduBadImage` (before any network call) if empty or too large."""
+    """``image`` as base64, or :class:`ProviderBadImage` (before any network call) if empty or too large."""
     if not image:
-        raise BaiduBadImage("empty image", key="error.image_not_image", code="empty")
+        raise ERRORS.error(ProviderBadImage, "empty image", key="error.image_not_image", code="empty")
     encoded = base64.b64encode(image).decode("ascii")
     if len(encoded) > limit:
-        raise BaiduBadImage(
+        raise ERRORS.error(
+            ProviderBadImage,
             f"image is {len(encoded)} bytes in base64, over Baidu's {limit}: prepare() it first",
             key="error.image_too_large",
             code="too_large",

@@ -20,11 +20,11 @@ The protocol is the "WeBank / Tencent Cloud FaceID" section of PROVIDERS.md:
 - **signature** (:func:`sign`): the parameter values plus the ticket, sorted, concatenated, SHA-1, upper-case hex.
 
 Every answer carries ``code`` (``"0"``: success) and ``msg``. Transport failures (connection errors, timeouts,
-5xx, a non-JSON body) are retried by :mod:`core.infra.http` and then raise :class:`WebankUnavailable`; a refused
-access token request raises :class:`WebankMisconfigured`; any other non-zero code raises
-:class:`WebankProviderError` with WeBank's ``msg`` (the full error table is not public, so nothing else is
-retried). ``queryfacerecord`` is different: its non-zero codes *are* outcomes, so :meth:`WebankClient.query_result`
-returns them in a :class:`FaceRecord` instead of raising.
+5xx, a non-JSON body) are retried by :mod:`core.infra.http` and then raise :class:`TemporarilyUnavailable`; a
+refused access token request raises :class:`ProviderMisconfigured`; any other non-zero code raises
+:class:`ProviderError` with WeBank's ``msg`` (the full error table is not public, so nothing else is retried);
+all with ``vendor`` ``"webank"`` (:data:`ERRORS`). ``queryfacerecord`` is different: its non-zero codes *are*
+outcomes, so :meth:`WebankClient.query_result` returns them in a :class:`FaceRecord` instead of raising.
 
 Nothing secret reaches a log, an exception or a ``repr``: the app secret and every token and ticket are
 registered with :func:`core.infra.redact.register_secret`; names and ID numbers are only ever in a request body.
@@ -45,12 +45,13 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import requests
 
-from core.contract.errors import ProviderError, ProviderMisconfigured, TemporarilyUnavailable, UserFacingError
+from core.contract.errors import BadCallback, ProviderError, ProviderMisconfigured, TemporarilyUnavailable
+from core.contract.fields import Field
 from core.infra.http import HttpSettings, make_session
 from core.infra.metrics import metered
-from core.infra.redact import redact, register_secret
+from core.infra.redact import register_secret
 from core.infra.tokens import TokenService, default_service
-from core.runtime.config import Field
+from core.providers.errors import Vendor
 
 log = logging.getLogger(__name__)
 
@@ -95,30 +96,9 @@ _HOST = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 # -- errors --------------------------------------------------------------------------------------------
 
 
-class WebankError(UserFacingError):
-    """Base of every WeBank failure; ``code`` is WeBank's ``code`` (or a transport name) for the log."""
-
-    def __init__(self, detail: str = "", *, code: int | str | None = None, key: str | None = None, **params: Any):
-        self.code = code
-        super().__init__(redact(detail), key=key, **params)
-
-
-class WebankProviderError(WebankError, ProviderError):
-    """WeBank refused a request with a code not covered below (its ``msg`` is in ``detail``)."""
-
-
-class WebankMisconfigured(WebankError, ProviderMisconfigured):
-    """Wrong app id or secret, wrong endpoint, TLS failure: the admin must act."""
-
-
-class WebankUnavailable(WebankError, TemporarilyUnavailable):
-    """Connection errors, timeouts, 5xx and non-JSON answers after the bounded transport retries."""
-
-
-class WebankBadCallback(WebankError, ProviderError):
-    """A browser callback that is not WeBank's: wrong or missing signature, wrong order, missing fields."""
-
-    key = "error.provider_request"
+#: WeBank's failures (``vendor`` ``"webank"``). Its full error table is not public: a refusal is a
+#: :class:`ProviderError` with WeBank's ``msg`` in the detail, except where the client knows better.
+ERRORS = Vendor("webank", "WeBank")
 
 
 # -- results ---------------------------------------------------------------------------------------------
@@ -313,12 +293,14 @@ class WebankClient:
         return value
 
     def _fetch_token(self) -> tuple[str, float]:
-        """Token source: ``(access_token, expire_in)``; :class:`WebankMisconfigured` when refused."""
+        """Token source: ``(access_token, expire_in)``; :class:`ProviderMisconfigured` when refused."""
         params = {"app_id": self.app_id, "secret": self._secret, "grant_type": "client_credential", "version": VERSION}
-        body = self._get(TOKEN_PATH, "access token", params, refused=WebankMisconfigured)
+        body = self._get(TOKEN_PATH, "access token", params, refused=ProviderMisconfigured)
         token = body.get("access_token")
         if not token:
-            raise WebankUnavailable("WeBank access token: answer without access_token", code="no_result")
+            raise ERRORS.error(
+                TemporarilyUnavailable, "WeBank access token: answer without access_token", code="no_result"
+            )
         register_secret(str(token))
         return str(token), _float(body.get("expire_in")) or TOKEN_LIFETIME
 
@@ -342,25 +324,19 @@ class WebankClient:
         _check_user_id(user_id)
         if not name or not id_no:
             raise ValueError("get_face_id needs a name and an ID number")
-        nonce = new_nonce()
-        payload = {
-            "appId": self.app_id,
-            "orderNo": order_no,
-            "name": name,
-            "idNo": id_no,
-            "userId": user_id,
-            "version": VERSION,
-            "nonce": nonce,
-            "sign": sign([self.app_id, user_id, VERSION, nonce], self.sign_ticket()),
-        }
+        payload = self._signed(order_no, user_id, name=name, idNo=id_no, userId=user_id)
         body = self._post(FACE_ID_PATH, "getAdvFaceId", order_no, payload)
         result = body.get("result") or {}
         face_id = result.get("faceId")
         if not face_id:
-            raise WebankUnavailable("WeBank getAdvFaceId: answer without result.faceId", code="no_result")
+            raise ERRORS.error(
+                TemporarilyUnavailable, "WeBank getAdvFaceId: answer without result.faceId", code="no_result"
+            )
         domain = str(result.get("optimalDomain") or urlsplit(self.endpoint).netloc)
         if not _HOST.fullmatch(domain):
-            raise WebankUnavailable("WeBank getAdvFaceId: optimalDomain is not a host name", code="bad_domain")
+            raise ERRORS.error(
+                TemporarilyUnavailable, "WeBank getAdvFaceId: optimalDomain is not a host name", code="bad_domain"
+            )
         register_secret(str(face_id))
         return FaceId(order_no, str(face_id), domain, body.get("bizSeqNo") or result.get("bizSeqNo"))
 
@@ -400,24 +376,24 @@ class WebankClient:
         ``newSignature`` (or ``newSign``) must be the signature of ``appId``, ``orderNo``, ``code`` with the
         current SIGN ticket or, about a minute after a renewal, the previous one. ``order_no``: the order this
         callback must be about. Without a signature the callback is refused unless ``require_signature`` is
-        false (it is then returned with ``signed=False``). Raises :class:`WebankBadCallback`.
+        false (it is then returned with ``signed=False``). Raises :class:`BadCallback`.
         Only a hint either way: decide the outcome with :meth:`query_result`.
         """
         got_order = str(params.get("orderNo") or "")
         code = str(params.get("code") or "")
         if not got_order or not code:
-            raise WebankBadCallback("WeBank callback without orderNo or code", code="incomplete")
+            raise ERRORS.error(BadCallback, "WeBank callback without orderNo or code", code="incomplete")
         if order_no is not None and not hmac.compare_digest(got_order.encode(), order_no.encode()):
-            raise WebankBadCallback("WeBank callback for another order", code="wrong_order")
+            raise ERRORS.error(BadCallback, "WeBank callback for another order", code="wrong_order")
         signature = str(params.get("newSignature") or params.get("newSign") or "")
         signed = False
         if signature:
             expected = [sign([self.app_id, got_order, code], t) for t in self.sign_tickets()]
             if not any(same_signature(signature, e) for e in expected):
-                raise WebankBadCallback("WeBank callback with a wrong signature", code="bad_signature")
+                raise ERRORS.error(BadCallback, "WeBank callback with a wrong signature", code="bad_signature")
             signed = True
         elif require_signature:
-            raise WebankBadCallback("WeBank callback without a signature", code="unsigned")
+            raise ERRORS.error(BadCallback, "WeBank callback without a signature", code="unsigned")
         log.info("WeBank callback for order %s: code %s (%s)", got_order[:6], code, "signed" if signed else "unsigned")
         return Callback(got_order, code, _float(params.get("liveRate")), signed)
 
@@ -428,15 +404,7 @@ class WebankClient:
         raises only for transport failures.
         """
         _check_order_no(order_no)
-        nonce = new_nonce()
-        payload = {
-            "appId": self.app_id,
-            "version": VERSION,
-            "nonce": nonce,
-            "orderNo": order_no,
-            "sign": sign([self.app_id, order_no, VERSION, nonce], self.sign_ticket()),
-        }
-        body = self._post(QUERY_PATH, "queryfacerecord", order_no, payload, outcome=True)
+        body = self._post(QUERY_PATH, "queryfacerecord", order_no, self._signed(order_no, order_no), outcome=True)
         result = body.get("result")
         result = result if isinstance(result, dict) else {}
         record = FaceRecord(
@@ -452,16 +420,33 @@ class WebankClient:
 
     # -- internals ------------------------------------------------------------------------------------
 
+    def _signed(self, order_no: str, signed: str, **fields: str) -> dict[str, Any]:
+        """A request body signed with the SIGN ticket: ``appId``, ``orderNo``, ``version``, a fresh ``nonce`` and
+        ``fields``, and ``sign`` over the app id, ``signed`` (the ``userId``, or the ``orderNo``), the version and
+        the nonce."""
+        nonce = new_nonce()
+        signature = sign([self.app_id, signed, VERSION, nonce], self.sign_ticket())
+        return {
+            "appId": self.app_id,
+            "orderNo": order_no,
+            "version": VERSION,
+            "nonce": nonce,
+            **fields,
+            "sign": signature,
+        }
+
     def _get(
-        self, path: str, what: str, params: dict[str, str], *, refused: type[WebankError] = WebankProviderError
+        self, path: str, what: str, params: dict[str, str], *, refused: type[ProviderError] = ProviderError
     ) -> dict[str, Any]:
         body = self._send("GET", path, what, params=params)
         code = str(body.get("code"))
         if code != "0":
             hint = (
-                ": check providers.webank.app_id and providers.webank.secret" if refused is WebankMisconfigured else ""
+                ": check providers.webank.app_id and providers.webank.secret"
+                if refused is ProviderMisconfigured
+                else ""
             )
-            raise refused(f"WeBank {what}: code {code} ({body.get('msg') or 'no msg'}){hint}", code=code)
+            raise ERRORS.error(refused, f"WeBank {what}: code {code} ({body.get('msg') or 'no msg'}){hint}", code=code)
         return body
 
     def _post(
@@ -470,7 +455,7 @@ class WebankClient:
         body = self._send("POST", path, what, params={"orderNo": order_no}, json=payload)
         code = str(body.get("code"))
         if code != "0" and not outcome:
-            raise WebankProviderError(f"WeBank {what}: code {code} ({body.get('msg') or 'no msg'})", code=code)
+            raise ERRORS.error(ProviderError, f"WeBank {what}: code {code} ({body.get('msg') or 'no msg'})", code=code)
         return body
 
     @metered("webank", code=lambda body: body.get("code"))
@@ -478,28 +463,25 @@ class WebankClient:
         """One request (with the transport retries of core.infra.http): the JSON answer, or a typed error."""
         try:
             response = self._session.request(method, self.endpoint + path, **kwargs)
-        except requests.exceptions.SSLError as exc:
-            host = urlsplit(self.endpoint).netloc
-            raise WebankMisconfigured(
-                f"TLS verification failed for {host}: check providers.webank.endpoint and the system CA bundle ({exc})",
-                code="tls",
-            ) from None
         except requests.RequestException as exc:
-            raise WebankUnavailable(
-                f"WeBank {what}: request failed after {self.http.retries} retries ({type(exc).__name__})",
-                code=type(exc).__name__,
-            ) from None
+            raise ERRORS.unanswered(exc, what, endpoint=self.endpoint, retries=self.http.retries) from None
         if response.status_code >= 500:
-            raise WebankUnavailable(f"WeBank {what}: HTTP {response.status_code}", code=response.status_code)
+            raise ERRORS.error(
+                TemporarilyUnavailable, f"WeBank {what}: HTTP {response.status_code}", code=response.status_code
+            )
         try:
             body = response.json()
         except ValueError:
             body = None
         if not isinstance(body, dict) or "code" not in body:
             if response.status_code == 404:
-                raise WebankMisconfigured(f"WeBank {what}: HTTP 404; is {self.endpoint} the right endpoint?", code=404)
-            raise WebankUnavailable(
-                f"WeBank {what}: HTTP {response.status_code} without a JSON answer", code="not_json"
+                raise ERRORS.error(
+                    ProviderMisconfigured, f"WeBank {what}: HTTP 404; is {self.endpoint} the right endpoint?", code=404
+                )
+            raise ERRORS.error(
+                TemporarilyUnavailable,
+                f"WeBank {what}: HTTP {response.status_code} without a JSON answer",
+                code="not_json",
             )
         return body
 
@@ -509,7 +491,7 @@ def _ticket_of(body: dict[str, Any], what: str) -> tuple[str, float | None]:
     first = tickets[0] if isinstance(tickets, list) and tickets and isinstance(tickets[0], dict) else {}
     value = first.get("value")
     if not value:
-        raise WebankUnavailable(f"WeBank {what}: answer without tickets[0].value", code="no_result")
+        raise ERRORS.error(TemporarilyUnavailable, f"WeBank {what}: answer without tickets[0].value", code="no_result")
     return str(value), _float(first.get("expire_in", body.get("expire_in")))
 
 

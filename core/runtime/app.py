@@ -16,6 +16,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from core.contract.chat import Command, Reply, Transport
 from core.contract.codec import Codec
+from core.contract.fields import ConfigError
 from core.contract.i18n import Catalogue, core_catalogue
 from core.infra import keys
 from core.infra.metrics import Metrics
@@ -32,7 +33,6 @@ from core.pipeline.handler import UpdateHandler
 from core.pipeline.intake import Intake, intake
 from core.pipeline.router import Router
 from core.providers import make_client
-from core.runtime.config import ConfigError
 from core.runtime.plugins import PluginManager
 from core.sending.delivery import SendLimiter
 from core.sending.outbox import QUEUED, Outbox, outbox
@@ -305,6 +305,7 @@ class App:
             transport=transport,
             handles_updates=role != "serve",
         )
+        self.plugins.configure(self.services)  # each plugin gets its config once, before anything else
         self.commands = [c for c in self.services.commands if c.plugin != DEFAULT_PLUGIN]  # the plugins' own
         self._check_commands()
         for plugin, route in self.plugins.web_routes(self.services):

@@ -12,55 +12,16 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from core.contract.fields import REQUIRED, ConfigError, Field
 from core.infra.redact import register_secret
+from core.providers import schemas
 
-
-class ConfigError(Exception):
-    """A configuration problem; ``str(err)`` is the one line to show the admin."""
-
-    def __init__(self, path: str, problem: str) -> None:
-        self.path = path
-        self.problem = problem
-        super().__init__(f"{path}: {problem}" if path else problem)
-
-
-_REQUIRED = object()
-
-
-@dataclass(frozen=True)
-class Field:
-    """One key of a schema.
-
-    - ``type``: ``str``, ``int``, ``float``, ``bool``, ``list`` or ``dict``;
-    - ``default``: used when the key is missing (no default: the key is required);
-    - ``choices``: allowed values; ``min`` / ``max``: bounds for numbers;
-    - ``item``: the ``Field`` of each list element; ``schema``: the fixed keys of a dict;
-      ``values``: the ``Field`` of each value of a dict with free keys;
-    - ``secret``: the value is registered for log redaction;
-    - ``schemes``: the value is a URL with one of these schemes (``("redis", "rediss")``); empty is allowed;
-    - ``url``: a URL that carries keys, tokens or signatures (the bot token is in every Bot API URL): it
-      must be ``https://`` (plain http only to this machine, for tests and a local server); empty is allowed;
-    - ``help``: one line for the configuration reference.
-    """
-
-    type: type
-    default: Any = _REQUIRED
-    choices: Sequence[Any] | None = None
-    min: float | None = None
-    max: float | None = None
-    item: Field | None = None
-    schema: Mapping[str, Field] | None = None
-    values: Field | None = None
-    secret: bool = False
-    url: bool = False
-    schemes: Sequence[str] = ()
-    help: str = ""
+__all__ = ["SCHEMA", "ConfigError", "Field", "check", "check_section", "load", "substitute", "validate"]
 
 
 class _Substituted(str):
@@ -164,7 +125,7 @@ def check_section(schema: Mapping[str, Field], data: Any, path: str, *, allow: S
     for key, field in schema.items():
         if key in data:
             out[key] = check(field, data[key], _join(path, key))
-        elif field.default is _REQUIRED:
+        elif field.default is REQUIRED:
             raise ConfigError(_join(path, key), "is required")
         else:
             out[key] = check(field, field.default, _join(path, key)) if field.default is not None else None
@@ -363,8 +324,6 @@ def _check_database_url(url: str) -> None:
 
 def validate(raw: Any) -> dict[str, Any]:
     """The validated core configuration (plugin sections checked only for shape here)."""
-    from core.providers import schemas
-
     config = check_section({**SCHEMA, "providers": _section(**schemas())}, substitute(raw), "")
     _check_webhook(config)
     _check_database_url(config["cluster"]["database_url"])

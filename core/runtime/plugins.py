@@ -20,6 +20,7 @@ import pluggy
 
 from core.contract import hookspecs
 from core.contract.chat import Command, Services
+from core.contract.i18n import gaps
 from core.pipeline.defaults import NAME as DEFAULT_PLUGIN
 from core.pipeline.defaults import DefaultPlugin
 from core.runtime.config import ConfigError, check_section
@@ -50,6 +51,8 @@ def entry_point_plugins() -> dict[str, importlib.metadata.EntryPoint]:
 def instantiate(module: Any) -> Any:
     """What pluggy registers for a plugin module: an instance of its ``Plugin`` class when it has one (so
     each bot gets its own engines, clients and state), else the module itself (hooks as functions)."""
+    if isinstance(module, type):  # the class itself (a test kit's ``plugins={"name": Plugin}``)
+        return module()
     factory = getattr(module, "Plugin", None)
     return factory() if isinstance(factory, type) else module
 
@@ -107,8 +110,29 @@ class PluginManager:
             self.config["plugins"][name] = validated
 
     def messages(self) -> list[dict[str, dict[str, str]]]:
-        """Every plugin's message catalogue."""
-        return [m for m in self.pm.hook.aipbot_messages() if m]
+        """Every plugin's message catalogue. What one lacks is logged (a missing ``zh`` text is shown in English,
+        a missing ``en`` one as its key); the built-in plugins are tested to lack nothing."""
+        out = []
+        for plugin, impl in reversed(self._impls("aipbot_messages")):  # pluggy's order: the last loaded first
+            messages = self._call(impl)
+            if not messages:
+                continue
+            problems = gaps(messages)
+            if problems:
+                more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+                log.warning(
+                    "plugin %s: its catalogue is incomplete, %s%s; a missing zh text is shown in English",
+                    plugin,
+                    "; ".join(problems[:5]),
+                    more,
+                )
+            out.append(messages)
+        return out
+
+    def configure(self, services: Services) -> None:
+        """Every plugin's ``aipbot_configure``, once, in load order, with its own config section."""
+        for plugin, impl in self._impls("aipbot_configure"):
+            self._call(impl, config=self.config["plugins"].get(plugin, {}), services=services)
 
     def commands(self, services: Services) -> list[Command]:
         """All plugin commands, each tagged with its plugin; clashes and bad names stop start-up."""

@@ -1,8 +1,10 @@
 """Face match: ``/facematch`` compares the faces in two photos and answers with a 0–100 score.
 
-The user sends two photos in one album, or one photo and then the other (the first waits in the
-command's pending state, in memory, for at most ``pending_minutes``, and is dropped on ``/cancel``, also
-when the ``/cancel`` comes while the first photo is still being checked), as photos or as image files.
+The user sends two photos in one album, or one photo and then the other (the first waits in a conversation
+step, ``ctx.expect_photo(SECOND, keep=[first])``: kept by reference — Telegram's ``file_id`` in the state
+store, its bytes in memory only — for at most ``pending_minutes``, so a restart between the two loses
+nothing; it is dropped on ``/cancel``, also when the ``/cancel`` comes while the first photo is still being
+checked), as photos or as image files.
 The answer: the score, a verdict against ``threshold``, which engine answered, and a picture of the two
 compared faces side by side with the score under them.
 
@@ -24,10 +26,10 @@ from typing import Any
 
 from core.contract.chat import Command, Context, Photo, Services
 from core.contract.errors import NoFace, ProviderMisconfigured, UserFacingError
+from core.contract.fields import Field
 from core.contract.hookspecs import hookimpl
 from core.contract.i18n import load_dir
 from core.providers import choose_engine
-from core.runtime.config import Field
 from plugins.facematch.engines import (
     DEFAULT_THRESHOLD,
     BaiduFaceEngine,
@@ -101,9 +103,13 @@ class Plugin:
         return load_dir(Path(__file__).parent / "locale")
 
     @hookimpl
-    def aipbot_commands(self, config: dict[str, Any]) -> list[Command]:
-        """``/facematch``: two photos per invocation (an album is cut to two)."""
+    def aipbot_configure(self, config: dict[str, Any]) -> None:
+        """Keep the validated section (engine, threshold, Baidu's options, the picture)."""
         self.config = config
+
+    @hookimpl
+    def aipbot_commands(self) -> list[Command]:
+        """``/facematch``: two photos per invocation (an album is cut to two)."""
         return [Command(NAME, help="facematch.help", handler=self.facematch, takes_photos=True, max_photos=2)]
 
     @hookimpl

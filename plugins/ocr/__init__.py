@@ -39,11 +39,11 @@ from PIL import Image
 
 from core.contract.chat import Command, Context, Document, Reply, Services
 from core.contract.errors import ProviderMisconfigured, QuotaExhausted, UserFacingError
+from core.contract.fields import Field
 from core.contract.hookspecs import hookimpl
 from core.contract.i18n import load_dir
 from core.infra.images import DOCUMENT_MIME_TYPES
 from core.providers import choose_engine as core_choose_engine
-from core.runtime.config import Field
 from plugins.ocr.engines import (
     BAIDU_APIS,
     BAIDU_LANGUAGE_TYPES,

@@ -5,8 +5,8 @@ docs/webank.md.
 
 One module, one job:
 
-- this one: the plugin object (:class:`Plugin`) and its hooks: config schema, messages, commands, status,
-  start-up (the polling job) and shutdown;
+- this one: the plugin object (:class:`Plugin`) and its hooks: config schema, messages, configure (the
+  verifier), commands, status, start-up (the polling job) and shutdown;
 - :mod:`plugins.realname.flow`: the verification flow (:class:`~plugins.realname.flow.Verifier`): ``/verify``,
   the identity question (a conversation step), the launch, the result and ``/forget``;
 - :mod:`plugins.realname.job`: the polling job (retention, pending sessions, notifications);
@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from core.contract.chat import Command, Services
+from core.contract.fields import ConfigError, Field
 from core.contract.hookspecs import hookimpl
 from core.contract.i18n import load_dir
-from core.runtime.config import ConfigError, Field
 from plugins.realname.flow import Verifier
 from plugins.realname.outcome import mask_id_number, mask_name
 from plugins.realname.pages import ReturnPage
@@ -95,12 +95,16 @@ class Plugin:
         return load_dir(Path(__file__).parent / "locale")
 
     @hookimpl
-    def aipbot_commands(self, config: dict[str, Any], services: Services) -> list[Command]:
-        """``/verify``, ``/forget`` and the admins' ``/verifystat``; creates the sessions table."""
+    def aipbot_configure(self, config: dict[str, Any], services: Services) -> None:
+        """The verifier of this bot (its provider and its sessions table), from the validated section."""
         if config["provider"] == "baidu" and not config["plan_id"]:
             raise ConfigError("plugins.realname.plan_id", "is required")
         self.verifier = Verifier(config, services)
-        return self.verifier.commands()
+
+    @hookimpl
+    def aipbot_commands(self) -> list[Command]:
+        """``/verify``, ``/forget`` and the admins' ``/verifystat``."""
+        return self.verifier.commands() if self.verifier is not None else []
 
     @hookimpl
     def aipbot_web_routes(self) -> list[Any]:

@@ -4,16 +4,13 @@ told once when a result appears or its window ended."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from core.contract.chat import Reply
 from core.contract.errors import ProviderMisconfigured, UserFacingError
 from plugins.realname.outcome import updated
+from plugins.realname.ports import Settles
 from plugins.realname.rules import Result
 from plugins.realname.sessions import FINISHED, Session
-
-if TYPE_CHECKING:
-    from plugins.realname.flow import Verifier
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +18,7 @@ log = logging.getLogger(__name__)
 MISSED_AFTER = 60.0
 
 
-async def poll(verifier: Verifier) -> None:
+async def poll(verifier: Settles) -> None:
     """One run of the job. A session the provider cannot answer for is skipped (and logged); the rest go on."""
     now, db = verifier.clock(), verifier.services.run_db
     purged = await db(verifier.sessions.purge, now - verifier.config["retention_days"] * 86400)
@@ -46,15 +43,15 @@ async def poll(verifier: Verifier) -> None:
             await notify(verifier, session, state, result)
 
 
-async def notify_missed(verifier: Verifier) -> None:
+async def notify_missed(verifier: Settles) -> None:
     """Notices a restart cut off between the decision and the notice (the outbox key keeps them single)."""
     for session in await verifier.services.run_db(verifier.sessions.unnotified, verifier.clock() - MISSED_AFTER):
         log.info("realname: user %s was not yet told how %s ended", session.user_id, session.id[:6])
         await notify(verifier, session, session.state, None)
 
 
-async def notify(verifier: Verifier, session: Session, state: str, result: Result | None) -> None:
-    """Tell the owner of ``session`` how it ended (call only when :meth:`Verifier.settle` said ``won``: once).
+async def notify(verifier: Settles, session: Session, state: str, result: Result | None) -> None:
+    """Tell the owner of ``session`` how it ended (call only when :meth:`Settles.settle` said ``won``: once).
 
     Through the outbox: stored first, retried until Telegram accepts it, across restarts, once per session
     (its key). The notice holds only the masked identity Baidu returns; the outbox erases it on delivery.

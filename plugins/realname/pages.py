@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import html
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from starlette.requests import Request
@@ -29,10 +29,8 @@ from starlette.responses import HTMLResponse, Response
 
 from core.contract.errors import UserFacingError
 from plugins.realname import job
+from plugins.realname.ports import HoldsVerifier
 from plugins.realname.sessions import FINISHED, PENDING, REPLACED, Session, looks_like_id
-
-if TYPE_CHECKING:
-    from plugins.realname import Plugin
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +101,7 @@ def accept_language(header: str) -> str:
 class ReturnPage:
     """The endpoint of one bot's plugin (the verifier is looked up at each request: it exists once started)."""
 
-    def __init__(self, plugin: Plugin) -> None:
+    def __init__(self, plugin: HoldsVerifier) -> None:
         self.plugin = plugin
 
     async def endpoint(self, request: Request) -> Response:

@@ -33,6 +33,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from core.contract.errors import (
+    BadCallback,
     ProviderError,
     ProviderMisconfigured,
     QuotaExhausted,
@@ -236,11 +237,9 @@ class WebankFaceId(RealnameProvider):
     def check_return(self, reference: str, params: dict[str, Any]) -> bool:
         """Whether the browser callback ``params`` are WeBank's, for this order (a signature is required).
         Only a hint: the outcome still comes from :meth:`result`."""
-        from core.providers.webank import WebankBadCallback
-
         try:
             self.client.verify_callback(params, order_no=reference)
-        except WebankBadCallback as err:
+        except BadCallback as err:
             log.warning("realname: rejected a WeBank callback for %s: %s", reference[:6], err.detail)
             return False
         return True

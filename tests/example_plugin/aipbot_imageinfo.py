@@ -3,9 +3,9 @@ import io
 from PIL import Image
 
 from core.contract.chat import Command, Context
+from core.contract.fields import Field
 from core.contract.hookspecs import hookimpl
 from core.infra.images import open_image
-from core.runtime.config import Field
 
 
 def describe(data: bytes) -> tuple[dict, bytes]:
@@ -40,9 +40,12 @@ class Plugin:
         }
 
     @hookimpl
-    def aipbot_commands(self, config):
+    def aipbot_configure(self, config):
         self.units = config["units"]
         self.divisor = 1000 if self.units == "KB" else 1024
+
+    @hookimpl
+    def aipbot_commands(self):
         return [Command("imageinfo", "imageinfo.help", self.imageinfo, takes_photos=True, max_photos=10)]
 
     @hookimpl

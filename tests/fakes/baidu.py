@@ -69,7 +69,7 @@ from urllib.parse import parse_qs
 import pytest
 from PIL import Image
 
-from tests.fakes.server import LocalServer
+from tests.fakes.server import ProviderFake, json_bytes, running
 
 TOKEN_PATH = "/oauth/2.0/token"
 OCR_PREFIX = "/rest/2.0/ocr/v1/"
@@ -200,10 +200,11 @@ class Verification:
     requests: Counter = field(default_factory=Counter)
 
 
-class FakeBaidu(LocalServer):
+class FakeBaidu(ProviderFake):
     """The fake server; see the module docstring. Thread-safe; all knobs may change while it runs."""
 
     name = "fake-baidu"
+    provider = "baidu"
 
     def __init__(
         self,
@@ -215,6 +216,7 @@ class FakeBaidu(LocalServer):
         qps_cap: float | None = None,
         daily_limit: int | None = None,
     ) -> None:
+        super().__init__()
         self.api_key = api_key
         self.secret_key = secret_key
         self.token_lifetime = token_lifetime
@@ -231,8 +233,6 @@ class FakeBaidu(LocalServer):
         self.verifications: dict[str, Verification] = {}
         self.images_seen: list[tuple[str, int, int]] = []  # (path, width, height) of decoded images
         self.last_params: dict[str, dict[str, Any]] = {}  # path -> the non-image fields of its last request
-        self._lock = threading.Lock()
-        self._counts: Counter = Counter()
         self._tokens: dict[str, _Token] = {}
         self._faults: list[_Fault] = []
         self._texts: dict[_Key, list[str]] = {}
@@ -265,13 +265,7 @@ class FakeBaidu(LocalServer):
 
     def config(self, *, http: dict[str, Any] | None = None, io_workers: int = 8, **overrides: Any) -> dict[str, Any]:
         """A whole config dict (the parts our code reads) with fast timeouts and backoff for tests."""
-        http_section = {"connect_timeout": 2.0, "read_timeout": 2.0, "retries": 2, "backoff": 0.01}
-        http_section.update(http or {})
-        return {
-            "providers": {"baidu": self.provider_config(**overrides)},
-            "http": http_section,
-            "workers": {"io": io_workers, "cpu": 1},
-        }
+        return {**super().config(http=http, **overrides), "workers": {"io": io_workers, "cpu": 1}}
 
     # -- test controls -----------------------------------------------------------------------------
 
@@ -357,11 +351,6 @@ class FakeBaidu(LocalServer):
             v.id_name = name or v.id_name or "张三"
             v.id_no = id_number or v.id_no or "11010519491231002X"
             v.via_ocr = via_ocr
-
-    def count(self, path: str) -> int:
-        """Requests received on ``path`` (every answer counts, errors included)."""
-        with self._lock:
-            return self._counts[path]
 
     @property
     def token_fetches(self) -> int:
@@ -471,13 +460,13 @@ class FakeBaidu(LocalServer):
         if path == H5_PATH and method == "GET":
             return 200, "text/html; charset=utf-8", b"<html><body>fake faceprint page</body></html>"
         if method != "POST":
-            return 200, "application/json", _json(self._error(3, "Unsupported openapi method"))
+            return 200, "application/json", json_bytes(self._error(3, "Unsupported openapi method"))
         is_fp = path.startswith(FACEPRINT_PREFIX)
         if fault is not None and fault.code is not None:
             shape = self._fp_error if is_fp and fault.code >= 200000 else self._error
-            return 200, "application/json", _json(shape(fault.code, fault.message))
+            return 200, "application/json", json_bytes(shape(fault.code, fault.message))
         answer = self._api(path, query, body, content_type, is_fp, admitted)
-        return 200, "application/json", _json(answer)
+        return 200, "application/json", json_bytes(answer)
 
     def _token(self, method: str, query: dict[str, str], body: bytes, content_type: str) -> tuple:
         params = dict(query)
@@ -488,13 +477,17 @@ class FakeBaidu(LocalServer):
                 "error": "unsupported_grant_type",
                 "error_description": "The authorization grant type is not supported",
             }
-            return 400, "application/json", _json(err)
+            return 400, "application/json", json_bytes(err)
         if params.get("client_id") != self.api_key:
-            return 401, "application/json", _json({"error": "invalid_client", "error_description": "unknown client id"})
+            return (
+                401,
+                "application/json",
+                json_bytes({"error": "invalid_client", "error_description": "unknown client id"}),
+            )
         if params.get("client_secret") != self.secret_key:
             err = {"error": "invalid_client", "error_description": "Client authentication failed"}
-            return 401, "application/json", _json(err)
-        return 200, "application/json", _json(self._issue_token())
+            return 401, "application/json", json_bytes(err)
+        return 200, "application/json", json_bytes(self._issue_token())
 
     def _api(
         self, path: str, query: dict[str, str], body: bytes, content_type: str, is_fp: bool, admitted: bool
@@ -701,10 +694,6 @@ def baidu_mask_id(number: str) -> str:
     return number[:3] + "*" * (len(number) - 7) + number[-4:] if len(number) > 7 else "*" * len(number)
 
 
-def _json(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False).encode("utf-8")
-
-
 def _format(raw: bytes) -> str | None:
     try:
         with Image.open(io.BytesIO(raw)) as im:
@@ -716,8 +705,4 @@ def _format(raw: bytes) -> str | None:
 @pytest.fixture
 def fake_baidu() -> Iterator[FakeBaidu]:
     """A started :class:`FakeBaidu` (no latency, no QPS cap), stopped after the test."""
-    server = FakeBaidu().start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running(FakeBaidu())

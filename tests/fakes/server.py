@@ -4,6 +4,9 @@ A fake subclasses :class:`LocalServer` and implements :meth:`LocalServer.handle`
 :meth:`LocalServer.handle_request`); requests are served with keep-alive (as the providers' gateways do), each in
 its own thread (a handler may block, e.g. a long poll), and nothing is logged (request lines carry tokens).
 
+A provider's fake subclasses :class:`ProviderFake` (a :class:`LocalServer` with what they share: a lock, requests
+counted by path, its ``providers.<name>`` and ``http`` config sections, JSON answers, the fixture's life cycle).
+
 Also here: :class:`Hangup` (raise it from a handler to close the connection without an answer) and
 :func:`parse_form` (urlencoded and ``multipart/form-data`` bodies, files included). Chunked request bodies are
 read like any other.
@@ -11,13 +14,16 @@ read like any other.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import threading
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, parse_qsl, unquote, urlsplit
 
 #: A multipart upload: ``(filename, bytes)``.
@@ -195,3 +201,49 @@ class LocalServer:
     def endpoint(self) -> str:
         """``http://127.0.0.1:<port>``."""
         return f"http://{self.host}"
+
+
+#: The ``http`` section of a provider fake's :meth:`ProviderFake.config`: fast timeouts and backoff for tests.
+FAST_HTTP = {"connect_timeout": 2.0, "read_timeout": 2.0, "retries": 2, "backoff": 0.01}
+
+
+def json_bytes(obj: Any) -> bytes:
+    """``obj`` as the providers send JSON: UTF-8, Chinese as it is."""
+    return json.dumps(obj, ensure_ascii=False).encode("utf-8")
+
+
+class ProviderFake(LocalServer):
+    """What the fakes of the providers (Baidu, WeBank) share: requests counted by path under one lock, and the
+    config sections that point the bot at them."""
+
+    #: the ``providers.<name>`` key of the provider faked
+    provider = ""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def provider_config(self, **overrides: Any) -> dict[str, Any]:
+        """The ``providers.<name>`` section pointing at this server."""
+        raise NotImplementedError
+
+    def config(self, *, http: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
+        """The parts of a whole config our code reads (``providers``, ``http``), with fast timeouts and backoff."""
+        return {"providers": {self.provider: self.provider_config(**overrides)}, "http": {**FAST_HTTP, **(http or {})}}
+
+    def count(self, path: str) -> int:
+        """Requests received on ``path`` (every answer counts, errors and refusals included)."""
+        with self._lock:
+            return self._counts[path]
+
+
+Fake = TypeVar("Fake", bound=LocalServer)
+
+
+def running(server: Fake) -> Iterator[Fake]:
+    """A fixture's body: ``server`` started, and stopped after the test (``yield from running(FakeX())``)."""
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -43,7 +43,6 @@ import hashlib
 import json
 import re
 import secrets
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -53,7 +52,7 @@ from urllib.parse import urlencode, urlsplit
 
 import pytest
 
-from tests.fakes.server import LocalServer
+from tests.fakes.server import ProviderFake, json_bytes, running
 
 TOKEN_PATH = "/api/oauth2/access_token"
 TICKET_PATH = "/api/oauth2/api_ticket"
@@ -122,10 +121,11 @@ class Order:
     failure_code: str = ""
 
 
-class FakeWebank(LocalServer):
+class FakeWebank(ProviderFake):
     """The fake server; see the module docstring. Thread-safe."""
 
     name = "fake-webank"
+    provider = "webank"
 
     def __init__(
         self,
@@ -139,6 +139,7 @@ class FakeWebank(LocalServer):
         overlap: float = 60,
         latency: float = 0.0,
     ) -> None:
+        super().__init__()
         self.app_id = app_id
         self.secret = secret
         self.clock = clock
@@ -152,9 +153,7 @@ class FakeWebank(LocalServer):
         self.refused: list[tuple[str, str]] = []  # (path, reason)
         self._tokens: dict[str, _Token] = {}
         self._nonces: dict[str, _Nonce] = {}
-        self._counts: Counter = Counter()
         self._tickets: Counter = Counter()
-        self._lock = threading.Lock()
 
     # -- life cycle --------------------------------------------------------------------------------
 
@@ -162,19 +161,7 @@ class FakeWebank(LocalServer):
         """A ``providers.webank`` config section pointing at this server."""
         return {"app_id": self.app_id, "secret": self.secret, "endpoint": self.endpoint, **overrides}
 
-    def config(self, **overrides: Any) -> dict[str, Any]:
-        """The parts of a whole config our code reads, with fast timeouts and backoff for tests."""
-        return {
-            "providers": {"webank": self.provider_config(**overrides)},
-            "http": {"connect_timeout": 2.0, "read_timeout": 2.0, "retries": 2, "backoff": 0.01},
-        }
-
     # -- test controls and counters ------------------------------------------------------------------
-
-    def count(self, path: str) -> int:
-        """Requests received on ``path`` (refused ones included)."""
-        with self._lock:
-            return self._counts[path]
 
     @property
     def token_fetches(self) -> int:
@@ -295,7 +282,7 @@ class FakeWebank(LocalServer):
                 self.refused.append((path, err.reason))
                 code, msg = CODES[err.reason]
                 status = 400 if path == LOGIN_PATH else 200
-                return status, "application/json", _dump({"code": code, "msg": f"{msg} ({err.detail})"})
+                return status, "application/json", json_bytes({"code": code, "msg": f"{msg} ({err.detail})"})
         return 404, "text/html", b"<html>404 Not Found</html>"
 
     def _token(self, q: dict[str, str]) -> dict[str, Any]:
@@ -403,11 +390,7 @@ class FakeWebank(LocalServer):
 def _ok(body: dict[str, Any]) -> tuple[int, str, bytes]:
     body.setdefault("code", "0")
     body.setdefault("msg", "请求成功")
-    return 200, "application/json", _dump(body)
-
-
-def _dump(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    return 200, "application/json", json_bytes(body)
 
 
 def _json_body(body: bytes) -> dict[str, Any]:
@@ -423,8 +406,4 @@ def _json_body(body: bytes) -> dict[str, Any]:
 @pytest.fixture
 def fake_webank() -> Iterator[FakeWebank]:
     """A started :class:`FakeWebank` (real clock, no latency), stopped after the test."""
-    server = FakeWebank().start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running(FakeWebank())
