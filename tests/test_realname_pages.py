@@ -133,6 +133,7 @@ async def test_a_page_visit_before_the_end_says_not_yet_and_a_failed_step_is_rep
 ):
     from plugins.realname import pages
 
+    monkeypatch.setattr(pages, "RECHECK_SECONDS", 1.0)
     await baidu_bot()
     link = await baidu_link(fake_telegram)
     assert_neutral(await get(link.success_url))
@@ -140,12 +141,28 @@ async def test_a_page_visit_before_the_end_says_not_yet_and_a_failed_step_is_rep
     asked = fake_baidu.count(DETAIL)
     assert_neutral(await get(link.success_url))  # a reload right away does not ask Baidu again
     assert fake_baidu.count(DETAIL) == asked
-    monkeypatch.setattr(pages, "RECHECK_SECONDS", 0.0)
+    await asyncio.sleep(1.1)  # the next window
     fake_baidu.finish_verification(link.token, passed=False, code=223120)  # liveness failed: no scores
     assert DONE_EN in (await get(link.failed_url)).text
     told = await fake_telegram.bot_replied(USER, timeout=5)
     assert told.text.startswith("❌ Real-name verification failed.") and "Not passed: liveness." in told.text
     assert rows(db)[0]["state"] == "failed"
+
+
+async def test_40_reloads_of_a_pending_page_by_several_visitors_cost_at_most_3_baidu_checks(
+    fake_telegram, fake_baidu, baidu_bot, db
+):
+    await baidu_bot()
+    link = await baidu_link(fake_telegram)
+    fake_baidu.reset_counters()
+    fake_baidu.inject(http_status=502, times=1000, path=DETAIL)  # Baidu unwell: one check is 3 tries
+    for _ in range(20):  # one visitor reloading
+        assert_neutral(await get(link.success_url))
+    pages = await asyncio.gather(*(get(link.failed_url) for _ in range(20)))  # twenty at once
+    for page in pages:
+        assert_neutral(page)
+    assert 1 <= fake_baidu.count(DETAIL) <= 3, fake_baidu.count(DETAIL)
+    assert rows(db)[0]["state"] == "pending"
 
 
 @pytest.mark.parametrize(
