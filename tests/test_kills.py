@@ -167,9 +167,10 @@ async def test_an_outbox_message_cut_off_by_kill_9_arrives_within_5_s_of_the_res
     bot.kill()
     assert accepted(fake_telegram, "your reminder") == {}
 
-    polled = len(fake_telegram.calls_of("getUpdates"))
+    connected = len(fake_telegram.calls_of("getMe"))
     bot.start(0.1)
-    started = await bot.polls(polled)  # the restarted bot is up
+    await until(lambda: len(fake_telegram.calls_of("getMe")) > connected, 60, "the bot connects", bot.log)
+    started = time.monotonic()  # the restarted process reached Telegram (its imports and set-up are done)
     await until(lambda: accepted(fake_telegram, "your reminder"), 5, "the reminder arrived within 5 s", bot.log)
     took = time.monotonic() - started
     await asyncio.sleep(1.0)  # the replayed /remind puts it again: a known key, not sent twice
@@ -177,4 +178,67 @@ async def test_an_outbox_message_cut_off_by_kill_9_arrives_within_5_s_of_the_res
     stderr = await bot.stop()
     assert "took over 1 messages whose sender died" in stderr
     assert "may be a duplicate" in stderr
-    print(f"interrupted outbox message delivered {took:.2f} s after the restart polled")
+    print(f"interrupted outbox message delivered {took:.2f} s after the restarted bot connected")
+
+
+USERS = [4000 + i for i in range(10)]
+
+
+async def test_10_updates_in_flight_through_3_kill_9s_in_a_row_are_all_answered_once(fake_telegram, bot):
+    bot.start(60)  # each /work would take a minute: every run is killed while all of them are in flight
+    await bot.polls(0)
+    for user in USERS:
+        fake_telegram.user_sends_text("/work", user_id=user)
+    told = lambda: len(accepted(fake_telegram, "working on it")) == 10  # noqa: E731
+    await until(told, 60, "10 users told 'working on it'", bot.log)
+    await until(lambda: not fake_telegram.pending_updates, 10, "Telegram told the updates arrived", bot.log)
+    await asyncio.sleep(0.3)  # the reply marks follow Telegram's answers
+    bot.kill()
+    for _ in range(2):  # two more runs killed while replaying (the second one replays one update at a time)
+        bot.start(60)
+        replaying = lambda: "replaying 10 updates" in bot.log.read_text()  # noqa: E731
+        await until(replaying, 60, "the restarted bot replays", bot.log)
+        await asyncio.sleep(0.5)  # the replay is under way
+        bot.kill()
+    assert accepted(fake_telegram, "done") == {}
+
+    bot.start(0.2)
+    done = lambda: len(accepted(fake_telegram, "done")) == 10  # noqa: E731
+    await until(done, 60, "10 users told 'done' after the fourth start", bot.log)
+    await asyncio.sleep(1.0)
+    assert accepted(fake_telegram, "done") == dict.fromkeys(USERS, 1)
+    assert accepted(fake_telegram, "working on it") == dict.fromkeys(USERS, 1)
+    stderr = await bot.stop()
+    assert "given up" not in stderr and "Traceback" not in stderr
+    assert "replaying 10 updates one at a time" in stderr
+
+
+async def test_an_update_that_kills_the_bot_each_time_is_given_up_with_a_word_to_its_user(fake_telegram, bot):
+    """``/crash`` takes the process down each time it is handled; two other users' ``/work`` arrive with it. The
+    test restarts the bot whenever it died (as systemd would) until everyone has an answer."""
+    bot.start(0.5)
+    await bot.polls(0)
+    fake_telegram.user_sends_text("/work", user_id=5001)
+    fake_telegram.user_sends_text("/crash", user_id=5002)
+    fake_telegram.user_sends_text("/work", user_id=5003)
+    given_up = "Sorry: your last message stopped me each time"
+    answered = lambda: (  # noqa: E731
+        len(accepted(fake_telegram, "done")) == 2
+        and any(c.chat_id == 5002 and not c.fault and given_up in (c.text or "") for c in fake_telegram.calls)
+    )
+    deaths = 0
+    deadline = time.monotonic() + 120
+    while not answered():
+        assert time.monotonic() < deadline, bot.log.read_text()[-3000:]
+        if bot.runs[-1].poll() is not None:
+            deaths += 1
+            assert deaths <= 6, "still crashing after six restarts"
+            bot.start(0.5)
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.0)
+    assert accepted(fake_telegram, "done") == {5001: 1, 5003: 1}
+    told = [c for c in fake_telegram.calls_of("sendMessage") if c.chat_id == 5002 and not c.fault]
+    assert [c.text for c in told] == [told[0].text] and given_up in told[0].text
+    stderr = await bot.stop()
+    assert "given up (2 deaths while handled alone)" in stderr
+    print(f"poison update given up after {deaths} deaths")

@@ -275,8 +275,9 @@ class ClusterIntake(Intake):
                 return []
             spent = [r.update_id for r in rows if r.body is None or r.attempts >= MAX_ATTEMPTS]
             if spent:
-                log.warning("intake: updates %s given up after %d attempts", spent, MAX_ATTEMPTS)
-                await self._run(Journal.finish, spent)
+                log.warning("intake: updates %s given up after %d attempts; their users are told", spent, MAX_ATTEMPTS)
+                await self._run(_give_up, [r for r in rows if r.update_id in spent], self._tell_given_up)
+                self.services.outbox.wake()
                 continue
             entries = [self._entry(r.update_id, json.loads(r.body), r.attempts) for r in rows if r.body is not None]
             head = entries[0]
@@ -338,6 +339,14 @@ def _open_entries(db: Connection, now: float, chat: str, limit: int = 50) -> lis
 
 def _attempt(db: Connection, now: float, ids: list[int]) -> None:
     db.execute(update(intake).where(intake.c.update_id.in_(ids)).values(attempts=intake.c.attempts + 1))
+
+
+def _give_up(db: Connection, now: float, rows: list[_Open], tell: Callable[[Connection, int, str], None]) -> None:
+    """Close ``rows`` and, in the same transaction, queue the message telling each one's user (``tell``)."""
+    for row in rows:
+        if row.body is not None:
+            tell(db, row.update_id, row.body)
+    Journal.finish(db, now, [row.update_id for row in rows])
 
 
 def _count_open(db: Connection, now: float, chat: str) -> int:
