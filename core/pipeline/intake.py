@@ -152,6 +152,16 @@ Scrub = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 GivenUp = Callable[[Connection, int, str], None]
 
 
+def retry_after(err: BaseException) -> float:
+    """The seconds a ``429 Too Many Requests`` asks to wait (PTB's ``RetryAfter``: an int or a timedelta), else 0."""
+    value = getattr(err, "_retry_after", None)
+    if value is None:
+        value = err.__dict__.get("retry_after")
+    if hasattr(value, "total_seconds"):
+        value = value.total_seconds()
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+
+
 def isolating(rows: list[tuple[int, str, int]]) -> bool:
     """Whether the entries :meth:`Journal.reopen` gave back are replayed one at a time: some were replayed before
     (the process died again during their replay)."""
@@ -377,7 +387,8 @@ class Intake:
 
     async def poll(self, fetch: Callable[[int | None], Awaitable[list[dict[str, Any]]]]) -> None:
         """Long-poll until cancelled: ``fetch(offset)`` is one ``getUpdates``; each batch is journaled before
-        the next call confirms it. Failed calls are retried with a growing pause (at most 30 s)."""
+        the next call confirms it. Failed calls are retried with a growing pause (at most 30 s), and never before
+        the ``retry_after`` of a 429."""
         offset: int | None = None
         backoff = 1.0
         while True:
@@ -386,8 +397,9 @@ class Intake:
             except asyncio.CancelledError:
                 raise
             except Exception as err:
-                log.warning("getUpdates failed (%s: %s); again in %.0f s", type(err).__name__, err, backoff)
-                await asyncio.sleep(backoff)
+                wait = max(backoff, retry_after(err))  # a 429 says how long Telegram wants us to wait
+                log.warning("getUpdates failed (%s: %s); again in %.0f s", type(err).__name__, err, wait)
+                await asyncio.sleep(wait)
                 backoff = min(MAX_POLL_BACKOFF, backoff * 2)
                 continue
             backoff = 1.0
