@@ -346,3 +346,29 @@ async def test_metrics_count_verification_sessions_by_state(fake_telegram, fake_
     metrics = (await get(base + "/metrics")).text
     assert sample(metrics, "aipbot_verification_sessions", state="passed") == 1
     assert sample(metrics, "aipbot_verification_sessions", state="pending") == 0
+
+
+async def test_after_forget_no_table_holds_the_users_chat_id(fake_telegram, fake_baidu, baidu_bot, db):
+    await baidu_bot()
+    link = await baidu_link(fake_telegram)
+    fake_baidu.finish_verification(link.token, name=NAME, id_number=ID_NUMBER)
+    assert DONE_EN in (await get(link.success_url)).text
+    await fake_telegram.bot_replied(USER, timeout=5)  # the result, through the outbox
+    await asyncio.sleep(0.3)
+    assert str(USER) in dump(db)  # the session, the outbox message, the journal's open rows named the chat
+    fake_telegram.user_sends_text("/forget")
+    assert (await fake_telegram.bot_replied(USER, timeout=5)).text.startswith("Deleted 1 verification record(s).")
+    for _ in range(100):  # the /forget update itself is marked handled right after its answer
+        if str(USER) not in dump(db):
+            break
+        await asyncio.sleep(0.05)
+    assert str(USER) not in dump(db), [line for line in dump(db).splitlines() if str(USER) in line]
+
+
+def dump(db: Path) -> str:
+    """Every row of every table of the bot's database, one line each (``table: values``)."""
+    with sqlite3.connect(db) as conn:
+        tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        lines = [f"{t}: {row}" for t in tables for row in conn.execute(f'SELECT * FROM "{t}"')]
+    conn.close()
+    return "\n".join(lines)

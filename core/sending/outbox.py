@@ -141,6 +141,7 @@ class Outbox:
         self.max_attempts: int = config["max_attempts"]
         self.keep: float = config["keep_days"] * 86400
         services.store.create(outbox)  # at assembly, like the store's own tables
+        services.store.names_chats(_c.chat_id)  # /forget deletes a user's queued and delivered messages
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._sending: set[str] = set()
