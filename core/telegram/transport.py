@@ -107,7 +107,6 @@ class TelegramTransport:
             self.webhook = WebhookEndpoint(
                 self._secret,
                 source_networks=self.config["webhook_source_networks"],
-                trusted_proxies=self.config["trusted_proxies"],
                 max_body=min(self.config["webhook_max_body_kb"] * 1024, app.web.max_body),
                 metrics=app.metrics,
             )
