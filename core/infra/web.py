@@ -24,7 +24,14 @@ endpoints (``async def endpoint(request) -> Response``); plugins may import ``st
 Every request gets a clear short answer: unknown path 404, wrong method 405 (with ``Allow``), a body over
 ``server.max_body_kb`` 413, an endpoint that raises 500 ``internal error`` (the traceback goes to the log,
 redacted, never to the client). The access log (logger ``aipbot.web.access``: method, path without the query
-string, status, milliseconds, client address) goes through the bot's logging; uvicorn's own access log is off.
+string — a matched route's template, so no reference or token in a path — status, milliseconds, client address)
+goes through the bot's logging; uvicorn's own access log is off. There are no redirects (a trailing slash is a
+404: Starlette would build the redirect from the ``Host`` header).
+
+Limits (``server.read_timeout``, ``keep_alive``, ``max_connections``, ``max_header_kb``): uvicorn's own settings
+where it has them, and :mod:`core.infra.web_guard` for a whole request's deadline and the connection cap. With
+``telegram.trusted_proxies`` set, uvicorn's ``ProxyHeadersMiddleware`` makes a trusted proxy's request the
+forwarded client's (:func:`trusted_hosts`).
 """
 
 from __future__ import annotations

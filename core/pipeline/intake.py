@@ -11,8 +11,9 @@ journal (replayed by :meth:`Intake.start` on the next start), or both (the journ
 
 Replies are idempotent: the ``n``-th message sent while handling update ``u`` is recorded as ``(u, n)`` once
 Telegram accepted it (:class:`Replies`), so a replayed update skips the replies it already sent and goes
-on from there. The window between Telegram's acceptance and that record (a few milliseconds) is the only
-place where a kill can still cause one duplicate message.
+on from there. The window between the send and that record — the whole send round trip: the request, Telegram's
+work, its answer, then the record's commit — is the only place where a kill can still cause one duplicate
+message (the Bot API has no idempotency key to close it).
 
 Order: the updates of one chat are handled one after another, in arrival order; different chats run
 concurrently (grammY's ``sequentialize``). The parts of an album (one ``media_group_id``) are collected
