@@ -71,8 +71,10 @@ class Leases:
         self.outbox = outbox
         self.shared = shared
         self.owner = owner_id()
-        self.every = HEARTBEAT
+        #: How often the background sender must call :meth:`beat` (one process: never; all is done at start).
+        self.every = HEARTBEAT if shared else float("inf")
         self._looked = float("-inf")
+        self._beaten = float("-inf")
 
     def _key(self, owner: str) -> str:
         return f"outbox:owner:{owner}"
@@ -81,12 +83,19 @@ class Leases:
         """Refresh this sender's heartbeat (cluster mode) and, every :data:`HEARTBEAT` seconds, take over the leases
         of senders that died."""
         now = self.outbox.clock()
-        if now - self._looked < self.every:
+        if not self.shared or now - self._looked < self.every:
             return
         self._looked = now
-        if self.shared:
-            await self.outbox.services.state.set(self._key(self.owner), 1, BEAT_TTL)
+        await self.alive()
         await self.take_over()
+
+    async def alive(self) -> None:
+        """Refresh this sender's heartbeat if it is due (cluster mode): before it leases anything, so no other
+        process ever sees a lease of a live sender without its heartbeat."""
+        now = self.outbox.clock()
+        if self.shared and now - self._beaten >= self.every:
+            self._beaten = now
+            await self.outbox.services.state.set(self._key(self.owner), 1, BEAT_TTL)
 
     async def end(self) -> None:
         """At a clean stop: the heartbeat goes at once (this sender's leases were released)."""

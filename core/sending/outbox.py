@@ -157,6 +157,7 @@ class Outbox:
         """Queue ``reply`` for ``chat_id`` under ``key`` and try to send it now; False when ``key`` was
         already queued or delivered (then nothing happens). Returns once the message is stored (and, when
         the transport accepted it at once, delivered); never raises for a failed send."""
+        await self.leases.alive()  # cluster mode: the heartbeat stands before the lease does
         if not await self._db(lambda db: self._insert(db, chat_id, reply, key, lease=LEASE)):
             log.info("outbox: %s was queued before; not again", key)
             return False
@@ -271,6 +272,7 @@ class Outbox:
         """Send every message that is due now (the background task calls this); how many were delivered."""
         delivered = 0
         while True:
+            await self.leases.alive()
             due = await self._claim_due()
             if not due:
                 return delivered
