@@ -15,13 +15,16 @@ from types import SimpleNamespace
 import pytest
 from telegram.ext import ExtBot
 
+from core.contract.i18n import core_catalogue
 from core.infra.shared import SharedRedis
 from core.infra.state import RedisState
 from core.infra.store import Store
 from core.pipeline.cluster import CeleryDispatcher
 from core.pipeline.handler import WITHHELD
 from core.pipeline.intake import MAX_ATTEMPTS, Intake
+from core.runtime.config import validate
 from core.sending.delivery import SendLimiter
+from core.sending.outbox import Outbox
 from core.telegram.decode import TelegramCodec
 
 
@@ -77,12 +80,15 @@ def cluster(store_target, redis_server):
             return await asyncio.get_running_loop().run_in_executor(pool, functools.partial(fn, *args))
 
         services = SimpleNamespace(
-            config={"telegram": {"token": "123:test-token"}},
+            config=validate({"telegram": {"token": "123:test-token"}}),
             store=Store(store_target),
             state=RedisState(redis_server.url, prefix=prefix),
             run_db=run,
             run_blocking=run,
+            catalogue=core_catalogue(),
+            transport=None,
         )
+        services.outbox = Outbox(services)  # no background sender: what it would send stays queued, to look at
 
         async def handle(entries, transport) -> None:
             handled.append((name, [e.update_id for e in entries], entries[0].body))
@@ -206,6 +212,9 @@ async def test_an_update_whose_handling_killed_workers_three_times_is_given_up(c
     )
     assert await worker.drain("7") == 1
     assert [ids for _, ids, _ in cluster.handled] == [[41]]
+    told = await worker.services.run_db(worker.services.store.execute, "SELECT key, chat_id, reply FROM outbox")
+    assert [(key, chat) for key, chat, _ in told] == [("intake:given-up:40", 7)]  # its user is told, not left silent
+    assert "stopped me each time" in told[0][2]
 
 
 async def test_an_answer_to_a_plugins_question_reaches_the_worker_through_redis_and_is_gone_after(

@@ -365,3 +365,19 @@ async def test_an_answer_cut_off_by_a_restart_is_asked_for_again_not_read_from_d
     await bot()
     reply = await fake_telegram.bot_replied()
     assert reply.text == "I restarted before I could read your last message. Please send it again."
+
+
+async def test_polling_waits_the_retry_after_telegram_asks_for_on_getupdates(fake_telegram, bot):
+    await bot()
+    await fake_telegram.wait_for("getUpdates")
+    fake_telegram.fail("getUpdates", times=1, kind="429", retry_after=3)
+    for _ in range(200):
+        refused = next((c for c in fake_telegram.calls_of("getUpdates") if c.fault == "429"), None)
+        if refused is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert refused is not None
+    fake_telegram.user_sends_text("/echo after")
+    assert (await fake_telegram.bot_replied(timeout=15)).text == "hi after"
+    later = [c for c in fake_telegram.calls_of("getUpdates") if c.at > refused.at]
+    assert later and later[0].at - refused.at >= 3.0, "polled again before Telegram's retry_after"

@@ -133,6 +133,7 @@ async def test_a_page_visit_before_the_end_says_not_yet_and_a_failed_step_is_rep
 ):
     from plugins.realname import pages
 
+    monkeypatch.setattr(pages, "RECHECK_SECONDS", 1.0)
     await baidu_bot()
     link = await baidu_link(fake_telegram)
     assert_neutral(await get(link.success_url))
@@ -140,12 +141,28 @@ async def test_a_page_visit_before_the_end_says_not_yet_and_a_failed_step_is_rep
     asked = fake_baidu.count(DETAIL)
     assert_neutral(await get(link.success_url))  # a reload right away does not ask Baidu again
     assert fake_baidu.count(DETAIL) == asked
-    monkeypatch.setattr(pages, "RECHECK_SECONDS", 0.0)
+    await asyncio.sleep(1.1)  # the next window
     fake_baidu.finish_verification(link.token, passed=False, code=223120)  # liveness failed: no scores
     assert DONE_EN in (await get(link.failed_url)).text
     told = await fake_telegram.bot_replied(USER, timeout=5)
     assert told.text.startswith("❌ Real-name verification failed.") and "Not passed: liveness." in told.text
     assert rows(db)[0]["state"] == "failed"
+
+
+async def test_40_reloads_of_a_pending_page_by_several_visitors_cost_at_most_3_baidu_checks(
+    fake_telegram, fake_baidu, baidu_bot, db
+):
+    await baidu_bot()
+    link = await baidu_link(fake_telegram)
+    fake_baidu.reset_counters()
+    fake_baidu.inject(http_status=502, times=1000, path=DETAIL)  # Baidu unwell: one check is 3 tries
+    for _ in range(20):  # one visitor reloading
+        assert_neutral(await get(link.success_url))
+    pages = await asyncio.gather(*(get(link.failed_url) for _ in range(20)))  # twenty at once
+    for page in pages:
+        assert_neutral(page)
+    assert 1 <= fake_baidu.count(DETAIL) <= 3, fake_baidu.count(DETAIL)
+    assert rows(db)[0]["state"] == "pending"
 
 
 @pytest.mark.parametrize(
@@ -329,3 +346,29 @@ async def test_metrics_count_verification_sessions_by_state(fake_telegram, fake_
     metrics = (await get(base + "/metrics")).text
     assert sample(metrics, "aipbot_verification_sessions", state="passed") == 1
     assert sample(metrics, "aipbot_verification_sessions", state="pending") == 0
+
+
+async def test_after_forget_no_table_holds_the_users_chat_id(fake_telegram, fake_baidu, baidu_bot, db):
+    await baidu_bot()
+    link = await baidu_link(fake_telegram)
+    fake_baidu.finish_verification(link.token, name=NAME, id_number=ID_NUMBER)
+    assert DONE_EN in (await get(link.success_url)).text
+    await fake_telegram.bot_replied(USER, timeout=5)  # the result, through the outbox
+    await asyncio.sleep(0.3)
+    assert str(USER) in dump(db)  # the session, the outbox message, the journal's open rows named the chat
+    fake_telegram.user_sends_text("/forget")
+    assert (await fake_telegram.bot_replied(USER, timeout=5)).text.startswith("Deleted 1 verification record(s).")
+    for _ in range(100):  # the /forget update itself is marked handled right after its answer
+        if str(USER) not in dump(db):
+            break
+        await asyncio.sleep(0.05)
+    assert str(USER) not in dump(db), [line for line in dump(db).splitlines() if str(USER) in line]
+
+
+def dump(db: Path) -> str:
+    """Every row of every table of the bot's database, one line each (``table: values``)."""
+    with sqlite3.connect(db) as conn:
+        tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        lines = [f"{t}: {row}" for t in tables for row in conn.execute(f'SELECT * FROM "{t}"')]
+    conn.close()
+    return "\n".join(lines)

@@ -385,3 +385,47 @@ def test_open_store_uses_postgresql_when_a_database_url_is_given(postgres_server
     finally:
         store.close()
         state.close()
+
+
+async def test_a_live_senders_lease_is_respected_and_a_dead_senders_is_taken_over(postgres_server, redis_server):
+    """Cluster mode: two outboxes on one database and one Redis. A's lease stands while A's heartbeat does; once it
+    is gone (A killed: no beat for three periods) B sends A's message without waiting for the lease to lapse."""
+    from core.infra.state.redis import RedisState
+    from core.sending import leases
+
+    url, prefix = postgres_server.database(), redis_server.prefix()
+    hung = asyncio.Event()
+
+    class Hanging(Transport):
+        async def send(self, chat_id: int, reply: Reply) -> int:
+            hung.set()
+            await asyncio.sleep(3600)  # the send never returns: A is "killed" while it hangs
+            return 0
+
+    a, b = Services(Store(url), Hanging()), Services(Store(url), Transport())
+    for services in (a, b):
+        services.config = validate({"cluster": {"redis_url": redis_server.url, "database_url": url}})
+        services.state = RedisState(redis_server.url, prefix=prefix)
+    box_a, box_b = Outbox(a), Outbox(b)
+    box_a.leases.owner = box_a.owner = "other-host:4242:0a1b2c3d"  # another machine: only its heartbeat tells
+    try:
+        await box_a.leases.beat()  # A is alive
+        put = asyncio.ensure_future(box_a.put(7, Reply("result"), key="r1"))
+        await asyncio.wait_for(hung.wait(), 10)
+        owner, sending = a.store.execute(select(outbox.c.owner, outbox.c.sending))[0]
+        assert owner == box_a.owner and sending is not None
+        assert await box_b.leases.take_over() == 0  # a live owner's lease is respected
+        assert await box_b.drain() == 0 and b.transport.sent == []
+
+        put.cancel()  # A dies: no more heartbeats, and its key lapses (here: deleted, as BEAT_TTL would)
+        await asyncio.gather(put, return_exceptions=True)
+        await a.state.delete(f"outbox:owner:{box_a.owner}")
+        assert await box_b.leases.take_over() == 1
+        assert await box_b.drain() == 1
+        assert b.transport.sent == [(7, "result")]
+        assert await box_b.state("r1") == DELIVERED
+        assert leases.BEAT_TTL <= 10  # a dead sender's message waits seconds, not the 60 s lease
+    finally:
+        for services in (a, b):
+            services.state.close()
+            services.close()

@@ -93,6 +93,10 @@ def test_server_defaults_and_public_url_must_be_https_unless_loopback():
         "metrics_token": "",
         "max_body_kb": 1024,
         "ready_cache": 5.0,
+        "read_timeout": 10.0,
+        "keep_alive": 5.0,
+        "max_connections": 200,
+        "max_header_kb": 16,
     }
     assert validate({"server": {"public_url": "https://bot.example.com"}})["server"]["public_url"]
     assert validate({"server": {"public_url": "http://127.0.0.1:8080"}})["server"]["public_url"]

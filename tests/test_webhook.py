@@ -17,11 +17,13 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from core.infra.redact import RedactingFilter
+from core.infra.web import trusted_hosts
 from core.runtime.config import ConfigError, validate
 from core.telegram.botapi import ALLOWED_UPDATES
-from core.telegram.webhook import client_address, derive_secret, networks, parse_update
+from core.telegram.webhook import derive_secret, networks, parse_update
 from tests import probe_plugin
 from tests.harness import merge
 from tests.servers import free_port
@@ -168,23 +170,37 @@ def test_parse_update_wants_a_json_object_with_an_integer_update_id():
     assert parse_update(b"\xff\xfe") == (None, "the body is not JSON")
     assert parse_update(b"[" * 100_000) == (None, "the body is not JSON")
     assert parse_update(b"[1, 2]") == (None, "the body is not a JSON object")
-    for body in (b"{}", b'{"update_id": "5"}', b'{"update_id": true}', b'{"update_id": 1.5}', b'{"update_id": -1}'):
+    for body in (b"{}", b'{"update_id": "5"}', b'{"update_id": true}', b'{"update_id": 1.5}'):
         assert parse_update(body) == (None, "no integer update_id"), body
 
 
-def test_client_address_believes_x_forwarded_for_only_from_trusted_proxies():
-    proxy = networks(["127.0.0.1/32", "10.0.0.0/8"])
-    assert str(client_address("149.154.167.1", ["6.6.6.6"], [])) == "149.154.167.1"  # no proxy trusted
-    assert str(client_address("127.0.0.1", ["149.154.167.1"], [])) == "127.0.0.1"
-    assert str(client_address("127.0.0.1", ["149.154.167.1"], proxy)) == "149.154.167.1"
+async def forwarded_client(peer: str, forwarded: list[str], proxies: list[str]) -> str:
+    """The client the server's proxy layer (uvicorn's ProxyHeadersMiddleware with :func:`trusted_hosts`) makes of a
+    request from ``peer`` carrying the ``X-Forwarded-For`` values ``forwarded``."""
+    seen = {}
+
+    async def app(scope, receive, send):
+        seen["client"] = scope["client"][0]
+
+    layer = ProxyHeadersMiddleware(app, trusted_hosts=trusted_hosts(proxies)) if proxies else app
+    headers = [(b"x-forwarded-for", value.encode()) for value in forwarded]
+    await layer({"type": "http", "client": (peer, 1234), "headers": headers}, None, None)
+    return seen["client"]
+
+
+async def test_x_forwarded_for_is_believed_only_from_trusted_proxies():
+    proxy = ["127.0.0.1/32", "10.0.0.0/8"]
+    assert await forwarded_client("149.154.167.1", ["6.6.6.6"], []) == "149.154.167.1"  # no proxy trusted
+    assert await forwarded_client("127.0.0.1", ["149.154.167.1"], []) == "127.0.0.1"
+    assert await forwarded_client("127.0.0.1", ["149.154.167.1"], proxy) == "149.154.167.1"
     # a client may send its own X-Forwarded-For: only the hop the trusted proxy appended counts
-    assert str(client_address("127.0.0.1", ["149.154.167.1, 203.0.113.9"], proxy)) == "203.0.113.9"
-    assert str(client_address("127.0.0.1", ["203.0.113.9, 149.154.167.1, 10.1.2.3"], proxy)) == "149.154.167.1"
-    assert str(client_address("127.0.0.1", ["149.154.167.1", "10.1.2.3"], proxy)) == "149.154.167.1"
-    assert str(client_address("127.0.0.1", [], proxy)) == "127.0.0.1"
-    assert client_address("127.0.0.1", ["garbage"], proxy) is None
-    assert str(client_address("::ffff:149.154.167.1", [], [])) == "149.154.167.1"
-    assert client_address(None, [], proxy) is None
+    assert await forwarded_client("127.0.0.1", ["149.154.167.1, 203.0.113.9"], proxy) == "203.0.113.9"
+    assert await forwarded_client("127.0.0.1", ["203.0.113.9, 149.154.167.1, 10.1.2.3"], proxy) == "149.154.167.1"
+    assert await forwarded_client("127.0.0.1", ["149.154.167.1", "10.1.2.3"], proxy) == "149.154.167.1"
+    assert await forwarded_client("127.0.0.1", [], proxy) == "127.0.0.1"
+    assert await forwarded_client("::ffff:127.0.0.1", ["149.154.167.1"], proxy) == "149.154.167.1"  # dual stack
+    garbage = await forwarded_client("127.0.0.1", ["garbage"], proxy)
+    assert garbage == "garbage"  # not an address: the webhook's source check refuses it
 
 
 # ---------------------------------------------------------------------------------------------- end to end
@@ -490,3 +506,23 @@ async def test_a_webhook_set_while_polling_is_deleted_and_polling_goes_on(fake_t
         await asyncio.sleep(0.05)
     assert fake_telegram.webhook is None and fake_telegram.webhook_deleted > deleted
     assert (await fake_telegram.bot_replied(timeout=15)).text == "hi still"
+
+
+@pytest.mark.parametrize("update_id", [2**63, 2**64 + 5, -1])
+async def test_an_update_id_outside_telegrams_range_is_answered_200_and_dropped(hook, fake_telegram, caplog, update_id):
+    transport = await hook(telegram={"webhook_secret": SECRET})
+    body = {**update(1, "/echo hi"), "update_id": update_id}
+    headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
+    async with httpx.AsyncClient(timeout=10) as client:
+        answer = await client.post(transport.hook_url, json=body, headers=headers)
+    assert (answer.status_code, answer.text) == (200, "ok\n")  # Telegram would deliver anything else again
+    assert "outside Telegram's range" in caplog.text
+    metrics = (await client_get(transport.base + "/metrics")).text
+    assert sample(metrics, "aipbot_webhook_requests_total", outcome="out_of_range") == 1
+    await asyncio.sleep(0.3)
+    assert not fake_telegram.calls_of("sendMessage")  # dropped: nothing handled
+
+
+async def client_get(url: str) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=10) as client:
+        return await client.get(url)

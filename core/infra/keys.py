@@ -43,6 +43,11 @@ def alerted(error: str, problem: str) -> str:
     return join("alerted", error, problem)
 
 
+def outbox_owner(owner: str) -> str:
+    """A live outbox sender's heartbeat (cluster mode; :mod:`core.sending.leases`)."""
+    return join("outbox", "owner", owner)
+
+
 #: What ``/readyz`` reads to see that the state answers (:mod:`core.infra.web`).
 READY_PROBE = join("ready", "probe")
 

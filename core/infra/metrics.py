@@ -199,7 +199,8 @@ class Metrics:
     def webhook_request(self, outcome: str) -> None:
         """A request reached the webhook: ``recorded`` (a new update journaled), ``duplicate`` (an ``update_id``
         seen before), ``unauthorized`` / ``forbidden`` (secret missing / wrong), ``not_telegram`` (source
-        network), ``bad_request``, ``too_large``, ``not_ready``, ``error`` (the journal could not record it)."""
+        network), ``bad_request``, ``out_of_range`` (an ``update_id`` Telegram never sends: answered 200, dropped),
+        ``too_large``, ``not_ready``, ``error`` (the journal could not record it)."""
         self.webhook_requests.labels(_slug(outcome)).inc()
 
     # -- the router -------------------------------------------------------------------------------------

@@ -206,6 +206,7 @@ class Store:
             self._lock = threading.Lock()  # one connection: one caller at a time, as before
         self.dialect: str = self.engine.dialect.name
         self._closed = False
+        self.chat_columns: list[Any] = []  # columns holding a chat id, cleared by forget_user (names_chats)
         try:
             self.create(quota_use)
         except SQLAlchemyError as err:
@@ -315,15 +316,28 @@ class Store:
 
         return self.transaction(use)
 
-    def forget_user(self, user_id: int, *, tables: tuple[str | Table, ...] = ()) -> int:
-        """Delete every row about ``user_id`` — its quota use, and its rows in ``tables`` (each with a
-        ``user_id`` column) — in one transaction. On SQLite nothing is left behind in the files either: rows
-        are overwritten (``secure_delete``) and the write-ahead log is checkpointed and truncated. Returns
-        the number of rows deleted."""
+    def names_chats(self, chat_column: Any) -> None:
+        """Register a column holding chat ids (e.g. ``outbox.c.chat_id``): :meth:`forget_user` deletes the rows
+        naming the user's chats."""
+        if all(chat_column is not known for known in self.chat_columns):
+            self.chat_columns.append(chat_column)
+
+    def forget_user(
+        self, user_id: int, *, tables: tuple[str | Table, ...] = (), chats: tuple[int, ...] | None = None
+    ) -> int:
+        """Delete every row about ``user_id`` — its quota use, its rows in ``tables`` (each with a ``user_id``
+        column), and the rows of every registered chat column (:meth:`names_chats`: the outbox) naming one of
+        ``chats`` (default: the user's private chat, whose id is the user's) — in one transaction. On SQLite
+        nothing is left behind in the files either: rows are overwritten (``secure_delete``) and the
+        write-ahead log is checkpointed and truncated. Returns the number of rows deleted."""
         targets = [quota_use, *(t if isinstance(t, Table) else table(t, column("user_id")) for t in tables)]
+        chat_ids = sorted({user_id, *(chats or ())})
 
         def forget(db: Connection) -> int:
-            return sum(db.execute(delete(t).where(t.c.user_id == user_id)).rowcount for t in targets)
+            count = sum(db.execute(delete(t).where(t.c.user_id == user_id)).rowcount for t in targets)
+            for chat_column in self.chat_columns:
+                count += db.execute(delete(chat_column.table).where(chat_column.in_(chat_ids))).rowcount
+            return count
 
         count = self.transaction(forget)
         if self.dialect == "sqlite":

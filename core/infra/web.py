@@ -24,7 +24,14 @@ endpoints (``async def endpoint(request) -> Response``); plugins may import ``st
 Every request gets a clear short answer: unknown path 404, wrong method 405 (with ``Allow``), a body over
 ``server.max_body_kb`` 413, an endpoint that raises 500 ``internal error`` (the traceback goes to the log,
 redacted, never to the client). The access log (logger ``aipbot.web.access``: method, path without the query
-string, status, milliseconds, client address) goes through the bot's logging; uvicorn's own access log is off.
+string — a matched route's template, so no reference or token in a path — status, milliseconds, client address)
+goes through the bot's logging; uvicorn's own access log is off. There are no redirects (a trailing slash is a
+404: Starlette would build the redirect from the ``Host`` header).
+
+Limits (``server.read_timeout``, ``keep_alive``, ``max_connections``, ``max_header_kb``): uvicorn's own settings
+where it has them, and :mod:`core.infra.web_guard` for a whole request's deadline and the connection cap. With
+``telegram.trusted_proxies`` set, uvicorn's ``ProxyHeadersMiddleware`` makes a trusted proxy's request the
+forwarded client's (:func:`trusted_hosts`).
 """
 
 from __future__ import annotations
@@ -33,11 +40,13 @@ import asyncio
 import contextlib
 import errno
 import hmac
+import ipaddress
 import json
 import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
@@ -48,9 +57,11 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from core.contract.fields import ConfigError
 from core.infra.metrics import Metrics
+from core.infra.web_guard import guarded_protocol
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("aipbot.web.access")
@@ -64,6 +75,8 @@ CHECK_TIMEOUT = 3.0
 #: Seconds the stop waits for requests in progress before it cancels them.
 STOP_TIMEOUT = 5.0
 LOOPBACK = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
+#: Path segments this long are masked in the access log when no route matched (a reference, a token).
+LONG_SEGMENT = 16
 
 Check = Callable[[], Awaitable[Any]]
 TEXTS = {
@@ -189,18 +202,61 @@ class _Guard:
         try:
             await self.app(scope, receive, sending)
         except ClientDisconnect:  # the client went away while sending its body: nothing to answer
-            log.info("web: %s %s: the client disconnected", scope.get("method"), _path(scope))
+            log.info("web: %s %s: the client disconnected", scope.get("method"), _logged_path(scope))
         except Exception:
-            log.exception("web: %s %s failed", scope.get("method"), _path(scope))
+            log.exception("web: %s %s failed", scope.get("method"), _logged_path(scope))
             if status is None:
                 with contextlib.suppress(Exception):
                     await _text(500)(scope, receive, sending)
         finally:
-            path = _path(scope)
+            path = _logged_path(scope)
             client = (scope.get("client") or ("-", 0))[0]
             level = logging.DEBUG if scope.get("path") in QUIET_PATHS else logging.INFO
             ms = (time.perf_counter() - started) * 1000
             access_log.log(level, "%s %s %s %.1f ms %s", scope.get("method"), path, status or "-", ms, client)
+
+
+def _logged_path(scope: Scope) -> str:
+    """The path for the access log: a matched route's own template (``/verify/return/{ref}``: a reference, a token
+    in the path is never logged), else the path with every segment of 16 characters or more masked (``…``)."""
+    route = scope.get("route")
+    template = getattr(route, "path", None)
+    if isinstance(template, str) and scope.get("path_params"):
+        return template
+    segments = _path(scope).split("/")
+    return "/".join("…" if len(part) >= LONG_SEGMENT else part for part in segments)
+
+
+def trusted_hosts(proxies: Sequence[str]) -> list[str]:
+    """uvicorn's ``ProxyHeadersMiddleware`` trusted hosts for ``telegram.trusted_proxies``: each network, and for an
+    IPv4 one its IPv4-mapped IPv6 form too (a dual-stack socket shows an IPv4 proxy as ``::ffff:127.0.0.1``)."""
+    hosts = []
+    for value in proxies:
+        net = ipaddress.ip_network(value, strict=False)
+        hosts.append(str(net))
+        if net.version == 4:
+            hosts.append(f"::ffff:{net.network_address}/{96 + net.prefixlen}")
+    return hosts
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The ``server:`` section's connection limits (see :mod:`core.infra.web_guard`)."""
+
+    read_timeout: float = 10.0
+    keep_alive: float = 5.0
+    max_connections: int = 200
+    max_header_kb: int = 16
+
+    @classmethod
+    def of(cls, section: dict[str, Any]) -> Limits:
+        defaults = cls()
+        return cls(
+            read_timeout=float(section.get("read_timeout", defaults.read_timeout)),
+            keep_alive=float(section.get("keep_alive", defaults.keep_alive)),
+            max_connections=int(section.get("max_connections", defaults.max_connections)),
+            max_header_kb=int(section.get("max_header_kb", defaults.max_header_kb)),
+        )
 
 
 def _path(scope: Scope) -> str:
@@ -224,7 +280,7 @@ class _Server(uvicorn.Server):
 class WebServer:
     """The route registry and the server (``services.web``); see the module docstring."""
 
-    def __init__(self, section: dict[str, Any] | None, metrics: Metrics) -> None:
+    def __init__(self, section: dict[str, Any] | None, metrics: Metrics, trusted_proxies: Sequence[str] = ()) -> None:
         section = section or {"enabled": False}
         self.enabled: bool = bool(section.get("enabled", True))
         self.listen: str = section.get("listen", "127.0.0.1")
@@ -233,6 +289,8 @@ class WebServer:
         self.metrics_token: str = section.get("metrics_token") or ""
         self.max_body: int = int(section.get("max_body_kb", 1024)) * 1024
         self.ready_cache: float = float(section.get("ready_cache", 5.0))
+        self.limits = Limits.of(section)
+        self.trusted_proxies: list[str] = list(trusted_proxies)
         self.metrics = metrics
         self.readiness = Readiness()
         self._owners: dict[str, str] = dict.fromkeys(CORE_PATHS, "core")
@@ -242,12 +300,21 @@ class WebServer:
                 Route("/readyz", self._readyz, methods=["GET"]),
                 Route("/metrics", self._metrics, methods=["GET"]),
             ],
-            middleware=[Middleware(_BodyLimit, limit=self.max_body)],
+            middleware=[*self._proxy_layer(), Middleware(_BodyLimit, limit=self.max_body)],
             exception_handlers={HTTPException: self._http_error, Exception: self._internal_error},
         )
+        self.asgi.router.redirect_slashes = False  # a redirect would be built from the Host header: 404 instead
         self._socket: socket.socket | None = None
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
+
+    def _proxy_layer(self) -> list[Middleware]:
+        """uvicorn's ``ProxyHeadersMiddleware`` for ``telegram.trusted_proxies`` (none without): a request from a
+        trusted proxy gets the client its ``X-Forwarded-For`` names (the right-most address that is not a trusted
+        proxy) — for the webhook's source check, the ``/metrics`` loopback rule and the access log alike."""
+        if not self.trusted_proxies:
+            return []
+        return [Middleware(ProxyHeadersMiddleware, trusted_hosts=trusted_hosts(self.trusted_proxies))]  # type: ignore[arg-type]
 
     # -- the registry ---------------------------------------------------------------------------------------
     def route(
@@ -307,9 +374,13 @@ class WebServer:
         if not self.enabled or self._task is not None:
             return
         self.bind()
+        limits = self.limits
         config = uvicorn.Config(
-            _Guard(self.asgi), interface="asgi3", http="h11", ws="none", lifespan="off", log_config=None,
+            _Guard(self.asgi), interface="asgi3", ws="none", lifespan="off", log_config=None,
+            http=guarded_protocol(limits.read_timeout, limits.max_connections),
             access_log=False, proxy_headers=False, server_header=False, timeout_graceful_shutdown=STOP_TIMEOUT,
+            timeout_keep_alive=limits.keep_alive, h11_max_incomplete_event_size=limits.max_header_kb * 1024,
+            backlog=max(128, limits.max_connections),
         )  # fmt: skip
         self._server = _Server(config)
         assert self._socket is not None

@@ -53,7 +53,7 @@ from sqlalchemy import Connection, func, select, update
 from core.infra import keys
 from core.pipeline.dispatch import Process, album_left
 from core.pipeline.handler import WITHHELD, WITHHELD_FIELDS, UpdateCodec
-from core.pipeline.intake import MAX_ATTEMPTS, Entry, Journal, intake
+from core.pipeline.intake import MAX_ATTEMPTS, Entry, Journal, given_up_teller, intake
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +182,7 @@ class CeleryDispatcher:
         self.sweep_seconds = sweep_seconds
         self.clock = clock
         self._sealer = Sealer.for_token(token)
+        self._tell_given_up = given_up_teller(services)
         self._process: Process | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[None]] = set()
@@ -288,8 +289,9 @@ class CeleryDispatcher:
                 return []
             spent = [r.update_id for r in rows if r.body is None or r.attempts >= MAX_ATTEMPTS]
             if spent:
-                log.warning("intake: updates %s given up after %d attempts", spent, MAX_ATTEMPTS)
-                await self._run(Journal.finish, spent)
+                log.warning("intake: updates %s given up after %d attempts; their users are told", spent, MAX_ATTEMPTS)
+                await self._run(_give_up, [r for r in rows if r.update_id in spent], self._tell_given_up)
+                self.services.outbox.wake()
                 continue
             entries = [self._entry(r) for r in rows if r.body is not None]
             head = entries[0]
@@ -348,6 +350,14 @@ def _open_entries(db: Connection, now: float, chat: str, limit: int = 50) -> lis
 
 def _attempt(db: Connection, now: float, ids: list[int]) -> None:
     db.execute(update(intake).where(intake.c.update_id.in_(ids)).values(attempts=intake.c.attempts + 1))
+
+
+def _give_up(db: Connection, now: float, rows: list[_Open], tell: Callable[[Connection, int, str], None]) -> None:
+    """Close ``rows`` and, in the same transaction, queue the message telling each one's user (``tell``)."""
+    for row in rows:
+        if row.body is not None:
+            tell(db, row.update_id, row.body)
+    Journal.finish(db, now, [row.update_id for row in rows])
 
 
 def _count_open(db: Connection, now: float, chat: str) -> int:

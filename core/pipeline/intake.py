@@ -11,8 +11,9 @@ journal (replayed by :meth:`Intake.start` on the next start), or both (the journ
 
 Replies are idempotent: the ``n``-th message sent while handling update ``u`` is recorded as ``(u, n)`` once
 Telegram accepted it (:class:`Replies`), so a replayed update skips the replies it already sent and goes
-on from there. The window between Telegram's acceptance and that record (a few milliseconds) is the only
-place where a kill can still cause one duplicate message.
+on from there. The window between the send and that record — the whole send round trip: the request, Telegram's
+work, its answer, then the record's commit — is the only place where a kill can still cause one duplicate
+message (the Bot API has no idempotency key to close it).
 
 Order: the intake hands each journaled update to its dispatcher (:mod:`core.pipeline.dispatch`): the updates
 of one chat are handled one after another, in arrival order; different chats run concurrently; the parts of an
@@ -24,8 +25,26 @@ text that answers a plugin's question, which may be personal; see
 :meth:`core.telegram.decode.TelegramCodec.journal_form`) — the fresh update is handled from memory, a
 replayed one from that form. That content (texts, captions, ``file_id``s: never photo bytes) is kept
 only until it has been handled — then it is erased (``secure_delete``), and only the ``update_id`` and the reply marks
-stay, for :data:`KEEP_SECONDS` (24 h, as long as Telegram keeps an update), to drop duplicates. An update
-not handled after :data:`MAX_ATTEMPTS` starts, or older than :data:`KEEP_SECONDS`, is given up (logged).
+stay, for :data:`KEEP_SECONDS` (24 h, as long as Telegram keeps an update), to drop duplicates; a handled row
+names no chat (``chat`` is cleared with the body).
+
+Poison updates and kills (:meth:`Journal.reopen`): a bot killed from outside (``kill -9``, a power cut, a
+deploy) and an update that crashes the bot each time it is handled both leave open entries behind; only the
+second must be given up. So an attempt is counted only against an update that was being handled **alone**:
+
+1. the first start after a death replays the open entries as usual, concurrently (each one's ``replays``
+   counted): a kill from outside costs nothing more;
+2. a start that finds entries replayed before (the process died again during their replay) replays them **one
+   at a time**, in ``update_id`` order (an album's parts together), each marked ``alone`` while it is handled;
+   updates arriving meanwhile are journaled and confirmed as usual, and handled once that replay is over;
+3. a start that finds an entry still marked ``alone`` knows it was the one being handled when the process
+   died: that counts one attempt against it. After :data:`MAX_ALONE` such deaths it is given up — logged, and its
+   user gets a message (``intake.given_up``, through the outbox, in the transaction that closes the entry): never
+   silence. So is an entry older than :data:`KEEP_SECONDS`.
+
+An innocent update survives any number of kills from outside (one of them would have to land, twice, exactly
+while it alone is being handled to be given up); a poison update is isolated after at most two more deaths and
+given up after :data:`MAX_ALONE` of its own.
 """
 
 from __future__ import annotations
@@ -59,6 +78,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import SQLAlchemyError
 
 from core.contract.chat import Button, Reply, Transport
+from core.contract.i18n import resolve_language
 from core.infra.store import insert_into
 from core.pipeline.dispatch import Dispatcher
 from core.pipeline.handler import WITHHELD, UpdateCodec
@@ -68,8 +88,12 @@ log = logging.getLogger(__name__)
 #: How long handled ``update_id``s (and their reply marks) are kept to drop duplicates; also the age after
 #: which an update never handled is given up (Telegram itself keeps an update for 24 hours).
 KEEP_SECONDS = 24 * 3600.0
-#: Starts after which an update whose handling never finished is given up (it may be what kills the bot).
+#: Cluster mode: picks by a worker after which an update whose handling never finished is given up (a worker
+#: process handles one batch at a time, so each pick is the update being handled alone; core.pipeline.cluster).
 MAX_ATTEMPTS = 3
+#: Deaths of the process while an update was being replayed alone after which it is given up (see the module
+#: docstring: it is what kills the bot).
+MAX_ALONE = 2
 #: How often handled entries past :data:`KEEP_SECONDS` are deleted.
 PRUNE_EVERY = 600.0
 #: The longest pause between two failed ``getUpdates``.
@@ -86,6 +110,8 @@ intake = Table(
     Column("received", Double, nullable=False),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
     Column("done", Double),
+    Column("replays", Integer),  # starts that replayed it (NULL: none)
+    Column("alone", Double),  # set while it is replayed alone: found set at a start, the process died handling it
     Index("intake_open", "done", "update_id"),
     Index("intake_chat", "chat", "done", "update_id"),  # a chat's open entries, in order (cluster mode)
 )
@@ -106,8 +132,8 @@ class Entry:
     is ordered.
 
     ``chat``: the key of the queue it is handled in; ``group``: the album it belongs to (None: not an album);
-    ``attempts``: how many earlier starts began handling it; ``received``: when it was journaled (wall clock, the
-    album rule's clock).
+    ``attempts``: how many earlier runs began handling it (a replay: its reply marks are read); ``received``: when
+    it was journaled (wall clock, the album rule's clock).
     """
 
     update_id: int
@@ -122,6 +148,56 @@ class Entry:
 
 #: The handler of a batch: the update (several for an album) and the transport to answer through.
 Handle = Callable[[list[Entry], Transport], Awaitable[None]]
+#: ``tell(db, update_id, body)``: let the user of a given-up update know, in the transaction that closes it.
+GivenUp = Callable[[Connection, int, str], None]
+
+
+def retry_after(err: BaseException) -> float:
+    """The seconds a ``429 Too Many Requests`` asks to wait (PTB's ``RetryAfter``: an int or a timedelta), else 0."""
+    value = getattr(err, "_retry_after", None)
+    if value is None:
+        value = err.__dict__.get("retry_after")
+    if hasattr(value, "total_seconds"):
+        value = value.total_seconds()
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+
+
+def isolating(rows: list[tuple[int, str, int]]) -> bool:
+    """Whether the entries :meth:`Journal.reopen` gave back are replayed one at a time: some were replayed before
+    (the process died again during their replay)."""
+    return any(replays > 1 for _, _, replays in rows)
+
+
+def given_up_chat(body: dict[str, Any]) -> tuple[int | None, str | None]:
+    """The chat to tell about a given-up update, and its user's Telegram ``language_code``."""
+    for name in ("message", "edited_message"):
+        message = body.get(name)
+        if isinstance(message, dict) and isinstance(message.get("chat"), dict):
+            return message["chat"].get("id"), (message.get("from") or {}).get("language_code")
+    query = body.get("callback_query")
+    if isinstance(query, dict):
+        chat = ((query.get("message") or {}).get("chat") or {}).get("id")
+        sender = query.get("from") or {}
+        return (chat if chat is not None else sender.get("id")), sender.get("language_code")
+    return None, None
+
+
+def given_up_teller(services: Any) -> GivenUp:
+    """``tell(db, update_id, body)``: queue, in ``db``'s transaction, the message telling the user of a given-up
+    update (in its language) that it was given up (the outbox sends it)."""
+
+    def tell(db: Connection, update_id: int, body: str) -> None:
+        try:
+            chat_id, code = given_up_chat(json.loads(body))
+        except ValueError:
+            chat_id, code = None, None
+        if not isinstance(chat_id, int):
+            return
+        lang = resolve_language(code, services.config["language"]["default"])
+        reply = Reply(services.catalogue.text(lang, "intake.given_up"))
+        services.outbox.put_in(db, chat_id, reply, key=f"intake:given-up:{update_id}")
+
+    return tell
 
 
 # ---------------------------------------------------------------------------------------------- the journal
@@ -142,28 +218,40 @@ class Journal:
         return new
 
     @staticmethod
-    def reopen(db: Connection, now: float) -> list[tuple[int, str, int]]:
-        """The entries a previous run did not finish, oldest first, each counted as one more attempt;
-        those past :data:`MAX_ATTEMPTS` or :data:`KEEP_SECONDS` are closed (and logged) instead."""
+    def reopen(db: Connection, now: float, tell: GivenUp | None = None) -> list[tuple[int, str, int]]:
+        """The entries a previous run did not finish, oldest first: ``(update_id, body, replays)``, ``replays``
+        counting this start (more than 1: replay them one at a time, see :func:`isolating`). An entry found marked
+        ``alone`` counts one attempt; those at :data:`MAX_ALONE` attempts or older than :data:`KEEP_SECONDS` are
+        closed instead, logged, and ``tell(db, update_id, body)`` (in this transaction) lets their user know."""
         c = intake.c
-        rows = db.execute(
-            select(c.update_id, c.body, c.attempts, c.received).where(c.done.is_(None)).order_by(c.update_id)
-        ).fetchall()
+        query = select(c.update_id, c.body, c.attempts, c.received, c.replays, c.alone).where(c.done.is_(None))
         keep = []
-        for update_id, body, attempts, received in rows:
-            if attempts + 1 >= MAX_ATTEMPTS or received < now - KEEP_SECONDS or body is None:
-                log.warning("intake: update %s given up after %d attempts", update_id, attempts + 1)
-                db.execute(sql_update(intake).where(c.update_id == update_id).values(done=now, body=None))
+        for update_id, body, attempts, received, replays, alone in db.execute(query.order_by(c.update_id)):
+            attempts += alone is not None
+            if attempts >= MAX_ALONE or received < now - KEEP_SECONDS or body is None:
+                why = f"{attempts} deaths while handled alone" if attempts >= MAX_ALONE else "too old"
+                log.warning("intake: update %s given up (%s); its user is told", update_id, why)
+                if tell is not None and body is not None:
+                    tell(db, update_id, body)
+                Journal.finish(db, now, [update_id])
                 continue
-            db.execute(sql_update(intake).where(c.update_id == update_id).values(attempts=c.attempts + 1))
-            keep.append((update_id, body, attempts + 1))
+            replays = (replays or 0) + 1
+            values = {"attempts": attempts, "replays": replays, "alone": None}
+            db.execute(sql_update(intake).where(c.update_id == update_id).values(**values))
+            keep.append((update_id, body, replays))
         return keep
 
     @staticmethod
+    def alone(db: Connection, now: float, ids: list[int]) -> None:
+        """Mark the entries being replayed alone (a death before :meth:`finish` counts against them)."""
+        db.execute(sql_update(intake).where(intake.c.update_id.in_(ids)).values(alone=now))
+
+    @staticmethod
     def finish(db: Connection, now: float, ids: list[int]) -> None:
-        """Mark handled and erase the content (only the id stays, for deduplication)."""
+        """Mark handled and erase the content and the chat (only the id stays, for deduplication)."""
         if ids:
-            stmt = sql_update(intake).where(intake.c.update_id == bindparam("b_id")).values(done=now, body=None)
+            values = {"done": now, "body": None, "chat": None, "alone": None}
+            stmt = sql_update(intake).where(intake.c.update_id == bindparam("b_id")).values(**values)
             db.execute(stmt, [{"b_id": i} for i in ids])
 
     @staticmethod
@@ -180,8 +268,10 @@ class Journal:
 
     @staticmethod
     def prune(db: Connection, now: float) -> int:
-        """Delete handled entries (and their reply marks) older than :data:`KEEP_SECONDS`."""
+        """Delete handled entries (and their reply marks) older than :data:`KEEP_SECONDS`; a handled entry of an
+        older version that still names its chat forgets it."""
         c, old = intake.c, (intake.c.done.is_not(None)) & (intake.c.done < now - KEEP_SECONDS)
+        db.execute(sql_update(intake).where(c.done.is_not(None), c.chat.is_not(None)).values(chat=None))
         db.execute(delete(intake_reply).where(intake_reply.c.update_id.in_(select(c.update_id).where(old))))
         return db.execute(delete(intake).where(old)).rowcount
 
@@ -248,6 +338,10 @@ class Intake:
         self._pruner: asyncio.Task[None] | None = None
         self._open: set[int] = set()  # queued or being handled
         self._offset: int | None = None  # the next getUpdates offset (confirms everything below it)
+        self._held: list[Entry] | None = None  # while earlier entries are replayed one at a time: the new ones
+        self._tell_given_up = given_up_teller(self.services)
+        self._replaying: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(db, now, *args)`` in one transaction, in the database's thread."""
@@ -263,10 +357,16 @@ class Intake:
         rows = []
         if self.dispatcher.replays:
             await self._run(Journal.prune)
-            rows = await self._run(Journal.reopen)
+            rows = await self._run(Journal.reopen, self._tell_given_up)
+            self.services.outbox.wake()  # the messages of given-up updates
             now = self.clock()  # a replayed album waits `album_wait` from now for parts still to come
-            for update_id, body, attempts in rows:
-                await self._dispatch(self.entry(update_id, json.loads(body), attempts, now))
+            entries = [self.entry(update_id, json.loads(body), attempts, now) for update_id, body, attempts in rows]
+            if isolating(rows):
+                log.warning("intake: the bot died again while replaying; replaying %d updates one at a time", len(rows))
+                self._replay_alone(entries)
+            else:
+                for entry in entries:
+                    await self._dispatch(entry)
             if rows:
                 log.info("intake: replaying %d updates a previous run did not finish", len(rows))
         if prune:
@@ -313,11 +413,15 @@ class Intake:
     async def _dispatch(self, entry: Entry) -> None:
         if self.dispatcher.replays:  # handled here: known until it is done (a front end only passes it on)
             self._open.add(entry.update_id)
+        if self._held is not None:  # after the one-at-a-time replay, in arrival order
+            self._held.append(entry)
+            return
         await self.dispatcher.dispatch(entry)
 
     async def poll(self, fetch: Callable[[int | None], Awaitable[list[dict[str, Any]]]]) -> None:
         """Long-poll until cancelled: ``fetch(offset)`` is one ``getUpdates``; each batch is journaled before
-        the next call confirms it. Failed calls are retried with a growing pause (at most 30 s)."""
+        the next call confirms it. Failed calls are retried with a growing pause (at most 30 s), and never before
+        the ``retry_after`` of a 429."""
         offset: int | None = None
         backoff = 1.0
         while True:
@@ -326,8 +430,9 @@ class Intake:
             except asyncio.CancelledError:
                 raise
             except Exception as err:
-                log.warning("getUpdates failed (%s: %s); again in %.0f s", type(err).__name__, err, backoff)
-                await asyncio.sleep(backoff)
+                wait = max(backoff, retry_after(err))  # a 429 says how long Telegram wants us to wait
+                log.warning("getUpdates failed (%s: %s); again in %.0f s", type(err).__name__, err, wait)
+                await asyncio.sleep(wait)
                 backoff = min(MAX_POLL_BACKOFF, backoff * 2)
                 continue
             backoff = 1.0
@@ -351,6 +456,26 @@ class Intake:
         if self.services.store.path == ":memory:" and self._open:
             return min(self._open)
         return self._offset
+
+    # ------------------------------------------------------------------ poison updates (see the module docstring)
+    def _replay_alone(self, entries: list[Entry]) -> None:
+        """Replay ``entries`` one at a time (an album's parts together), each marked ``alone`` while handled; what
+        arrives meanwhile is held and dispatched after."""
+        self._held = []
+
+        async def replay() -> None:
+            try:
+                for batch in _batches(entries):
+                    if self._stopping:
+                        return  # the rest stays open: replayed at the next start
+                    await self._run(Journal.alone, [e.update_id for e in batch])
+                    await self.process(batch)
+            finally:
+                held, self._held = self._held or [], None
+                for entry in held if not self._stopping else []:
+                    await self._dispatch(entry)
+
+        self._replaying = asyncio.get_running_loop().create_task(replay(), name="aipbot-intake-replay-alone")
 
     # ------------------------------------------------------------------ handling
     async def process(self, batch: list[Entry]) -> None:
@@ -383,7 +508,24 @@ class Intake:
     async def stop(self, timeout: float = 30.0) -> None:
         """Finish what is being handled (albums being collected are delivered now) for at most ``timeout``
         seconds; what is left stays in the journal and is replayed at the next start."""
+        self._stopping = True
         if self._pruner is not None:
             self._pruner.cancel()
             await asyncio.gather(self._pruner, return_exceptions=True)
+        if self._replaying is not None:
+            _, pending = await asyncio.wait([self._replaying], timeout=timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(self._replaying, return_exceptions=True)
         await self.dispatcher.stop(timeout)
+
+
+def _batches(entries: list[Entry]) -> list[list[Entry]]:
+    """``entries`` (in ``update_id`` order) as the batches they are handled in: an album's parts together."""
+    batches: list[list[Entry]] = []
+    for entry in entries:
+        if entry.group is not None and batches and batches[-1][0].group == entry.group:
+            batches[-1].append(entry)
+        else:
+            batches.append([entry])
+    return batches

@@ -284,7 +284,7 @@ class App:
         self.metrics = Metrics()  # this bot's metrics (GET /metrics), not the process's
         tokens = TokenService(shared=shared, metrics=self.metrics)
         pools = Pools(config["workers"])
-        self.web = WebServer(config.get("server"), self.metrics)
+        self.web = WebServer(config.get("server"), self.metrics, config["telegram"]["trusted_proxies"])
         self.telegram: TelegramBot | None = None
         if transport is None and config["telegram"]["token"] and role != "console":
             limiter = SendLimiter.from_config(config["telegram"])
@@ -368,7 +368,6 @@ class App:
             self.webhook = WebhookEndpoint(
                 webhook_secret(telegram),
                 source_networks=telegram["webhook_source_networks"],
-                trusted_proxies=telegram["trusted_proxies"],
                 max_body=min(telegram["webhook_max_body_kb"] * 1024, self.web.max_body),
                 metrics=self.metrics,
                 receive=self.intake.receive,

@@ -256,6 +256,25 @@ SCHEMA: dict[str, Field] = {
             "metrics_token": Field(str, default="", secret=True, help="Bearer token for /metrics; empty: local only"),
             "max_body_kb": Field(int, default=1024, min=1, max=102400, help="largest request body (KB)"),
             "ready_cache": Field(float, default=5, min=0, max=300, help="seconds a getMe answer counts for /readyz"),
+            "read_timeout": Field(
+                float,
+                default=10,
+                min=0.1,
+                max=600,
+                help="seconds a client has to send a whole request (headers and body) from its connection or its "
+                "previous response; else the connection is closed",
+            ),
+            "keep_alive": Field(
+                float, default=5, min=0.1, max=600, help="seconds an idle kept-alive connection stays open"
+            ),
+            "max_connections": Field(
+                int,
+                default=200,
+                min=1,
+                max=100000,
+                help="open connections at most: one more closes the one idle longest (or is refused if all are busy)",
+            ),
+            "max_header_kb": Field(int, default=16, min=1, max=1024, help="largest request line and headers (KB)"),
         },
         help="the bot's web server (health, metrics, webhook); absent: none",
     ),

@@ -14,8 +14,24 @@ as soon as the message is delivered or given up; the key, the chat id and the ou
 blocked the bot) are given up at once and logged, as is a message still not delivered after
 ``outbox.max_attempts`` tries.
 
-The one window left: a kill after Telegram accepted a message and before it is marked delivered sends it
-once more after the restart (a few milliseconds).
+**Leases and who holds them.** A sender leases a message while it sends it (``lease``: until when; ``owner``: which
+process, ``host:pid:random``), so two processes sharing a database never send one message at once. A lease
+ends when its sender marks the outcome, at the latest after :data:`LEASE` seconds — but a process killed mid-send
+does not wait that long for a replacement (:mod:`core.sending.leases`):
+
+- **one process** (no ``cluster.redis_url``): nobody else sends from this database, so at start every lease is
+  taken over at once;
+- **cluster mode** (``cluster.redis_url``): every outbox beats a heartbeat key ``outbox:owner:<owner>`` in the
+  shared state every :data:`~core.sending.leases.HEARTBEAT` seconds (it lapses after three beats missed); a lease
+  whose owner has no heartbeat — or names this host and a pid that no longer runs — is taken over, at start and
+  at each pass of the background sender; a live owner's lease is respected.
+
+**The one window left, and what marks it.** Before each try the row gets ``sending`` (the time the send began);
+the outcome clears it. A row found with ``sending`` set after its sender died may have reached Telegram: the Bot
+API has no idempotency key and no way to read a chat's messages back, so the replacement cannot tell and sends it
+again, logging "may be a duplicate". A duplicate therefore needs a kill between Telegram's acceptance and the
+mark: the whole send round trip (the request, Telegram's work, the answer; typically 0.1–0.5 s, up to
+``telegram.request_timeout`` and its retries on a bad network), not "a few milliseconds".
 """
 
 from __future__ import annotations
@@ -47,6 +63,7 @@ from sqlalchemy import (
 
 from core.contract.chat import Button, Reply
 from core.infra.store import insert_into
+from core.sending.leases import Leases
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +90,8 @@ outbox = Table(
     Column("finished", Double),
     Column("message_id", BigInteger),
     Column("error", Text),
+    Column("owner", Text),  # the sender holding the lease (core.sending.leases.owner_id)
+    Column("sending", Double),  # when the current try began: set, after its sender died, means "may have arrived"
     Index("outbox_due", "state", "next_at"),
 )
 _c = outbox.c
@@ -122,9 +141,13 @@ class Outbox:
         self.max_attempts: int = config["max_attempts"]
         self.keep: float = config["keep_days"] * 86400
         services.store.create(outbox)  # at assembly, like the store's own tables
+        services.store.names_chats(_c.chat_id)  # /forget deletes a user's queued and delivered messages
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._sending: set[str] = set()
+        cluster = services.config.get("cluster") or {}
+        self.leases = Leases(self, shared=bool(cluster.get("redis_url")))
+        self.owner = self.leases.owner
 
     async def _db(self, fn: Callable[[Connection], Any]) -> Any:
         return await self.services.run_db(self.services.store.transaction, fn)
@@ -134,6 +157,7 @@ class Outbox:
         """Queue ``reply`` for ``chat_id`` under ``key`` and try to send it now; False when ``key`` was
         already queued or delivered (then nothing happens). Returns once the message is stored (and, when
         the transport accepted it at once, delivered); never raises for a failed send."""
+        await self.leases.alive()  # cluster mode: the heartbeat stands before the lease does
         if not await self._db(lambda db: self._insert(db, chat_id, reply, key, lease=LEASE)):
             log.info("outbox: %s was queued before; not again", key)
             return False
@@ -158,7 +182,8 @@ class Outbox:
     def _insert(self, db: Connection, chat_id: int, reply: Reply, key: str, *, lease: float) -> bool:
         now = self.clock()
         values = {"key": key, "chat_id": chat_id, "reply": dump_reply(reply), "created": now, "next_at": now}
-        stmt = insert_into(db, outbox).values(**values, lease=now + lease if lease else 0.0)
+        owner = self.owner if lease else None
+        stmt = insert_into(db, outbox).values(**values, lease=now + lease if lease else 0.0, owner=owner)
         return bool(db.execute(stmt.on_conflict_do_nothing(index_elements=["key"])).rowcount)
 
     async def state(self, key: str) -> str | None:
@@ -169,6 +194,7 @@ class Outbox:
     # ------------------------------------------------------------------ sending
     async def _attempt(self, key: str, chat_id: int, reply: Reply, attempts: int) -> bool:
         """One try (the message is leased to this sender); records the outcome."""
+        await self.leases.mark_sending(key)
         try:
             message_id = await self.services.transport.send(chat_id, reply)
         except asyncio.CancelledError:
@@ -184,6 +210,7 @@ class Outbox:
     async def _delivered(self, key: str, message_id: int | None) -> None:
         now = self.clock()
         values = {"state": DELIVERED, "reply": None, "finished": now, "message_id": message_id, "lease": 0.0}
+        values.update(owner=None, sending=None)
         await self._db(lambda db: db.execute(_by_key(key).values(**values, attempts=_c.attempts + 1)))
 
     async def _failed(self, key: str, chat_id: int, attempts: int, err: BaseException) -> None:
@@ -191,7 +218,7 @@ class Outbox:
         if permanent(err) or attempts >= self.max_attempts:
             log.warning("outbox: giving up %s for chat %s after %d tries: %s", key, chat_id, attempts, reason)
             values = {"state": FAILED, "reply": None, "finished": now, "attempts": attempts, "error": reason}
-            await self._db(lambda db: db.execute(_by_key(key).values(**values, lease=0.0)))
+            await self._db(lambda db: db.execute(_by_key(key).values(**values, lease=0.0, owner=None, sending=None)))
             return
         delay = min(self.max_backoff, self.backoff * 2 ** (attempts - 1))
         retry_after = getattr(err, "retry_after", None)  # Telegram's flood control says how long to wait
@@ -200,14 +227,15 @@ class Outbox:
         if isinstance(retry_after, (int, float)):
             delay = max(delay, float(retry_after))
         log.info("outbox: %s for chat %s not sent (%s); try %d in %.1f s", key, chat_id, reason, attempts + 1, delay)
-        values = {"attempts": attempts, "next_at": now + delay, "error": reason, "lease": 0.0}
+        values = {"attempts": attempts, "next_at": now + delay, "error": reason, "lease": 0.0, "owner": None}
+        values["sending"] = None
         await self._db(lambda db: db.execute(_by_key(key).values(**values)))
         if self._wake is not None:
             self._wake.set()
 
     async def _release(self, key: str) -> None:
         self._sending.discard(key)
-        await self._db(lambda db: db.execute(_by_key(key).values(lease=0.0)))
+        await self._db(lambda db: db.execute(_by_key(key).values(lease=0.0, owner=None, sending=None)))
 
     async def _claim_due(self, limit: int = 20) -> list[tuple[str, int, str, int]]:
         """Lease up to ``limit`` due messages, oldest first.
@@ -220,12 +248,17 @@ class Outbox:
         due = (_c.state == QUEUED) & (_c.next_at <= now) & (_c.lease < now)
 
         def claim(db: Connection) -> list[tuple[str, int, str, int]]:
-            query = select(_c.key, _c.chat_id, _c.reply, _c.attempts).where(due).order_by(_c.created).limit(limit)
-            rows = db.execute(query.with_for_update(skip_locked=True)).fetchall()
+            query = select(_c.key, _c.chat_id, _c.reply, _c.attempts, _c.sending).where(due)
+            rows = db.execute(query.order_by(_c.created).limit(limit).with_for_update(skip_locked=True)).fetchall()
             taken = []
             for row in rows:
-                if db.execute(update(outbox).where(_c.key == row[0], due).values(lease=now + LEASE)).rowcount == 1:
+                lease = {"lease": now + LEASE, "owner": self.owner}
+                if db.execute(update(outbox).where(_c.key == row[0], due).values(**lease)).rowcount == 1:
                     taken.append((row[0], row[1], row[2], row[3]))
+                    if row[4] is not None:
+                        log.warning(
+                            "outbox: %s was being sent when its sender died; sent again (may be a duplicate)", row[0]
+                        )
             return taken
 
         return await self._db(claim)
@@ -239,6 +272,7 @@ class Outbox:
         """Send every message that is due now (the background task calls this); how many were delivered."""
         delivered = 0
         while True:
+            await self.leases.alive()
             due = await self._claim_due()
             if not due:
                 return delivered
@@ -265,8 +299,11 @@ class Outbox:
             lambda db: db.execute(update(outbox).where(_c.state == QUEUED, _c.next_at > now).values(next_at=now))
         )
         pruned_at = 0.0
+        with contextlib.suppress(Exception):  # a failure is logged by the pass below, which tries again
+            await self.leases.take_over(at_start=True)
         while True:
             try:
+                await self.leases.beat()
                 if self.clock() - pruned_at >= PRUNE_EVERY:
                     pruned_at = self.clock()
                     await self._prune()
@@ -278,6 +315,7 @@ class Outbox:
                 log.exception("outbox: sending failed; again in 5 s")
                 next_due = self.clock() + 5
             wait = 30.0 if next_due is None else min(30.0, max(0.01, next_due - self.clock()))
+            wait = min(wait, self.leases.every)  # the heartbeat and the look for dead senders' leases
             assert self._wake is not None
             self._wake.clear()
             with contextlib.suppress(asyncio.TimeoutError):
@@ -298,6 +336,8 @@ class Outbox:
         for key in list(self._sending):
             with contextlib.suppress(Exception):
                 await self._release(key)
+        with contextlib.suppress(Exception):
+            await self.leases.end()
 
     def close(self) -> None:
         """At shutdown without a loop to wait in: cancel the background sender."""

@@ -7,12 +7,15 @@ in this order (each refusal a short plain-text answer; nothing of a refused requ
 
 1. **source**: the client's address must be in ``telegram.webhook_source_networks`` (default Telegram's
    ``149.154.160.0/20`` and ``91.108.4.0/22``; ``[]``: any). The client is the TCP peer, unless the peer is in
-   ``telegram.trusted_proxies``: then ``X-Forwarded-For`` is read from the right, skipping trusted proxies, and
-   the first address not trusted is the client (:func:`client_address`). Else ``403``;
+   ``telegram.trusted_proxies``: then uvicorn's ``ProxyHeadersMiddleware`` (set up by :mod:`core.infra.web` for
+   the whole server) reads ``X-Forwarded-For`` from the right, skipping trusted proxies, and the first address not
+   trusted is the client. Else ``403``;
 2. **secret**: ``X-Telegram-Bot-Api-Secret-Token`` compared in constant time (``hmac.compare_digest``): missing
    ``401``, wrong ``403``;
 3. **size**: a body over ``telegram.webhook_max_body_kb`` (or the server's ``max_body_kb`` when smaller) ``413``;
-4. **shape**: not a JSON object with an integer ``update_id`` ``400``;
+4. **shape**: not a JSON object with an integer ``update_id`` ``400``; an ``update_id`` outside Telegram's range
+   (negative, or :data:`MAX_UPDATE_ID` and above: the journal's 64-bit column could not hold it) is answered
+   ``200`` and dropped with a log line, so Telegram does not deliver it again and again;
 5. **recorded**: ``await intake.receive([update])`` journals the update (``INSERT OR IGNORE`` by ``update_id``:
    Telegram's redelivery of an update already recorded is answered ``200`` and handled once) and queues it in its
    chat's queue; only then ``200``. The handling happens after the answer. A journal that cannot write (database
@@ -46,6 +49,8 @@ log = logging.getLogger(__name__)
 SECRET_HEADER = "x-telegram-bot-api-secret-token"
 #: The message the derived secret is the HMAC of (keyed with the bot token); change the version to rotate it.
 DERIVATION = b"aipbot telegram webhook secret v1"
+#: Update ids are positive and below 2^63 (the journal's ``BIGINT``): anything else is not Telegram's.
+MAX_UPDATE_ID = 2**63
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]  # noqa: UP007
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]  # noqa: UP007
@@ -92,25 +97,6 @@ def _within(address: Address, nets: Sequence[Network]) -> bool:
     return any(address.version == net.version and address in net for net in nets)
 
 
-def client_address(peer: str | None, forwarded: Sequence[str], trusted: Sequence[Network]) -> Address | None:
-    """Who sent a request: the TCP ``peer``, unless it is a trusted proxy; then the right-most address of the
-    ``X-Forwarded-For`` values ``forwarded`` that is not a trusted proxy (each proxy appends the address it got the
-    request from, so everything left of the first untrusted hop may be forged). None when an address that counts
-    cannot be read."""
-    address = _address(peer)
-    if address is None or not _within(address, trusted):
-        return address
-    hops = [hop for value in forwarded for hop in value.split(",") if hop.strip()]
-    for hop in reversed(hops):
-        hop_address = _address(hop)
-        if hop_address is None:
-            return None
-        if not _within(hop_address, trusted):
-            return hop_address
-        address = hop_address
-    return address  # every hop is a trusted proxy: the request started at one of them
-
-
 def _text(status: int, text: str) -> PlainTextResponse:
     return PlainTextResponse(text + "\n", status_code=status)
 
@@ -119,7 +105,9 @@ class WebhookEndpoint:
     """The webhook's checks and its one endpoint, :meth:`handle` (see the module docstring).
 
     ``receive``: the callable that records an update (the intake's ``receive``); it is called only while the
-    endpoint is open (:meth:`open`, :meth:`close`): before the bot started and once it is stopping, ``503``.
+    endpoint is open (:meth:`open`, :meth:`close`): before the bot started and once it is stopping, ``503``. The
+    client address is the request's: behind ``telegram.trusted_proxies``, uvicorn's ``ProxyHeadersMiddleware``
+    already put the forwarded client there.
     """
 
     def __init__(
@@ -127,7 +115,6 @@ class WebhookEndpoint:
         secret: str,
         *,
         source_networks: Sequence[str],
-        trusted_proxies: Sequence[str],
         max_body: int,
         metrics: Metrics,
         receive: Receive,
@@ -135,7 +122,6 @@ class WebhookEndpoint:
         self.secret = secret  # for setWebhook; never logged (registered for redaction by webhook_secret)
         self._secret = secret.encode("ascii")
         self.source_networks = networks(source_networks)
-        self.trusted_proxies = networks(trusted_proxies)
         self.max_body = max_body
         self.metrics = metrics
         self.receive = receive
@@ -171,8 +157,7 @@ class WebhookEndpoint:
     async def handle(self, request: Request) -> Response:
         """``POST <webhook_path>``: check, record, answer (``200`` only once the update is journaled)."""
         if self.source_networks:
-            peer = request.client.host if request.client else None
-            client = client_address(peer, request.headers.getlist("x-forwarded-for"), self.trusted_proxies)
+            client = _address(request.client.host if request.client else None)
             if client is None or not _within(client, self.source_networks):
                 log.warning("webhook: refused a request from %s (not in telegram.webhook_source_networks)", client)
                 return self._refuse("not_telegram", 403, "forbidden: not from Telegram's networks")
@@ -188,6 +173,10 @@ class WebhookEndpoint:
         update, problem = parse_update(body)
         if update is None:
             return self._refuse("bad_request", 400, f"bad request: {problem}")
+        if not 0 <= update["update_id"] < MAX_UPDATE_ID:
+            log.warning("webhook: dropped an update whose update_id is outside Telegram's range (0 to 2^63-1)")
+            self.metrics.webhook_request("out_of_range")
+            return PlainTextResponse("ok\n")
         if not self.accepting:
             return self._refuse("not_ready", 503, "not ready: the bot is starting or stopping")
         try:
@@ -221,6 +210,6 @@ def parse_update(body: bytes) -> tuple[dict[str, Any] | None, str]:
     if not isinstance(update, dict):
         return None, "the body is not a JSON object"
     update_id = update.get("update_id")
-    if not isinstance(update_id, int) or isinstance(update_id, bool) or update_id < 0:
+    if not isinstance(update_id, int) or isinstance(update_id, bool):
         return None, "no integer update_id"
     return update, ""

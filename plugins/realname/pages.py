@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from core.contract.errors import UserFacingError
+from core.infra import keys
 from plugins.realname import job
 from plugins.realname.ports import HoldsVerifier
 from plugins.realname.sessions import FINISHED, PENDING, REPLACED, Session, looks_like_id
@@ -48,9 +49,9 @@ LANGS = ("en", "zh")
 #: WeBank callback parameters passed to ``check_return`` (anything else in the query is ignored).
 CALLBACK_KEYS = ("code", "orderNo", "h5faceId", "newSignature", "newSign", "liveRate")
 MAX_PARAM = 256
-#: A reference visited again within this many seconds of the last check is not asked about again (Baidu: the
-#: page can be reloaded; WeBank's signed callback always is, it carries the code the table needs).
-RECHECK_SECONDS = 2.0
+#: At most one provider check per session per this many seconds, whatever the number of reloads, visitors or
+#: processes: a visit in between answers from the last known state (:func:`may_check`).
+RECHECK_SECONDS = 10.0
 
 PAGE = """<!doctype html>
 <html lang="{lang}">
@@ -98,6 +99,13 @@ def accept_language(header: str) -> str:
     return best
 
 
+async def may_check(services: Any, session_id: str) -> bool:
+    """Whether a page visit may ask the provider about ``session_id`` now: the first visit of each
+    :data:`RECHECK_SECONDS` window takes the key ``realname:visit:<session>`` in the state (an atomic add: Redis in
+    cluster mode, so the window is shared by every process); the others answer from the database."""
+    return bool(await services.state.add(keys.plugin("realname", "visit", session_id), 1, RECHECK_SECONDS))
+
+
 class ReturnPage:
     """The endpoint of one bot's plugin (the verifier is looked up at each request: it exists once started)."""
 
@@ -133,15 +141,14 @@ class ReturnPage:
         assert verifier is not None
         provider = verifier.provider()
         callback_code: str | None = None
-        recent = session.checked_at is not None and verifier.clock() - session.checked_at < RECHECK_SECONDS
-        if provider.name != "webank" and recent:
-            return session.state
         if provider.name == "webank":
             params = {k: v[:MAX_PARAM] for k, v in request.query_params.items() if k in CALLBACK_KEYS}
             check: Any = provider.check_return  # type: ignore[attr-defined]
             if not await verifier.services.run_blocking(check, session.reference, params):
-                return None  # forged or incomplete: nothing is believed, nothing changes
+                return None  # forged or incomplete: nothing is believed, nothing changes (and no check is spent)
             callback_code = params.get("code")
+        if not await may_check(verifier.services, session.id):
+            return session.state  # checked less than RECHECK_SECONDS ago: the last known state
         state, result, won = await verifier.settle(session, callback_code)
         if won:
             log.info("realname: verification %s decided by its return page", session.id[:6])

@@ -224,11 +224,12 @@ class SessionStore:
         self.store.execute(update(sessions).where(_c.id == session_id).values(checked_at=now))
 
     def forget(self, user_id: int) -> int:
-        """Delete every session of ``user_id`` — and the user's quota rows — leaving no copy in the database
-        files (``Store.forget_user``); returns how many sessions."""
-        count = len(self.store.execute(select(_c.id).where(_c.user_id == user_id)))
-        self.store.forget_user(user_id, tables=(sessions,))
-        return count
+        """Delete every session of ``user_id`` — and the user's quota rows, and the rows naming the user's chats
+        (the outbox's messages to them) — leaving no copy in the database files (``Store.forget_user``); returns
+        how many sessions."""
+        rows = self.store.execute(select(_c.id, _c.chat_id).where(_c.user_id == user_id))
+        self.store.forget_user(user_id, tables=(sessions,), chats=tuple({row[1] for row in rows}))
+        return len(rows)
 
     def purge(self, before: float) -> int:
         """Delete sessions no longer pending whose last change is older than ``before``; returns how many."""
