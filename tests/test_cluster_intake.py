@@ -21,7 +21,8 @@ from core.infra.state import RedisState
 from core.infra.store import Store
 from core.pipeline.cluster import CeleryDispatcher
 from core.pipeline.handler import WITHHELD
-from core.pipeline.intake import MAX_ATTEMPTS, Intake
+from core.pipeline.intake import Intake
+from core.pipeline.journal import MAX_ATTEMPTS
 from core.runtime.config import validate
 from core.sending.delivery import SendLimiter
 from core.sending.outbox import Outbox

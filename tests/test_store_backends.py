@@ -20,7 +20,7 @@ from sqlalchemy import BigInteger, Column, Double, Index, MetaData, Table, Text,
 from core.contract.chat import Reply
 from core.infra.redact import redact
 from core.infra.store import Store, StoreUnavailable
-from core.pipeline.intake import TABLES, Journal, intake
+from core.pipeline.journal import TABLES, Journal, intake
 from core.runtime.app import _open_store
 from core.runtime.config import ConfigError, validate
 from core.sending.outbox import DELIVERED, FAILED, QUEUED, Outbox, outbox

@@ -61,6 +61,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from core.contract.fields import ConfigError
 from core.infra.metrics import Metrics
+from core.infra.readiness import CHECK_TIMEOUT, Check, Readiness
 from core.infra.web_guard import guarded_protocol
 
 log = logging.getLogger(__name__)
@@ -70,15 +71,12 @@ access_log = logging.getLogger("aipbot.web.access")
 CORE_PATHS = ("/healthz", "/readyz", "/metrics")
 #: Probe paths logged at DEBUG (a load balancer asks every few seconds), everything else at INFO.
 QUIET_PATHS = frozenset(CORE_PATHS)
-#: Seconds one readiness check may take before it counts as not ready.
-CHECK_TIMEOUT = 3.0
 #: Seconds the stop waits for requests in progress before it cancels them.
 STOP_TIMEOUT = 5.0
 LOOPBACK = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
 #: Path segments this long are masked in the access log when no route matched (a reference, a token).
 LONG_SEGMENT = 16
 
-Check = Callable[[], Awaitable[Any]]
 TEXTS = {
     400: "bad request",
     401: "unauthorized: send Authorization: Bearer <server.metrics_token>",
@@ -92,61 +90,6 @@ TEXTS = {
 
 def _text(status: int, text: str | None = None, headers: dict[str, str] | None = None) -> PlainTextResponse:
     return PlainTextResponse((text or TEXTS.get(status, "error")) + "\n", status_code=status, headers=headers)
-
-
-# -- readiness -----------------------------------------------------------------------------------------------
-
-
-class _Check:
-    """One readiness check: its last outcome is reused for ``cache`` seconds; concurrent askers share one run."""
-
-    def __init__(self, check: Check, cache: float, timeout: float) -> None:
-        self.check, self.cache, self.timeout = check, cache, timeout
-        self.result: str | None = None
-        self.at = 0.0
-        self.running: asyncio.Task[str] | None = None
-
-    async def run(self) -> str:
-        if self.result is not None and time.monotonic() - self.at < self.cache:
-            return self.result
-        if self.running is None:
-            self.running = asyncio.ensure_future(self._once())
-        return await asyncio.shield(self.running)
-
-    async def _once(self) -> str:
-        try:
-            await asyncio.wait_for(self.check(), self.timeout)
-            result = "ok"
-        except asyncio.TimeoutError:
-            result = "timeout"
-        except Exception as exc:
-            result = f"error: {type(exc).__name__}"
-        self.result, self.at, self.running = result, time.monotonic(), None
-        return result
-
-
-class Readiness:
-    """Named asynchronous checks; ready when every one completes without raising within its timeout."""
-
-    def __init__(self) -> None:
-        self.checks: dict[str, _Check] = {}
-        self._last: dict[str, str] = {}
-
-    def add(self, name: str, check: Check, *, cache: float = 0.0, timeout: float = CHECK_TIMEOUT) -> None:
-        """``await check()`` must return (anything) when ``name`` is ready and raise when it is not; its
-        outcome is reused for ``cache`` seconds (for checks that cost a network call)."""
-        self.checks[name] = _Check(check, cache, timeout)
-
-    async def run(self) -> dict[str, str]:
-        """``{name: "ok" | "timeout" | "error: <type>"}`` for every check, run concurrently."""
-        names = list(self.checks)
-        results = await asyncio.gather(*(self.checks[n].run() for n in names))
-        outcome = dict(zip(names, results, strict=True))
-        for name, result in outcome.items():  # log changes only: probes ask every few seconds
-            if result != self._last.get(name, "ok"):
-                (log.info if result == "ok" else log.warning)("readiness: %s is %s", name, result)
-        self._last = outcome
-        return outcome
 
 
 # -- ASGI layers ---------------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ from sqlalchemy import Connection, func, select, update
 from core.infra import keys
 from core.pipeline.dispatch import Process, album_left
 from core.pipeline.handler import WITHHELD, WITHHELD_FIELDS, UpdateCodec
-from core.pipeline.intake import MAX_ATTEMPTS, Entry, Journal, given_up_teller, intake
+from core.pipeline.journal import MAX_ATTEMPTS, Entry, Journal, given_up_teller, intake
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from core.pipeline.intake import Entry
+    from core.pipeline.journal import Entry
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from core.contract.chat import Incoming, Reply, Transport
 if TYPE_CHECKING:
     from core.contract.i18n import Catalogue
     from core.infra.metrics import Metrics
-    from core.pipeline.intake import Entry
+    from core.pipeline.journal import Entry
     from core.pipeline.router import Router
 
 log = logging.getLogger(__name__)

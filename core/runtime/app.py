@@ -30,7 +30,8 @@ from core.pipeline.conversation import Conversations
 from core.pipeline.defaults import NAME as DEFAULT_PLUGIN
 from core.pipeline.dispatch import Dispatcher, LocalDispatcher
 from core.pipeline.handler import UpdateHandler
-from core.pipeline.intake import Intake, intake
+from core.pipeline.intake import Intake
+from core.pipeline.journal import intake
 from core.pipeline.router import Router
 from core.providers import make_client
 from core.runtime.plugins import PluginManager

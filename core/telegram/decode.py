@@ -24,7 +24,7 @@ from core.infra.images import DOCUMENT_MIME_TYPES, DOCUMENT_SUFFIXES, IMAGE_SUFF
 from core.pipeline.handler import WITHHELD, WITHHELD_FIELDS, Decoded
 
 if TYPE_CHECKING:
-    from core.pipeline.intake import Entry
+    from core.pipeline.journal import Entry
 
 log = logging.getLogger(__name__)
 
