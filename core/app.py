@@ -21,6 +21,7 @@ from core.conversation import Conversations
 from core.defaults import NAME as DEFAULT_PLUGIN
 from core.i18n import Catalogue, core_catalogue
 from core.intake import intake
+from core.logjson import carried
 from core.metrics import Metrics
 from core.outbox import QUEUED, Outbox, outbox
 from core.plugins import PluginManager
@@ -67,15 +68,15 @@ class BotServices:
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking I/O in the I/O pool (``workers.io`` threads)."""
-        return await asyncio.get_running_loop().run_in_executor(self.io_pool, functools.partial(fn, *args))
+        return await asyncio.get_running_loop().run_in_executor(self.io_pool, functools.partial(carried(fn), *args))
 
     async def run_cpu(self, fn: Callable[..., T], *args: Any) -> T:
         """Run CPU-heavy work in the engine pool (``workers.cpu`` threads)."""
-        return await asyncio.get_running_loop().run_in_executor(self.cpu_pool, functools.partial(fn, *args))
+        return await asyncio.get_running_loop().run_in_executor(self.cpu_pool, functools.partial(carried(fn), *args))
 
     async def run_db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a database call in the database's own thread."""
-        return await asyncio.get_running_loop().run_in_executor(self.db_pool, functools.partial(fn, *args))
+        return await asyncio.get_running_loop().run_in_executor(self.db_pool, functools.partial(carried(fn), *args))
 
     async def send(self, chat_id: int, reply: Reply) -> int | None:
         """Send a message outside a command (background jobs); a message that must arrive goes through

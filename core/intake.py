@@ -61,6 +61,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import SQLAlchemyError
 
 from core.chat import Button, Reply, Transport
+from core.logjson import log_context
 from core.store import insert_into
 
 log = logging.getLogger(__name__)
@@ -393,6 +394,7 @@ class Intake:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(queue.wake.wait(), deadline - now)
 
+    @log_context(lambda self, batch: {"update_id": batch[0].update_id, "chat": batch[0].chat})
     async def _process(self, batch: list[Entry]) -> None:
         """Handle one update (or album), then mark it done; a kill before that means a replay."""
         first = batch[0].update_id
