@@ -39,7 +39,8 @@ FROM ${BASE}
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 ca-certificates tini \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --user-group --home-dir /var/lib/aipbot --shell /usr/sbin/nologin aipbot \
+    && groupadd --system --gid 10001 aipbot \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/aipbot --shell /usr/sbin/nologin aipbot \
     && install -d -o aipbot -g aipbot -m 0700 /var/lib/aipbot
 COPY --from=build /opt/aipbot/venv /opt/aipbot/venv
 COPY bot.py config.yaml /opt/aipbot/app/
