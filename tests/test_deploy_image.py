@@ -28,9 +28,7 @@ MAX_SIZE = 1_500_000_000
 def image() -> dict:
     """The image built from this checkout (scripts/build-image), as `podman image inspect` describes it."""
     assert os.geteuid() == 0, "building and mounting the image needs root (CI runs as root)"
-    build = subprocess.run(
-        ["bash", "scripts/build-image", TAG], cwd=ROOT, capture_output=True, text=True, timeout=1500
-    )
+    build = subprocess.run(["bash", "scripts/build-image", TAG], cwd=ROOT, capture_output=True, text=True, timeout=1500)
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     inspect = subprocess.run(["podman", "image", "inspect", TAG], capture_output=True, text=True, check=True)
     return json.loads(inspect.stdout)[0]
@@ -118,6 +116,8 @@ def test_the_console_chat_answers_help_and_reads_a_sample_image(image: dict, mou
 
 def test_the_healthcheck_answers_while_the_bot_runs(image: dict, mounted: Path, tmp_path: Path) -> None:
     probe = shlex.join(image["Healthcheck"]["Test"][1:])
-    waiting = f"for i in $(seq 120); do if {probe}; then echo healthy >&2; exit; fi; sleep 0.5; done; echo unhealthy >&2"
+    waiting = (
+        f"for i in $(seq 120); do if {probe}; then echo healthy >&2; exit; fi; sleep 0.5; done; echo unhealthy >&2"
+    )
     done = run_in_image(image, mounted, tmp_path, ["--console"], then=waiting)
     assert done.returncode == 0 and "healthy" in done.stderr.split(), done.stdout + done.stderr

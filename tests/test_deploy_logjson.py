@@ -103,7 +103,9 @@ async def test_json_lines_name_the_update_and_are_redacted_as_text_lines(fake_te
     assert crash["chat"] == USER and crash["update_id"] == in_loop["update_id"] + 1
     assert "plugin" not in crash  # logged by the router after the plugin's handler returned
     assert "RuntimeError: kaboom" in crash["exception"]
-    outside = [r for r in records if r["logger"] == "telegram.ext.Application" or "connected to Telegram" in r["message"]]
+    outside = [
+        r for r in records if r["logger"] == "telegram.ext.Application" or "connected to Telegram" in r["message"]
+    ]
     assert outside and all("update_id" not in r for r in outside)  # start-up lines belong to no update
 
     # redaction: the same masks as the text lines, and no secret anywhere
