@@ -52,6 +52,7 @@ def logs(monkeypatch):
     """(json, text): what bot.py's JSON handler wrote, and a text handler's lines for the same records."""
     root = logging.getLogger()
     saved = root.handlers[:], root.level
+    quieted = {name: logging.getLogger(name).level for name in ("httpx", "httpcore", "urllib3", "uvicorn", "telegram")}
     json_out, text_out = io.StringIO(), io.StringIO()
     monkeypatch.setattr(sys, "stderr", json_out)
     setup_logging("DEBUG", "json")
@@ -62,9 +63,11 @@ def logs(monkeypatch):
     redact.register_secret(SECRET)
     try:
         yield json_out, text_out
-    finally:
+    finally:  # as it was: setup_logging also sets the levels of noisy libraries, which later tests read
         root.handlers[:], _ = saved
         root.setLevel(saved[1])
+        for name, level in quieted.items():
+            logging.getLogger(name).setLevel(level)
 
 
 async def test_json_lines_name_the_update_and_are_redacted_as_text_lines(fake_telegram, start_bot, logs):
