@@ -44,29 +44,47 @@ def mounted(image: dict) -> Iterator[Path]:
 
 
 def run_in_image(
-    image: dict, root: Path, data: Path, args: list[str], *, stdin: str = "", then: str = "", timeout: float = 300
+    image: dict,
+    root: Path,
+    data: Path,
+    args: list[str],
+    *,
+    stdin: str = "",
+    then: str = "",
+    env: dict[str, str] | None = None,
+    network: bool = False,
+    timeout: float = 300,
 ) -> subprocess.CompletedProcess[str]:
     """The image's entrypoint with ``args`` (as ``podman run IMAGE args`` would), as the image's user.
 
     ``then``: a shell command run beside it, in the same namespaces and as the same user; its output is the
     entrypoint's input, which ends when it ends (the console chat then stops). ``data`` is mounted on the
-    image's volume."""
+    image's volume; ``env`` adds variables (as ``--env``); ``network``: the machine's network (its 127.0.0.1) instead
+    of a loopback of its own."""
     config = image["Config"]
     (volume,) = config["Volumes"]
     data.chmod(0o700)
     uid, gid = (int(n) for n in config["User"].split(":"))
     os.chown(data, uid, gid)
-    env = ["env", "-i", "-C", config["WorkingDir"], "HOME=" + volume, *config["Env"]]
-    as_user = ["chroot", f"--userspec={uid}:{gid}", str(root), *env]
+    variables = [*config["Env"], *(f"{k}={v}" for k, v in (env or {}).items())]
+    as_user = ["chroot", f"--userspec={uid}:{gid}", str(root), "env", "-i", "-C", config["WorkingDir"]]
+    as_user += ["HOME=" + volume, *variables]
     command = shlex.join([*as_user, *config["Entrypoint"], *args])
     script = [
         "set -e",
-        "ip link set lo up",
+        "true" if network else "ip link set lo up",
         f"mount -t tmpfs -o mode=1777 tmpfs {shlex.quote(str(root / 'tmp'))}",
         f"mount --bind {shlex.quote(str(data))} {shlex.quote(str(root / volume.lstrip('/')))}",
         f"{shlex.join(as_user)} sh -c {shlex.quote(then)} | exec {command}" if then else f"exec {command}",
     ]
-    unshare = ["unshare", "--mount", "--net", "--pid", "--fork", f"--mount-proc={root / 'proc'}"]
+    unshare = [
+        "unshare",
+        "--mount",
+        *([] if network else ["--net"]),
+        "--pid",
+        "--fork",
+        f"--mount-proc={root / 'proc'}",
+    ]
     return subprocess.run(
         [*unshare, "sh", "-c", "\n".join(script)], input=stdin, capture_output=True, text=True, timeout=timeout
     )
@@ -121,3 +139,23 @@ def test_the_healthcheck_answers_while_the_bot_runs(image: dict, mounted: Path, 
     )
     done = run_in_image(image, mounted, tmp_path, ["--console"], then=waiting)
     assert done.returncode == 0 and "healthy" in done.stderr.split(), done.stdout + done.stderr
+
+
+def test_the_cluster_roles_start_inside_the_image_on_redis_and_postgresql(
+    image: dict, mounted: Path, tmp_path: Path, redis_server, postgres_server
+) -> None:
+    """`serve --check` and `worker --check` with the variables compose.yaml sets: the image's configuration takes
+    them, and its Redis, PostgreSQL (psycopg) and Celery libraries reach the real servers."""
+    env = {
+        "TELEGRAM_BOT_TOKEN": "123456:" + "A" * 35,
+        "AIPBOT_TELEGRAM_MODE": "webhook",
+        "AIPBOT_PUBLIC_URL": "https://bot.example.com",
+        "AIPBOT_REDIS_URL": redis_server.url,
+        "AIPBOT_DATABASE_URL": postgres_server.database(),
+        "AIPBOT_LOG_FORMAT": "json",
+    }
+    for role in (["serve"], ["worker", "--port", "8080"]):
+        done = run_in_image(image, mounted, tmp_path, [*role, "--check"], env=env, network=True)
+        assert done.returncode == 0, (role, done.stderr)
+        assert "aipbot: configuration OK; plugins: ocr, facematch" in done.stderr, (role, done.stderr)
+        assert "A" * 35 not in done.stderr
