@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: run test lint bench cluster clean
+.PHONY: run test lint bench cluster image clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ test: $(VENV)/.dev
 # cluster mode on one machine: Redis, PostgreSQL, 2 front ends, 2 workers (README, "Scaling out")
 cluster: $(VENV)/.runtime
 	$(PY) scripts/cluster.py $(ARGS)
+
+# the container image (Dockerfile) with podman, tagged aipbot:latest (README, "Deploying"); IMAGE=... names it otherwise
+IMAGE ?= aipbot:latest
+image:
+	bash scripts/build-image $(IMAGE)
 
 bench: $(VENV)/.dev
 	for b in bench/*.py; do $(PY) $$b || exit 1; done

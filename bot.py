@@ -21,14 +21,16 @@ import os
 import sys
 import threading
 
-from core.infra import redact
+from core.infra import logjson, redact
 from core.runtime.config import ConfigError, load
 
 
-def setup_logging(level: str) -> None:
-    """Log to stderr (stdout belongs to the console chat) through the redacting filter."""
+def setup_logging(level: str, format: str = "text") -> None:
+    """Log to stderr (stdout belongs to the console chat) through the redacting filter, as plain lines or as
+    JSON lines (``logging.format``; core/infra/logjson.py)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(logjson.formatter(format))
+    handler.addFilter(logjson.ContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         config = load(args.config)
-        setup_logging(config["logging"]["level"])
+        setup_logging(config["logging"]["level"], config["logging"]["format"])
         if args.role:
             cluster_role(config, args.role, args.port)
         from core.runtime.app import App

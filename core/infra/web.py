@@ -71,6 +71,8 @@ access_log = logging.getLogger("aipbot.web.access")
 CORE_PATHS = ("/healthz", "/readyz", "/metrics")
 #: Probe paths logged at DEBUG (a load balancer asks every few seconds), everything else at INFO.
 QUIET_PATHS = frozenset(CORE_PATHS)
+#: Seconds a scrape of /metrics waits for the readiness checks (the gauge aipbot_ready; under GAUGE_TIMEOUT).
+READY_GAUGE_WAIT = 1.5
 #: Seconds the stop waits for requests in progress before it cancels them.
 STOP_TIMEOUT = 5.0
 LOOPBACK = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
@@ -236,6 +238,7 @@ class WebServer:
         self.trusted_proxies: list[str] = list(trusted_proxies)
         self.metrics = metrics
         self.readiness = Readiness()
+        metrics.gauge("aipbot_ready", "1 while a check of /readyz passes, by check", self._ready, labels=["check"])
         self._owners: dict[str, str] = dict.fromkeys(CORE_PATHS, "core")
         self.asgi = Starlette(
             routes=[
@@ -396,3 +399,11 @@ class WebServer:
 
     async def _internal_error(self, request: Request, exc: Exception) -> Response:
         return _text(500)  # the exception goes on to _Guard, which logs it once
+
+    # -- readiness checks -----------------------------------------------------------------------------------
+    async def _ready(self) -> dict[str, float]:
+        """The gauge ``aipbot_ready``: the checks of ``/readyz``, run now; one still running after
+        :data:`READY_GAUGE_WAIT` counts as failing in this scrape (it goes on, and its outcome is cached)."""
+        runs = {name: asyncio.ensure_future(check.run()) for name, check in self.readiness.checks.items()}
+        done, _ = await asyncio.wait(runs.values(), timeout=READY_GAUGE_WAIT) if runs else (set(), set())
+        return {name: float(run in done and run.result() == "ok") for name, run in runs.items()}

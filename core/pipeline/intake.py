@@ -36,6 +36,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from core.contract.chat import Button, Reply, Transport
+from core.infra.logjson import log_context
 from core.pipeline.dispatch import Dispatcher
 from core.pipeline.handler import WITHHELD, UpdateCodec
 from core.pipeline.journal import KEEP_SECONDS, TABLES, Entry, Journal, batches, given_up_teller, isolating
@@ -263,6 +264,7 @@ class Intake:
         self._replaying = asyncio.get_running_loop().create_task(replay(), name="aipbot-intake-replay-alone")
 
     # ------------------------------------------------------------------ handling
+    @log_context(lambda self, batch: {"update_id": batch[0].update_id, "chat": batch[0].chat})
     async def process(self, batch: list[Entry]) -> None:
         """Handle one update (or album), then mark it done; a kill before that means a replay."""
         first = batch[0].update_id

@@ -28,6 +28,7 @@ from core.contract.codec import Packed
 from core.contract.conversation import CHOICE, PHOTO, TEXT, Conversation
 from core.contract.errors import UserFacingError
 from core.infra.images import is_document
+from core.infra.logjson import log_context
 from core.infra.metrics import metrics_of
 from core.pipeline.middleware import Access, AdminAlerts, Quotas
 
@@ -59,6 +60,7 @@ class Router:
         await transport.send(chat.id, Reply(text, buttons or []))
 
     # ----------------------------------------------------------------- entry point
+    @log_context(lambda self, incoming, transport: {"chat": incoming.chat.id})
     async def handle(self, incoming: Incoming, transport: Transport) -> None:
         """Handle one event; never raises (errors are logged and the user is told)."""
         user, chat = incoming.user, incoming.chat
@@ -203,6 +205,7 @@ class Router:
             text=incoming.text, message_id=incoming.message_id, **more,
         )  # fmt: skip
 
+    @log_context(lambda self, command, *args, **more: {"plugin": command.plugin, "command": command.name})
     async def _invoke(self, command: Command, incoming: Incoming, transport: Transport, **more: Any) -> None:
         """Run ``command``; a continued conversation whose quota use was counted is not counted again."""
         user, chat, photos = incoming.user, incoming.chat, more.get("photos", [])

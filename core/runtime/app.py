@@ -19,6 +19,7 @@ from core.contract.codec import Codec
 from core.contract.fields import ConfigError
 from core.contract.i18n import Catalogue, core_catalogue
 from core.infra import keys
+from core.infra.logjson import carried
 from core.infra.metrics import Metrics
 from core.infra.shared import SharedRedis
 from core.infra.state import RedisUnavailable, State, open_state
@@ -160,15 +161,15 @@ class Pools:
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking I/O in the I/O pool (``workers.io`` threads)."""
-        return await asyncio.get_running_loop().run_in_executor(self.io, functools.partial(fn, *args))
+        return await asyncio.get_running_loop().run_in_executor(self.io, functools.partial(carried(fn), *args))
 
     async def run_cpu(self, fn: Callable[..., T], *args: Any) -> T:
         """Run CPU-heavy work in the engine pool (``workers.cpu`` threads)."""
-        return await asyncio.get_running_loop().run_in_executor(self.cpu, functools.partial(fn, *args))
+        return await asyncio.get_running_loop().run_in_executor(self.cpu, functools.partial(carried(fn), *args))
 
     async def run_db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a database call in the database's own thread."""
-        return await asyncio.get_running_loop().run_in_executor(self.db, functools.partial(fn, *args))
+        return await asyncio.get_running_loop().run_in_executor(self.db, functools.partial(carried(fn), *args))
 
     def close(self) -> None:
         self.io.shutdown(wait=False, cancel_futures=True)

@@ -242,7 +242,10 @@ SCHEMA: dict[str, Field] = {
         max_attempts=Field(int, default=40, min=1, max=1000, help="tries before a message is given up"),
         keep_days=Field(float, default=7, min=0, max=365, help="days a delivered key is remembered (no duplicates)"),
     ),
-    "logging": _section(level=Field(str, default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])),
+    "logging": _section(
+        level=Field(str, default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]),
+        format=Field(str, default="text", choices=["text", "json"], help="json: one JSON object per line"),
+    ),
     "plugins": Field(dict, default={}, help="plugin name -> its section (enabled: true|false, …)"),
     # no `server:` section: no web server (config["server"] is None); see core/infra/web.py
     "server": Field(
