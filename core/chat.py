@@ -93,6 +93,52 @@ class Photo:
         return f"Photo(file_name={self.file_name!r}, size={self.size}, {self.width}x{self.height})"
 
 
+@dataclass(eq=False, repr=False)
+class VideoNote:
+    """A video the user sent: a round video note (``kind`` ``video_note``), or an ordinary ``video`` or an
+    ``animation`` (so a plugin waiting for a note can say what it got instead). Its bytes load on first ``read``
+    (into memory only, never to disk); ``ref`` is the transport's reference (Telegram's ``file_id``).
+
+    ``duration`` (seconds), ``length`` (a note's diameter, else the larger side, px), ``size`` (bytes) are what
+    the transport reported before any download; ``forwarded`` whether the message was forwarded; ``sent_at`` the
+    Unix time the message was sent (Telegram's ``date``). Unknown values are None.
+    """
+
+    loader: Callable[[], Awaitable[bytes]] | None = field(repr=False)
+    ref: str | None = None
+    kind: str = "video_note"
+    duration: float | None = None
+    length: int | None = None
+    size: int | None = None
+    forwarded: bool = False
+    sent_at: float | None = None
+    _data: bytes | None = field(default=None, init=False, repr=False)
+
+    async def read(self) -> bytes:
+        """The video bytes (downloaded once, kept in memory only)."""
+        if self._data is None:
+            if self.loader is None:
+                from core.errors import UserFacingError
+
+                raise UserFacingError("the video was wiped", key="router.photo_expired")
+            self._data = await self.loader()
+        return self._data
+
+    def wipe(self) -> None:
+        """Drop the bytes and the means to fetch them again."""
+        self._data = None
+        self.loader = None
+
+    @classmethod
+    def from_bytes(cls, data: bytes, **kwargs: Any) -> VideoNote:
+        note = cls(None, size=len(data), **kwargs)
+        note._data = data
+        return note
+
+    def __repr__(self) -> str:  # never the bytes
+        return f"VideoNote({self.kind}, {self.duration} s, {self.length} px, {self.size} bytes)"
+
+
 @dataclass(frozen=True)
 class Button:
     """A button under a reply: it opens ``url``, or sends ``callback_data`` back to the bot.
@@ -145,6 +191,7 @@ class Incoming:
     callback_data: str | None = None
     error: str | None = None
     key: str | None = None
+    video: VideoNote | None = None  # a video note (or video, animation) the message carried
 
 
 Handler = Callable[["Context"], Awaitable[None]]
@@ -258,6 +305,8 @@ class Context:
     """Whether this command ended another conversation in progress (``/cancel`` says so)."""
     conversation: Any = field(default=None, repr=False)
     """The :class:`core.conversation.Conversation` this invocation continues or starts (``step``, ``data``)."""
+    video: VideoNote | None = None
+    """The video note (or video, animation) that came to a step waiting for one (``expect_video``)."""
 
     def __post_init__(self) -> None:
         from core.conversation import Conversation
@@ -364,6 +413,13 @@ class Context:
         :attr:`message_id` set so the plugin can delete it (and :attr:`kept` holding ``keep``). A command
         still ends the wait."""
         await self._expect("text", step, keep or [])
+
+    async def expect_video(self, step: str | None = None) -> None:
+        """The user's next message in this chat that is not a command or a button press — a video note, or
+        whatever came instead (a video, a photo, a text) — comes back to this handler with :attr:`video` (or
+        :attr:`photos`, :attr:`text`) set, so the plugin can refuse what is not a note. Nothing of a video is
+        stored: only the conversation (step and data)."""
+        await self._expect("video", step, [])
 
     async def _expect(self, wants: str, step: str | None, keep: list[Photo]) -> None:
         conversation = self.conversation

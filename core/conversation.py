@@ -29,6 +29,8 @@ from core.state import State, key
 log = logging.getLogger(__name__)
 
 PHOTO, TEXT, CHOICE = "photo", "text", "choice"
+#: A step waiting for a video note (``ctx.expect_video``): it takes any message that is not a command or a button.
+VIDEO = "video"
 #: At most this many bytes of photos held in memory for conversations waiting in this process.
 HELD_BYTES = 256 * 1024 * 1024
 

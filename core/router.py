@@ -23,7 +23,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from core.chat import Button, Chat, Command, Context, Incoming, Photo, Reply, Services, Transport, User
-from core.conversation import CHOICE, PHOTO, TEXT, Conversation
+from core.conversation import CHOICE, PHOTO, TEXT, VIDEO, Conversation
 from core.errors import UserFacingError
 from core.images import is_document
 from core.metrics import metrics_of
@@ -64,6 +64,8 @@ class Router:
             if not self.access.allowed(user):
                 log.info("refused user %s: not in access.allowed_users", user.id)
                 await self._say(transport, chat, self.t(user, "access.denied"))
+            elif await self._video_step(incoming, transport):
+                pass  # a step waiting for a video note took it (or what came instead of one)
             elif incoming.error:
                 await self._say(transport, chat, self.t(user, incoming.error))
             elif incoming.callback_data is not None:
@@ -129,7 +131,18 @@ class Router:
         buttons = [[Button(self.t(user, c.help), callback_data=codec.callback(ROUTE, c.name))] for c in choices]
         await self._say(transport, chat, self.t(user, "router.what_to_do"), buttons)
 
-    async def _continue(self, incoming: Incoming, transport: Transport, wants: str, photos: list[Photo]) -> bool:
+    async def _video_step(self, incoming: Incoming, transport: Transport) -> bool:
+        """A conversation waiting for a video note (``ctx.expect_video``) takes any message that is not a command
+        or a button press, with its video (or photos, text) attached; False when none waits."""
+        if incoming.callback_data is not None or incoming.text.strip().startswith("/"):
+            return False
+        if incoming.video is None and not incoming.photos and incoming.error is None and not incoming.text:
+            return False
+        return await self._continue(incoming, transport, VIDEO, incoming.photos, video=incoming.video)
+
+    async def _continue(
+        self, incoming: Incoming, transport: Transport, wants: str, photos: list[Photo], **extra: Any
+    ) -> bool:
         """Deliver to the conversation waiting for this kind of message, if there is one."""
         chat, user = incoming.chat, incoming.user
         waiting = await self.conversations.get(chat.id, user.id)
@@ -138,7 +151,7 @@ class Router:
         conversation, kept = await self.conversations.take(chat.id, user.id, transport)  # type: ignore[arg-type]
         command = self.commands[waiting.command]
         metrics_of(self.services).conversation_step(command.name)
-        more = {"args": conversation.args, "photos": photos, "conversation": conversation, "kept": kept}
+        more = {"args": conversation.args, "photos": photos, "conversation": conversation, "kept": kept, **extra}
         await self._invoke(command, incoming, transport, **more)
         return True
 

@@ -80,7 +80,7 @@ def test_person_verify_refusals(fake_baidu: FakeBaidu, client: BaiduClient):
     frame = fake_baidu.frame_of("lilei")
     assert client.person_verify(frame, ID_CARD, NAME) == fake_baidu.different_score
     with pytest.raises(BaiduError) as err:
-        client.person_verify(frame, "110105194912310037", NAME)
+        client.person_verify(frame, "110105198001011238", NAME)
     assert err.value.code == 222351
     with pytest.raises(BaiduError) as err:
         client.person_verify(frame, ID_CARD, "李雷")

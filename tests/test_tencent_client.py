@@ -168,7 +168,7 @@ def test_live_code_then_liveness_success(fake: FakeTencent, note: bytes):
         ({"person": "meimei", "dark": True}, ID_CARD, NAME, "FailedOperation.ActionLightDark", "quality"),
         ({"person": "meimei", "live": False}, ID_CARD, NAME, "FailedOperation.LivessDetectFake", "liveness"),
         ({"person": "lilei"}, ID_CARD, NAME, "FailedOperation.CompareLowSimilarity", "mismatch"),
-        ({"person": "meimei"}, "110105194912310037", NAME, "FailedOperation.IdNoExistSystem", "identity"),
+        ({"person": "meimei"}, "110105198001011238", NAME, "FailedOperation.IdNoExistSystem", "identity"),
         ({"person": "meimei"}, ID_CARD, "李雷", "FailedOperation.IdNameMisMatch", "identity"),
     ],
 )

@@ -40,7 +40,7 @@ from telegram.ext import Application, ApplicationBuilder, CallbackQueryHandler, 
 from telegram.helpers import create_deep_linked_url
 
 from core.app import App
-from core.chat import Button, Chat, Photo, Reply, Transport, User
+from core.chat import Button, Chat, Photo, Reply, Transport, User, VideoNote
 from core.conversation import TEXT
 from core.delivery import MAX_SPLIT as MAX_SPLIT
 from core.delivery import Delivery, SendLimiter
@@ -328,6 +328,13 @@ class TelegramTransport:
 
         return Photo(load, ref=ref, **{k: v for k, v in meta.items() if k in Photo.META})
 
+    def video_from_ref(self, meta: dict[str, Any]) -> VideoNote:
+        """The video Telegram keeps under ``meta["ref"]`` (a ``file_id``), downloaded into memory when read, through
+        the same download path and limit as photos (``telegram.max_file_mb``, checked again before download)."""
+        photo = self.photo_from_ref(meta["ref"], {})
+        fields = ("kind", "duration", "length", "size", "forwarded", "sent_at")
+        return VideoNote(photo.loader, ref=meta["ref"], **{k: meta[k] for k in fields if k in meta})
+
     def _part(self, message: Message) -> dict[str, Any]:
         """One message of an update as plain data (what an album buffer keeps: no bytes, no names)."""
         found = self._photo_ref(message)
@@ -336,6 +343,19 @@ class TelegramTransport:
             part["error"] = found
         elif found is not None:
             part["photo"] = {"ref": found[0], "meta": found[1]}
+        video = message.video_note or message.video or message.animation
+        if video is not None:  # for a step waiting for a note (ctx.expect_video); elsewhere the error above stands
+            kind = "video_note" if message.video_note else "video" if message.video else "animation"
+            length = getattr(video, "length", None) or max(getattr(video, "width", 0), getattr(video, "height", 0))
+            part["video"] = {
+                "ref": video.file_id,
+                "kind": kind,
+                "duration": getattr(video.duration, "total_seconds", lambda: video.duration)(),  # int or timedelta
+                "length": length or None,
+                "size": video.file_size,
+                "forwarded": message.forward_origin is not None,
+                "sent_at": message.date.timestamp() if message.date else None,
+            }
         return part
 
     @staticmethod
@@ -427,6 +447,7 @@ class TelegramTransport:
         text = next((p["text"] for p in parts if p["text"]), "")
         photos = [self.photo_from_ref(p["photo"]["ref"], p["photo"]["meta"]) for p in parts if "photo" in p]
         error = next((p["error"] for p in parts if "error" in p), None)
+        video = next((self.video_from_ref(p["video"]) for p in parts if "video" in p), None)
         incoming = Incoming(
             user,
             chat,
@@ -435,6 +456,7 @@ class TelegramTransport:
             parts[0]["message_id"],
             error=error if not photos else None,
             key=str(update.update_id),
+            video=video,
         )
         if error and photos:
             await transport.send(chat.id, Reply(self.app.catalogue.text(user.language, error)))

@@ -17,6 +17,7 @@ from core.errors import ProviderMisconfigured, UserFacingError
 from core.state import key
 from plugins.realname import job, stats
 from plugins.realname.identity import IdentityProblem, parse_identity
+from plugins.realname.notes import NOTE, NoteFlow
 from plugins.realname.outcome import outcome, updated
 from plugins.realname.providers import Identity, RealnameProvider, Result, is_web_url, make_provider
 from plugins.realname.sessions import (
@@ -61,6 +62,8 @@ class Verifier:
         self.clock = clock
         self.sessions = SessionStore(services.store)
         self._provider: RealnameProvider | None = None
+        #: ``method: video_note``: the steps of a verification in the chat (plugins/realname/notes.py)
+        self.notes = NoteFlow(self) if config.get("method") == "video_note" else None
 
     def commands(self) -> list[Command]:
         """The plugin's commands, bound to this verifier."""
@@ -71,6 +74,7 @@ class Verifier:
                 handler=self.verify,
                 on_callback=self.on_button,
                 on_deep_link=self.on_link,
+                ends_conversation=self.notes is None,  # a running note step is not ended by /verify (it says so)
             ),
             Command("forget", help="realname.help.forget", handler=self.forget),
             Command("verifystat", help="realname.help.verifystat", handler=self.verifystat, admin_only=True),
@@ -116,6 +120,9 @@ class Verifier:
         the identity question (a text message, see :meth:`identity_answer`)."""
         if ctx.step == IDENTITY:
             await self.identity_answer(ctx)
+            return
+        if ctx.step == NOTE and self.notes is not None:
+            await self.notes.on_note(ctx)
             return
         sub = ctx.args[0].lower() if ctx.args else ""
         if sub not in ("", "new", "status"):
@@ -201,8 +208,14 @@ class Verifier:
 
         One at a time per user, across every process sharing the state, so a double tap cannot leave two
         pending sessions. A provider that needs the identity first gets it asked for (and this runs again
-        with the answer).
+        with the answer). With ``method: video_note`` the note steps take over (plugins/realname/notes.py).
         """
+        if self.notes is not None:
+            if identity is not None:
+                await self.notes.identified(ctx, identity)
+            else:
+                await self.notes.start(ctx, fresh=fresh)
+            return
         async with self.services.state.lock(key(NAME, "begin", ctx.user.id), ttl=LOCK_SECONDS):
             await self._begin_locked(ctx, fresh=fresh, identity=identity)
 
