@@ -350,7 +350,7 @@ class TelegramTransport:
             part["video"] = {
                 "ref": video.file_id,
                 "kind": kind,
-                "duration": getattr(video.duration, "total_seconds", lambda: video.duration)(),  # int or timedelta
+                "duration": (message.to_dict().get(kind) or {}).get("duration"),  # seconds, as Telegram sent them
                 "length": length or None,
                 "size": video.file_size,
                 "forwarded": message.forward_origin is not None,

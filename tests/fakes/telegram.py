@@ -410,6 +410,44 @@ class FakeTelegram(LocalServer):
         document = {**self._new_file(data, "documents", _extension(file_name), file_size), "file_name": file_name}
         return self._user_message({"document": document | {"mime_type": mime_type}, **_caption(caption)}, who)
 
+    def user_sends_video_note(
+        self,
+        data: bytes,
+        *,
+        duration: int = 3,
+        length: int = 384,
+        forwarded: bool = False,
+        date: int | None = None,
+        file_size: int | None = None,
+        **who: Unpack[Who],
+    ) -> JSONDict:
+        """Queue a round video note (``video_note``: ``file_id``, ``length``, ``duration``, ``file_size``), as Telegram
+        sends one recorded with the camera button; *forwarded* adds a ``forward_origin``, *date* overrides the send
+        time, *file_size* the reported size. Returns the Message dict."""
+        note = {
+            **self._new_file(data, "video_notes", "mp4", file_size, kind="DQ"),
+            "length": length,
+            "duration": duration,
+        }
+        return self._user_message(self._media(note, "video_note", forwarded, date), who)
+
+    def user_sends_video(
+        self, data: bytes, *, duration: int = 3, width: int = 640, height: int = 360, **who: Unpack[Who]
+    ) -> JSONDict:
+        """Queue an ordinary video message (``video``). Returns the Message dict."""
+        video = {**self._new_file(data, "videos", "mp4", kind="BA"), "width": width, "height": height}
+        video |= {"duration": duration, "mime_type": "video/mp4"}
+        return self._user_message({"video": video}, who)
+
+    def _media(self, item: JSONDict, field: str, forwarded: bool, date: int | None) -> JSONDict:
+        content: JSONDict = {field: item}
+        if forwarded:
+            origin = {"id": 777, "is_bot": False, "first_name": "Eve"}
+            content["forward_origin"] = {"type": "user", "date": int(time.time()) - 3600, "sender_user": origin}
+        if date is not None:
+            content["date"] = date
+        return content
+
     def user_presses_button(
         self, message: JSONDict | Call, callback_data: str, *, strict: bool = True, **who: Unpack[Who]
     ) -> JSONDict:
