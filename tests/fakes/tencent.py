@@ -34,7 +34,8 @@ Actions
 
 Test controls: :meth:`add_person`, :meth:`set_video`, :meth:`inject` (the next N requests of an action answer an
 error code, an HTTP status, garbage or stall), ``latency``, ``clock``, :meth:`count` per action,
-:attr:`refused` (codes of refused requests), :attr:`seen` (the non-secret fields of each recognised request).
+:attr:`refused` (codes of refused requests), :attr:`seen` (the non-secret fields of each recognised request),
+:attr:`timings` (when the fake began and finished each ``LivenessRecognition``: its share of a note's time).
 """
 
 from __future__ import annotations
@@ -145,6 +146,9 @@ class FakeTencent(LocalServer):
         self.same_sim = 88.6
         self.refused: list[str] = []
         self.seen: list[dict[str, Any]] = []
+        #: (start, end) ``time.monotonic()`` of each LivenessRecognition the fake answered (its own time, latency
+        #: included; the request body was already received at the start)
+        self.timings: list[tuple[float, float]] = []
         self._people: dict[str, tuple[str, str]] = {}  # id card -> (name, person)
         self._videos: dict[str, Video] = {}
         self._codes: dict[str, float] = {}
@@ -266,7 +270,12 @@ class FakeTencent(LocalServer):
             with self._lock:
                 self._codes[code] = self.clock()
             return self._answer({"LiveCode": code})
-        return self._liveness(params)
+        started = time.monotonic()
+        try:
+            return self._liveness(params)
+        finally:
+            with self._lock:
+                self.timings.append((started - (self.latency or 0.0), time.monotonic()))
 
     def _check_signature(self, request: Request) -> tuple[str, str] | None:
         auth = request.headers.get("Authorization", "")
