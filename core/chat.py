@@ -140,6 +140,19 @@ class VideoNote:
 
 
 @dataclass(frozen=True)
+class JoinRequest:
+    """A user asked to join ``chat_id`` (a group or channel where the bot is an admin that may invite users:
+    Telegram's ``chat_join_request``). The bot may write to the user at ``user_chat_id`` for 5 minutes (the
+    :class:`Context` of ``Command.on_join_request`` replies there) and answers with the transport's
+    ``answer_join_request(chat_id, user_id, approve)``."""
+
+    chat_id: int
+    user_chat_id: int
+    title: str = ""
+    date: float | None = None
+
+
+@dataclass(frozen=True)
 class Button:
     """A button under a reply: it opens ``url``, or sends ``callback_data`` back to the bot.
 
@@ -192,6 +205,7 @@ class Incoming:
     error: str | None = None
     key: str | None = None
     video: VideoNote | None = None  # a video note (or video, animation) the message carried
+    join_request: JoinRequest | None = None  # a request to join a group (``Command.on_join_request``)
 
 
 Handler = Callable[["Context"], Awaitable[None]]
@@ -213,6 +227,8 @@ class Command:
       document of another type (``core.images.is_document``) sent to the command gets "this is not an image".
     - ``on_callback``: ``async def f(ctx, data)`` for presses of buttons made with ``ctx.button``.
     - ``on_deep_link``: ``async def f(ctx, payload)`` for ``/start`` links made with ``ctx.deep_link``.
+    - ``on_join_request``: ``async def f(ctx, request)`` for a :class:`JoinRequest` (``ctx.chat`` is the user's
+      private chat with the bot).
     - ``ends_conversation``: running it ends the user's conversation in progress (the built-in ``/help``
       and ``/start`` do not, so a user can look something up and then send the awaited photo).
     - ``signed``: the command's button data and deep links carry a MAC, so ``on_callback`` and
@@ -230,6 +246,7 @@ class Command:
     documents: tuple[str, ...] = ()
     on_callback: PayloadHandler | None = None
     on_deep_link: PayloadHandler | None = None
+    on_join_request: Callable[[Context, JoinRequest], Awaitable[None]] | None = None
     ends_conversation: bool = True
     signed: bool = False
     plugin: str = ""

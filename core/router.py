@@ -61,7 +61,9 @@ class Router:
         """Handle one event; never raises (errors are logged and the user is told)."""
         user, chat = incoming.user, incoming.chat
         try:
-            if not self.access.allowed(user):
+            if incoming.join_request is not None:  # before access: the plugin answers the request either way
+                await self._join_request(incoming, transport)
+            elif not self.access.allowed(user):
                 log.info("refused user %s: not in access.allowed_users", user.id)
                 await self._say(transport, chat, self.t(user, "access.denied"))
             elif await self._video_step(incoming, transport):
@@ -178,6 +180,16 @@ class Router:
             return
         ctx = self._context(command, incoming, transport)
         await self._run(ctx, command.on_callback(ctx, packed.data))
+
+    async def _join_request(self, incoming: Incoming, transport: Transport) -> None:
+        """A request to join a group: every command with ``on_join_request`` gets it."""
+        handlers = [c for c in self.commands.values() if c.on_join_request is not None]
+        if not handlers:
+            log.info("a join request for chat %s: no plugin handles join requests", incoming.join_request)
+        for command in handlers:
+            ctx = self._context(command, incoming, transport)
+            assert command.on_join_request is not None and incoming.join_request is not None
+            await self._run(ctx, command.on_join_request(ctx, incoming.join_request))
 
     async def _deep_link(self, incoming: Incoming, transport: Transport, args: list[str]) -> bool:
         """``/start <payload>`` for a command's ``on_deep_link``; False when the payload is not one."""

@@ -35,12 +35,20 @@ from typing import Any
 from telegram import BotCommand, Message, Update
 from telegram import User as TgUser
 from telegram.constants import ChatAction
-from telegram.error import Conflict, TelegramError
-from telegram.ext import Application, ApplicationBuilder, CallbackQueryHandler, ContextTypes, MessageHandler, filters
+from telegram.error import BadRequest, Conflict, TelegramError
+from telegram.ext import (
+    Application,
+    ApplicationBuilder,
+    CallbackQueryHandler,
+    ChatJoinRequestHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
 from telegram.helpers import create_deep_linked_url
 
 from core.app import App
-from core.chat import Button, Chat, Photo, Reply, Transport, User, VideoNote
+from core.chat import Button, Chat, JoinRequest, Photo, Reply, Transport, User, VideoNote
 from core.conversation import TEXT
 from core.delivery import MAX_SPLIT as MAX_SPLIT
 from core.delivery import Delivery, SendLimiter
@@ -55,7 +63,7 @@ from core.webhook import WebhookEndpoint, webhook_secret
 log = logging.getLogger(__name__)
 
 #: The updates the bot asks Telegram for (edited messages are journaled and ignored).
-ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
+ALLOWED_UPDATES = ["message", "edited_message", "callback_query", "chat_join_request"]
 #: Seconds a shutdown waits for updates being handled; the rest are replayed at the next start.
 STOP_WAIT = 20.0
 #: A run of digits as long as an ID or card number: a text holding one is never journaled.
@@ -94,6 +102,7 @@ class TelegramTransport:
         self.application.add_handler(CallbackQueryHandler(self._on_callback))
         # new messages only: an edited caption must not run its command again
         self.application.add_handler(MessageHandler(filters.UpdateType.MESSAGE, self._on_message))
+        self.application.add_handler(ChatJoinRequestHandler(self._on_callback))  # through the intake too
         self.application.add_error_handler(self._on_error)
         self.intake: Intake | None = None
         self._poller: asyncio.Task[None] | None = None
@@ -368,6 +377,9 @@ class TelegramTransport:
                 chat = str(message["chat"]["id"])
                 group = message.get("media_group_id")
                 return chat, f"{chat}:{group}" if group else None
+            request = update.get("chat_join_request")
+            if request is not None:  # ordered with the user's private chat, where the bot answers
+                return str(request["user_chat_id"]), None
             query = update.get("callback_query")
             if query is not None:
                 chat_id = ((query.get("message") or {}).get("chat") or {}).get("id")
@@ -420,6 +432,8 @@ class TelegramTransport:
                 await transport.send(update.effective_chat.id, Reply(text))
             elif update.callback_query is not None:
                 await self._callback(update, transport)
+            elif update.chat_join_request is not None:
+                await self._join_request(update, transport)
             elif update.message is not None and update.effective_chat is not None:
                 await self._deliver([self._part(u.message) for u in updates if u.message], update, transport)
             # an edited message (or anything else) runs nothing: an edited caption must not run its command again
@@ -486,6 +500,32 @@ class TelegramTransport:
             key=str(update.update_id),
         )
         await self.app.router.handle(incoming, transport)
+
+    async def _join_request(self, update: Update, transport: Transport) -> None:
+        request = update.chat_join_request
+        assert request is not None
+        join = JoinRequest(request.chat.id, request.user_chat_id, request.chat.title or "", request.date.timestamp())
+        chat = Chat(request.user_chat_id, "private")
+        incoming = Incoming(self._user(request.from_user), chat, key=str(update.update_id), join_request=join)
+        await self.app.router.handle(incoming, transport)
+
+    async def answer_join_request(self, chat_id: int, user_id: int, approve: bool) -> bool:
+        """``approveChatJoinRequest`` / ``declineChatJoinRequest``; True when the request is answered now or was
+        already (Telegram: ``HIDE_REQUESTER_MISSING``, ``USER_ALREADY_PARTICIPANT``), False to try again later."""
+        bot = self.application.bot
+        try:
+            if approve:
+                await bot.approve_chat_join_request(chat_id, user_id)
+            else:
+                await bot.decline_chat_join_request(chat_id, user_id)
+        except BadRequest as err:
+            done = any(s in str(err).upper() for s in ("HIDE_REQUESTER_MISSING", "USER_ALREADY_PARTICIPANT"))
+            log.info("join request of user %s for chat %s: %s (%s)", user_id, chat_id, err, "done" if done else "kept")
+            return done
+        except TelegramError as err:
+            log.warning("join request of user %s for chat %s not answered yet: %s", user_id, chat_id, err)
+            return False
+        return True
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.error("error while handling an update", exc_info=context.error)

@@ -115,6 +115,16 @@ SCHEMA: dict[str, Field] = {
         int, default=3, min=1, max=20, help="video_note: failed notes before a cool-down (each try: a new code)"
     ),
     "cooldown_minutes": Field(float, default=60, min=1, help="video_note: how long the cool-down lasts"),
+    "gate_chats": Field(
+        list,
+        default=[],
+        item=Field(int),
+        help="verified-only groups: join requests there are approved once the user passed /verify (the bot must be "
+        "an admin that may invite users)",
+    ),
+    "gate_minutes": Field(
+        float, default=15, min=1, max=1440, help="a join request whose user has not passed by then is declined"
+    ),
     "retention_days": Field(
         float, default=30, min=0, help="finished and expired sessions are deleted after this many days"
     ),

@@ -16,6 +16,7 @@ from core.chat import Button, Command, Context, Services
 from core.errors import ProviderMisconfigured, UserFacingError
 from core.state import key
 from plugins.realname import job, stats
+from plugins.realname.gate import Gate
 from plugins.realname.identity import IdentityProblem, parse_identity
 from plugins.realname.notes import NOTE, NoteFlow
 from plugins.realname.outcome import outcome, updated
@@ -64,6 +65,8 @@ class Verifier:
         self._provider: RealnameProvider | None = None
         #: ``method: video_note``: the steps of a verification in the chat (plugins/realname/notes.py)
         self.notes = NoteFlow(self) if config.get("method") == "video_note" else None
+        #: ``gate_chats``: the verified-only groups (plugins/realname/gate.py)
+        self.gate = Gate(self) if config.get("gate_chats") else None
 
     def commands(self) -> list[Command]:
         """The plugin's commands, bound to this verifier."""
@@ -75,6 +78,7 @@ class Verifier:
                 on_callback=self.on_button,
                 on_deep_link=self.on_link,
                 ends_conversation=self.notes is None,  # a running note step is not ended by /verify (it says so)
+                on_join_request=self.gate.on_join_request if self.gate is not None else None,
             ),
             Command("forget", help="realname.help.forget", handler=self.forget),
             Command("verifystat", help="realname.help.verifystat", handler=self.verifystat, admin_only=True),
@@ -344,6 +348,8 @@ class Verifier:
             scores = (result.score, result.liveness, result.spoofing)
             if await db(self.sessions.finish, session.id, state, *scores, now, answered):
                 log.info("realname: verification %s of user %s %s", session.id[:6], session.user_id, state)
+                if self.gate is not None:
+                    await self.gate.after_verdict(session.user_id, state == PASSED)
                 return state, result, True
             current: Session | None = await db(self.sessions.get, session.id)
             if current is not None and current.state in FINISHED:

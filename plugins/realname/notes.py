@@ -454,6 +454,8 @@ class NoteFlow:
         text = note_outcome(self.services.catalogue, ctx.lang, self.config, result, identity, attempt, cooling)
         await self.services.outbox.put(ctx.chat.id, Reply(text), key=f"realname:{attempt}")
         await ctx.finish()
+        if self.verifier.gate is not None:  # the verified-only groups this user asked to join
+            await self.verifier.gate.after_verdict(ctx.user.id, result.passed)
 
     # -- failures and the cool-down ----------------------------------------------------------------------
     def _fails_key(self, user_id: int) -> str:

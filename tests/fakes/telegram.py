@@ -254,6 +254,10 @@ class FakeTelegram(LocalServer):
         self.scoped_commands: dict[tuple[str, str], list[JSONDict]] = {}
         self.messages: dict[int, list[JSONDict]] = {}
         self.deleted: list[tuple[int, int]] = []
+        #: ``(chat_id, user_id)`` of join requests not yet answered; ``join_answers``: each answer as
+        #: ``(chat_id, user_id, "approved" | "declined")`` in order (a request is answered once: then it is gone)
+        self.join_requests: set[tuple[int, int]] = set()
+        self.join_answers: list[tuple[int, int, str]] = []
         self.webhook_deleted: int = 0
         self.webhook: JSONDict | None = None
         self.deliveries: list[Delivery] = []
@@ -447,6 +451,45 @@ class FakeTelegram(LocalServer):
         if date is not None:
             content["date"] = date
         return content
+
+    def user_requests_to_join(self, chat_id: int, *, title: str = "Verified members", **who: Unpack[Who]) -> JSONDict:
+        """Queue a ``chat_join_request`` update: the user asked to join the supergroup *chat_id* through an invite
+        link that needs an admin's approval. Returns the ChatJoinRequest dict."""
+        user = _user(who)
+        chat = {"id": chat_id, "type": "supergroup", "title": title}
+        request = {
+            "chat": chat,
+            "from": user,
+            "user_chat_id": user["id"],
+            "date": int(time.time()),
+            "invite_link": {
+                "invite_link": "https://t.me/+AbCdEfGhIjKlMnOp",
+                "creator": self.bot_user,
+                "creates_join_request": True,
+                "is_primary": False,
+                "is_revoked": False,
+            },
+        }
+        with self._cond:
+            self._chats.setdefault(chat_id, chat)
+            self.join_requests.add((chat_id, user["id"]))
+            self._queue({"chat_join_request": request})
+        return request
+
+    def _answer_join(self, params: JSONDict, answer: str) -> bool:
+        chat_id, user_id = int(params["chat_id"]), int(params["user_id"])
+        with self._cond:
+            if (chat_id, user_id) not in self.join_requests:
+                raise bad_request("HIDE_REQUESTER_MISSING")
+            self.join_requests.discard((chat_id, user_id))
+            self.join_answers.append((chat_id, user_id, answer))
+        return True
+
+    def _api_approvechatjoinrequest(self, params: JSONDict, files: dict) -> bool:
+        return self._answer_join(params, "approved")
+
+    def _api_declinechatjoinrequest(self, params: JSONDict, files: dict) -> bool:
+        return self._answer_join(params, "declined")
 
     def user_presses_button(
         self, message: JSONDict | Call, callback_data: str, *, strict: bool = True, **who: Unpack[Who]
