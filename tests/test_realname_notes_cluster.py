@@ -15,6 +15,7 @@ from tests.test_cluster import accepted_containing, until
 from tests.videos import video_note
 
 NAME, ID_NUMBER, USER = "韩梅梅", "11010519491231002X", 1001
+GROUP = -1001234567890
 
 
 @pytest.fixture
@@ -28,7 +29,7 @@ def fake_telegram():
         yield fake
 
 
-async def test_a_note_verified_across_front_ends_and_workers_is_answered_once_and_kept_nowhere(
+async def test_a_note_verified_across_front_ends_and_workers_is_answered_once_approved_once_and_kept_nowhere(
     tmp_path, fake_telegram, redis_server, postgres_server
 ):
     import psycopg
@@ -42,11 +43,15 @@ async def test_a_note_verified_across_front_ends_and_workers_is_answered_once_an
         config = {
             "providers": {"tencent": tencent.provider_config()},
             "http": {"read_timeout": 10.0, "retries": 1},
-            "plugins": {"realname": {"method": "video_note", "provider": "tencent", "poll_seconds": 3600}},
+            "plugins": {
+                "realname": {"method": "video_note", "provider": "tencent", "poll_seconds": 3600, "gate_chats": [GROUP]}
+            },
         }
         with Cluster(tmp_path, fake_telegram, url, database=database, **config) as running:
             running.start(fronts=2, workers=2)
             await running.ready()
+            fake_telegram.user_requests_to_join(GROUP, title="Verified club", bio="my own words", user_id=USER)
+            await until(lambda: accepted_containing(fake_telegram, "Verified club"), 60, "the prompt", running)
             fake_telegram.user_sends_text("/verify", user_id=USER)
             await until(lambda: accepted_containing(fake_telegram, "18-digit ID number"), 60, "the question", running)
             fake_telegram.user_sends_text(f"{NAME} {ID_NUMBER}", user_id=USER)
@@ -62,6 +67,8 @@ async def test_a_note_verified_across_front_ends_and_workers_is_answered_once_an
             assert sum("Reference" in c.text and "Name: 韩*" in c.text for c in answers) == 1
             assert {d.url for d in fake_telegram.deliveries} == {running.url(0), running.url(1)}
             assert tencent.count("LivenessRecognition") == 1
+            await until(lambda: fake_telegram.join_answers, 60, "the approval", running)
+            assert fake_telegram.join_answers == [(GROUP, USER, "approved")]  # once, from whichever worker
             logs = running.logs(tail=10**8)
     encoded = base64.b64encode(note)
     needles = [NAME.encode(), ID_NUMBER.encode(), note[:64], note[len(note) // 2 :][:64], encoded[:80]]
@@ -74,4 +81,4 @@ async def test_a_note_verified_across_front_ends_and_workers_is_answered_once_an
         tables = [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
         for table in tables:
             content = str(conn.execute(f'SELECT * FROM "{table}"').fetchall()).encode()
-            assert not [n for n in [*needles[:2], encoded[:80]] if n in content], table
+            assert not [n for n in [*needles[:2], encoded[:80], b"my own words"] if n in content], table

@@ -179,7 +179,8 @@ def start_process(fake_telegram, fake_tencent, tmp_path: Path, log: str) -> subp
         f"http: {{connect_timeout: 2, read_timeout: 60, retries: 0}}\n"
         "providers:\n  tencent:\n"
         f"    secret_id: ${{TEST_TC_ID}}\n    secret_key: ${{TEST_TC_KEY}}\n    endpoint: {fake_tencent.endpoint}\n"
-        "plugins:\n  realname: {method: video_note, provider: tencent, poll_seconds: 3600}\n"
+        "plugins:\n  realname: {method: video_note, provider: tencent, poll_seconds: 3600,\n"
+        "             gate_chats: [-1001234567890]}\n"
     )
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -199,7 +200,7 @@ def start_process(fake_telegram, fake_tencent, tmp_path: Path, log: str) -> subp
         )
 
 
-async def test_kill_9_between_the_note_and_the_answer_answers_once_after_the_restart(
+async def test_kill_9_between_the_note_and_the_answer_answers_and_approves_once_after_the_restart(
     fake_telegram, fake_tencent, tmp_path, note
 ):
     fake_tencent.add_person(ID_NUMBER, NAME, "meimei")
@@ -207,6 +208,8 @@ async def test_kill_9_between_the_note_and_the_answer_answers_once_after_the_res
     second = None
     try:
         await fake_telegram.wait_for("getUpdates", timeout=60)
+        fake_telegram.user_requests_to_join(-1001234567890)  # a verified-only group: approved once, after the restart
+        assert "verified members only" in (await fake_telegram.bot_replied(USER)).text
         code = await code_for(fake_telegram, fake_tencent)
         fake_tencent.set_video(note, "meimei", says=code)
         fake_tencent.latency = 30.0  # the check is in flight when the bot dies
@@ -222,6 +225,8 @@ async def test_kill_9_between_the_note_and_the_answer_answers_once_after_the_res
         await until(lambda: len(passed()) == 1, "the answer after the restart", timeout=60)
         await asyncio.sleep(1.0)  # a second answer would have been sent by now
         assert len(passed()) == 1
+        await until(lambda: fake_telegram.join_answers, "the approval", timeout=30)
+        assert fake_telegram.join_answers == [(-1001234567890, USER, "approved")]
         assert fake_tencent.count("LivenessRecognition") == 2  # the replayed note was checked again: acceptable
         second.send_signal(signal.SIGTERM)
         code_ = await asyncio.get_running_loop().run_in_executor(None, second.wait, 30)

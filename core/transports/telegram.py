@@ -396,6 +396,8 @@ class TelegramTransport:
         the user is asked to send it again."""
         form = copy.deepcopy(update)
         _blank_names(form)
+        if isinstance(form.get("chat_join_request"), dict):
+            form["chat_join_request"].pop("bio", None)  # the user's own words: nothing the bot needs
         for inner in (form.get("edited_message"), (form.get("callback_query") or {}).get("message")):
             if isinstance(inner, dict):
                 keep = ("message_id", "date", "chat", "from", "edit_date")

@@ -452,9 +452,11 @@ class FakeTelegram(LocalServer):
             content["date"] = date
         return content
 
-    def user_requests_to_join(self, chat_id: int, *, title: str = "Verified members", **who: Unpack[Who]) -> JSONDict:
-        """Queue a ``chat_join_request`` update: the user asked to join the supergroup *chat_id* through an invite
-        link that needs an admin's approval. Returns the ChatJoinRequest dict."""
+    def user_requests_to_join(
+        self, chat_id: int, *, title: str = "Verified members", bio: str | None = None, **who: Unpack[Who]
+    ) -> JSONDict:
+        """Queue a ``chat_join_request`` update: the user (with *bio*, if any) asked to join the supergroup *chat_id*
+        through an invite link that needs an admin's approval. Returns the ChatJoinRequest dict."""
         user = _user(who)
         chat = {"id": chat_id, "type": "supergroup", "title": title}
         request = {
@@ -462,6 +464,7 @@ class FakeTelegram(LocalServer):
             "from": user,
             "user_chat_id": user["id"],
             "date": int(time.time()),
+            **({"bio": bio} if bio is not None else {}),
             "invite_link": {
                 "invite_link": "https://t.me/+AbCdEfGhIjKlMnOp",
                 "creator": self.bot_user,
