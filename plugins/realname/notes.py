@@ -327,7 +327,14 @@ class NoteFlow:
     async def _issue(self, ctx: Context, sealed: str, attempt: str, *, lead: str | None, **params: Any) -> None:
         """A new code from the provider; the step waits for the note reading it."""
         provider = self.provider()
-        code: Code = await ctx.run_blocking(provider.new_code)
+        try:
+            code: Code = await ctx.run_blocking(provider.new_code)
+        except (TemporarilyUnavailable, RateLimited) as err:
+            await ctx.finish()
+            log.warning("realname: no code for user %s: %s", ctx.user.id, err.detail)
+            await self._alert_down(err)
+            await ctx.reply(ctx.t("realname.note.down_code"))
+            return
         valid = min(code.valid_for, self.config["code_minutes"] * 60)
         ctx.data.clear()
         ctx.data.update(
