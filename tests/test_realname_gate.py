@@ -129,6 +129,20 @@ async def test_a_decision_whose_call_failed_is_retried_once_by_the_job(
     assert len(fake_telegram.calls_of("approveChatJoinRequest")) == 2  # the failed try and the one that worked
 
 
+async def test_forget_deletes_the_join_requests_too(fake_telegram, start_bot, config, tmp_path):
+    import sqlite3
+
+    await start_bot(config())
+    fake_telegram.user_requests_to_join(GROUP)
+    await fake_telegram.bot_replied(USER)
+    with sqlite3.connect(tmp_path / "db.sqlite3") as conn:
+        assert conn.execute("SELECT user_id, state FROM realname_gate").fetchall() == [(USER, "pending")]
+    fake_telegram.user_sends_text("/forget")
+    await fake_telegram.bot_replied(USER)
+    with sqlite3.connect(tmp_path / "db.sqlite3") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM realname_gate").fetchone() == (0,)
+
+
 async def test_a_request_for_another_chat_is_left_alone(fake_telegram, start_bot, config):
     await start_bot(config())
     fake_telegram.user_requests_to_join(-100999)

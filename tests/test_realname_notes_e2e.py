@@ -88,8 +88,8 @@ def search_everything(db: Path, log: str, note: bytes) -> list[str]:
 async def test_tencent_note_passes_once_and_nothing_of_it_is_kept(
     fake_telegram, fake_tencent, db, start_bot, note, caplog
 ):
-    caplog.set_level(logging.DEBUG)
-    logging.getLogger("telegram").setLevel(logging.INFO)  # as bot.py sets it: PTB's DEBUG prints raw updates
+    caplog.set_level(logging.INFO, logger="telegram")  # as bot.py sets it: PTB's DEBUG prints raw updates
+    caplog.set_level(logging.DEBUG)  # then the root and the capture at DEBUG (restored after the test)
     fake_tencent.add_person(ID_NUMBER, NAME, "meimei")
     await start_bot(tencent_config(fake_telegram, fake_tencent, db))
     code = await code_for(fake_telegram, fake_tencent)
@@ -105,6 +105,7 @@ async def test_tencent_note_passes_once_and_nothing_of_it_is_kept(
     await start_bot.stop()
     assert search_everything(db, caplog.text, note) == []
     assert fake_tencent.secret_key not in caplog.text
+    assert "realname: note of user 1001 checked: passed" in caplog.text  # the capture did run at DEBUG/INFO
     passed = [c for c in fake_telegram.calls_of("sendMessage") if c.text and c.text.startswith("✅")]
     assert len(passed) == 1
 
@@ -140,8 +141,8 @@ async def test_a_note_with_no_verification_running_gets_the_usual_answer(
 
 
 async def test_baidu_note_end_to_end(fake_telegram, fake_baidu, db, start_bot, note, caplog):
+    caplog.set_level(logging.INFO, logger="telegram")
     caplog.set_level(logging.DEBUG)
-    logging.getLogger("telegram").setLevel(logging.INFO)
     fake_baidu.add_person(ID_NUMBER, NAME, "meimei")
     config = validate(
         {

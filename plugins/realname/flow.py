@@ -165,6 +165,8 @@ class Verifier:
     async def forget(self, ctx: Context) -> None:
         """``/forget``: delete every session of this user."""
         count = await ctx.run_db(self.sessions.forget, ctx.user.id)
+        if self.gate is not None:  # and their join requests
+            await ctx.run_db(self.gate.store.forget, ctx.user.id)
         log.info("realname: user %s deleted %d verification sessions", ctx.user.id, count)
         text_key = "realname.forgot" if ctx.chat.is_private else "realname.forgot_group"
         await ctx.reply(ctx.t(text_key, count=count))

@@ -122,6 +122,10 @@ class GateStore:
         query = select(*gate.columns).where(_g.state.in_((APPROVING, DECLINING)), _g.decided_at < before)
         return [Request(*row) for row in self.store.execute(query)]
 
+    def forget(self, user_id: int) -> None:
+        """Delete the user's requests (``/forget``), leaving no copy in the database files."""
+        self.store.forget_user(user_id, tables=(gate,))
+
     def purge(self, before: float) -> int:
         """Delete answered requests older than ``before``."""
         old = _g.state.in_((APPROVED, DECLINED)) & (_g.requested_at < before)
