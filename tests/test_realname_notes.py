@@ -121,6 +121,22 @@ async def test_refused_before_any_provider_call(fake_tencent, note, meta, expect
         assert Harness.text(await send_note(bot, note)).startswith("✅")  # and a proper note then passes
 
 
+async def test_the_identity_is_checked_locally_and_deleted_before_any_provider_call(fake_tencent):
+    async with tencent_bot(fake_tencent) as bot:
+        assert Harness.text(await bot.send("/verify")).startswith(ASK)
+        text = Harness.text(await bot.send(f"{NAME} 110105194912310021"))  # a wrong check character
+        assert text.startswith("That is not a valid 18-digit ID number") and "again" in text
+        assert bot.transport.deleted[-1] == (1, bot._message_id)
+        assert fake_tencent.count("GetLiveCode") == 0 and fake_tencent.count("LivenessRecognition") == 0
+        waiting = await bot.app.services.conversations.get(1, 1)
+        assert waiting.step == "identity" and waiting.data == {"fresh": False, "tries": 1}  # flags only
+        code = Harness.text(await bot.send(f"{ID_NUMBER}，{NAME}"))  # either order, a Chinese comma
+        assert fake_tencent.codes_issued[-1] in code
+        waiting = await bot.app.services.conversations.get(1, 1)
+        assert waiting.step == "note" and waiting.data["sealed"]
+        assert NAME not in str(waiting.to_json()) and ID_NUMBER not in str(waiting.to_json())  # only sealed
+
+
 async def test_photo_and_text_instead_of_a_note(fake_tencent, note):
     async with tencent_bot(fake_tencent) as bot:
         code = await code_after_identity(bot, fake_tencent)
