@@ -330,3 +330,24 @@ def test_the_console_sends_a_video_file_as_a_note(tmp_path, note):
     assert incoming.video.kind == "video_note" and incoming.video.size == len(note) and incoming.photos == []
     assert incoming.error == "error.animation"  # what it says when no step waits for a note
     assert parse_line(str(path).replace("me.mp4", "x.png"), User(1), Chat(1), [], 20).startswith("no such file")
+
+
+def test_the_console_verifies_with_a_video_file(tmp_path, fake_tencent, note):
+    from tests.test_console import console
+
+    fake_tencent.add_person(ID_NUMBER, NAME, "meimei")
+    fake_tencent.next_codes = ["4821"]
+    fake_tencent.set_video(note, "meimei", says="4821")
+    (tmp_path / "me.mp4").write_bytes(note)
+    config = (
+        "providers:\n  tencent:\n"
+        f"    secret_id: {fake_tencent.secret_id}\n    secret_key: {fake_tencent.secret_key}\n"
+        f"    endpoint: {fake_tencent.endpoint}\n"
+        "plugins:\n  realname: {method: video_note, provider: tencent}\n"
+    )
+    done = console(tmp_path, f"/verify\n{NAME} {ID_NUMBER}\n{tmp_path / 'me.mp4'}\n", config)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert ASK in out and "4821" in out and "✅ Real-name verification passed." in out, out
+    assert "Name: 韩*" in out and "ID number: 110***********002X" in out
+    assert fake_tencent.count("LivenessRecognition") == 1

@@ -144,6 +144,8 @@ class FakeTencent(LocalServer):
         self.code_lifetime = code_lifetime
         self.latency = 0.0
         self.same_sim = 88.6
+        #: codes ``GetLiveCode`` answers first, in order (then random ones): for a script that cannot read replies
+        self.next_codes: list[str] = []
         self.refused: list[str] = []
         self.seen: list[dict[str, Any]] = []
         #: (start, end) ``time.monotonic()`` of each LivenessRecognition the fake answered (its own time, latency
@@ -266,8 +268,8 @@ class FakeTencent(LocalServer):
         if self.latency:
             self._stopping.wait(self.latency)
         if action == "GetLiveCode":
-            code = f"{secrets.randbelow(10000):04d}"
             with self._lock:
+                code = self.next_codes.pop(0) if self.next_codes else f"{secrets.randbelow(10000):04d}"
                 self._codes[code] = self.clock()
             return self._answer({"LiveCode": code})
         started = time.monotonic()
