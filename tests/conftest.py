@@ -13,7 +13,13 @@ for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy
 # Fixtures of the fake servers, registered when the module exists.
 pytest_plugins = [
     name
-    for name in ("tests.fakes.baidu", "tests.fakes.telegram", "tests.fakes.webank", "tests.servers")
+    for name in (
+        "tests.fakes.baidu",
+        "tests.fakes.telegram",
+        "tests.fakes.webank",
+        "tests.fakes.tencent",
+        "tests.servers",
+    )
     if importlib.util.find_spec(name) is not None
 ]
 

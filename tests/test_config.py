@@ -156,8 +156,9 @@ def test_plain_http_to_this_machine_is_allowed_for_local_fakes():
 def test_each_provider_declares_its_config_schema_and_what_it_can_do():
     from core.providers import PROVIDERS, capabilities, schemas
 
-    assert set(schemas()) == set(PROVIDERS) == {"baidu", "webank"}
+    assert set(schemas()) == set(PROVIDERS) == {"baidu", "webank", "tencent"}
     assert {"ocr", "face"} <= capabilities("baidu") and "ocr" not in capabilities("webank")
+    assert capabilities("tencent") == {"video_liveness"} and "video_liveness" in capabilities("baidu")
 
 
 def test_one_engine_rule_for_every_plugin():

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from core.contract.chat import Button, Chat, Incoming, Photo, Reply, User
+from core.contract.chat import Button, Chat, Incoming, Photo, Reply, User, VideoNote
 from core.contract.errors import BadImage
 from core.infra.images import DOCUMENT_MIME_TYPES, DOCUMENT_SUFFIXES, IMAGE_SUFFIXES
 
@@ -41,6 +41,8 @@ _COMMAND = re.compile(r"/[A-Za-z0-9_]{1,32}(@[A-Za-z0-9_]+)?")
 _SURROGATE = re.compile("[\ud800-\udfff]")  # undecodable input bytes, read with surrogateescape
 # characters that would move the cursor or break a console line: C0 (but tab), DEL, C1, line separators
 _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+#: A path with one of these suffixes is sent as a video note (the console's stand-in for the round camera button).
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".webm")
 
 
 def _decoded(text: str) -> str:
@@ -207,6 +209,7 @@ def parse_line(line: str, user: User, chat: Chat, buttons: list[Button], max_fil
         tokens = line.split()
     words: list[str] = []
     photos: list[Photo] = []
+    video: VideoNote | None = None
     too_large = False
     max_bytes = max_file_mb * 1024 * 1024
     for index, token in enumerate(tokens):
@@ -220,8 +223,12 @@ def parse_line(line: str, user: User, chat: Chat, buttons: list[Button], max_fil
             words.append(_decoded(token))
             continue
         too_large = too_large or (found.size or 0) > max_bytes
+        if os.path.splitext(found.file_name or "")[1].lower() in VIDEO_SUFFIXES:
+            video = VideoNote(found.loader, ref=found.ref, size=found.size)
+            continue
         photos.append(found)
-    return Incoming(user, chat, " ".join(words), photos, error="error.file_too_large" if too_large else None)
+    error = "error.file_too_large" if too_large else "error.animation" if video is not None and not photos else None
+    return Incoming(user, chat, " ".join(words), photos, error=error, video=video)
 
 
 def _read_line(stdin: TextIO) -> tuple[str, int] | None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, overload
 
 from core.contract.codec import Codec
-from core.contract.conversation import CHOICE, Conversation
+from core.contract.conversation import CHOICE, VIDEO, Conversation
 from core.contract.errors import BadImage
 from core.contract.i18n import Catalogue
 
@@ -103,6 +103,65 @@ class Photo:
         return f"Photo(file_name={self.file_name!r}, size={self.size}, {self.width}x{self.height})"
 
 
+@dataclass(eq=False, repr=False)
+class VideoNote:
+    """A video the user sent: a round video note (``kind`` ``video_note``), or an ordinary ``video`` or an
+    ``animation`` (so a plugin waiting for a note can say what it got instead). Its bytes load on first ``read``
+    (into memory only, never to disk); ``ref`` is the transport's reference (Telegram's ``file_id``).
+
+    ``duration`` (seconds), ``length`` (a note's diameter, else the larger side, px), ``size`` (bytes) are what
+    the transport reported before any download; ``forwarded`` whether the message was forwarded; ``sent_at`` the
+    Unix time the message was sent (Telegram's ``date``). Unknown values are None.
+    """
+
+    loader: Callable[[], Awaitable[bytes]] | None = field(repr=False)
+    ref: str | None = None
+    kind: str = "video_note"
+    duration: float | None = None
+    length: int | None = None
+    size: int | None = None
+    forwarded: bool = False
+    sent_at: float | None = None
+    _data: bytes | None = field(default=None, init=False, repr=False)
+
+    async def read(self) -> bytes:
+        """The video bytes (downloaded once, kept in memory only)."""
+        if self._data is None:
+            if self.loader is None:
+                from core.contract.errors import UserFacingError
+
+                raise UserFacingError("the video was wiped", key="router.photo_expired")
+            self._data = await self.loader()
+        return self._data
+
+    def wipe(self) -> None:
+        """Drop the bytes and the means to fetch them again."""
+        self._data = None
+        self.loader = None
+
+    @classmethod
+    def from_bytes(cls, data: bytes, **kwargs: Any) -> VideoNote:
+        note = cls(None, size=len(data), **kwargs)
+        note._data = data
+        return note
+
+    def __repr__(self) -> str:  # never the bytes
+        return f"VideoNote({self.kind}, {self.duration} s, {self.length} px, {self.size} bytes)"
+
+
+@dataclass(frozen=True)
+class JoinRequest:
+    """A user asked to join ``chat_id`` (a group or channel where the bot is an admin that may invite users:
+    Telegram's ``chat_join_request``). The bot may write to the user at ``user_chat_id`` for 5 minutes (the
+    :class:`Context` of ``Command.on_join_request`` replies there) and answers with the transport's
+    ``answer_join_request(chat_id, user_id, approve)``."""
+
+    chat_id: int
+    user_chat_id: int
+    title: str = ""
+    date: float | None = None
+
+
 @dataclass(frozen=True)
 class Button:
     """A button under a reply: it opens ``url``, or sends ``callback_data`` back to the bot.
@@ -155,6 +214,8 @@ class Incoming:
     callback_data: str | None = None
     error: str | None = None
     key: str | None = None
+    video: VideoNote | None = None  # a video note (or video, animation) the message carried
+    join_request: JoinRequest | None = None  # a request to join a group (``Command.on_join_request``)
 
 
 Handler = Callable[["Context"], Awaitable[None]]
@@ -176,6 +237,8 @@ class Command:
       document of another type (``core.infra.images.is_document``) sent to the command gets "this is not an image".
     - ``on_callback``: ``async def f(ctx, data)`` for presses of buttons made with ``ctx.button``.
     - ``on_deep_link``: ``async def f(ctx, payload)`` for ``/start`` links made with ``ctx.deep_link``.
+    - ``on_join_request``: ``async def f(ctx, request)`` for a :class:`JoinRequest` (``ctx.chat`` is the user's
+      private chat with the bot).
     - ``ends_conversation``: running it ends the user's conversation in progress (the built-in ``/help``
       and ``/start`` do not, so a user can look something up and then send the awaited photo).
     - ``signed``: the command's button data and deep links carry a MAC, so ``on_callback`` and
@@ -193,6 +256,7 @@ class Command:
     documents: tuple[str, ...] = ()
     on_callback: PayloadHandler | None = None
     on_deep_link: PayloadHandler | None = None
+    on_join_request: Callable[[Context, JoinRequest], Awaitable[None]] | None = None
     ends_conversation: bool = True
     signed: bool = False
     plugin: str = ""
@@ -284,6 +348,8 @@ class Context:
     """The data of the button the user pressed, when this step continues an :meth:`expect_choice`."""
     conversation: Conversation = field(default=None, repr=False)  # type: ignore[assignment]
     """The :class:`core.contract.conversation.Conversation` this invocation continues or starts (``step``, ``data``)."""
+    video: VideoNote | None = None
+    """The video note (or video, animation) that came to a step waiting for one (``expect_video``)."""
 
     def __post_init__(self) -> None:
         if self.conversation is None:
@@ -411,6 +477,13 @@ class Context:
             choices.append(packed.data)
         await self._expect(CHOICE, step, keep or [], choices)
         return buttons
+
+    async def expect_video(self, step: str | None = None) -> None:
+        """The user's next message in this chat that is not a command or a button press — a video note, or
+        whatever came instead (a video, a photo, a text) — comes back to this handler with :attr:`video` (or
+        :attr:`photos`, :attr:`text`) set, so the plugin can refuse what is not a note. Nothing of a video is
+        stored: only the conversation (step and data)."""
+        await self._expect(VIDEO, step, [])
 
     async def _expect(self, wants: str, step: str | None, keep: list[Photo], choices: list[str] | None = None) -> None:
         conversation = self.conversation

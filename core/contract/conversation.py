@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 #: What a conversation waits for: a photo, a text, or a button press (``Context.expect_choice``, and the
 #: router's own "which command are these photos for?").
 PHOTO, TEXT, CHOICE = "photo", "text", "choice"
+#: A step waiting for a video note (``ctx.expect_video``): it takes any message that is not a command or a button.
+VIDEO = "video"
 
 
 @dataclass
@@ -24,7 +26,7 @@ class Conversation:
     """One command waiting for the user (serialisable: :meth:`to_json` / :meth:`from_json`)."""
 
     command: str | None  # None: the router asks which command the photos are for
-    wants: str  # PHOTO, TEXT or CHOICE
+    wants: str  # PHOTO, TEXT, CHOICE or VIDEO
     args: list[str] = field(default_factory=list)
     step: str | None = None
     data: dict[str, Any] = field(default_factory=dict)

@@ -23,13 +23,13 @@ from typing import Any, Protocol
 from cachetools import TTLCache
 
 from core.contract.chat import Photo
-from core.contract.conversation import CHOICE, PHOTO, TEXT, Conversation
+from core.contract.conversation import CHOICE, PHOTO, TEXT, VIDEO, Conversation
 from core.infra import keys
 from core.infra.state import State
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CHOICE", "PHOTO", "TEXT", "Conversation", "Conversations", "PhotoSource"]  # the record: contract
+__all__ = ["CHOICE", "PHOTO", "TEXT", "VIDEO", "Conversation", "Conversations", "PhotoSource"]  # the record: contract
 
 #: At most this many bytes of photos held in memory for conversations waiting in this process.
 HELD_BYTES = 256 * 1024 * 1024

@@ -25,7 +25,7 @@ from typing import Any
 
 from core.contract.chat import Button, Chat, Command, Context, Incoming, Photo, Reply, Services, Transport, User
 from core.contract.codec import Packed
-from core.contract.conversation import CHOICE, PHOTO, TEXT, Conversation
+from core.contract.conversation import CHOICE, PHOTO, TEXT, VIDEO, Conversation
 from core.contract.errors import UserFacingError
 from core.infra.images import is_document
 from core.infra.logjson import log_context
@@ -65,9 +65,13 @@ class Router:
         """Handle one event; never raises (errors are logged and the user is told)."""
         user, chat = incoming.user, incoming.chat
         try:
-            if not self.access.allowed(user):
+            if incoming.join_request is not None:  # before access: the plugin answers the request either way
+                await self._join_request(incoming, transport)
+            elif not self.access.allowed(user):
                 log.info("refused user %s: not in access.allowed_users", user.id)
                 await self._say(transport, chat, self.t(user, "access.denied"))
+            elif await self._video_step(incoming, transport):
+                pass  # a step waiting for a video note took it (or what came instead of one)
             elif incoming.error:
                 await self._say(transport, chat, self.t(user, incoming.error))
             elif incoming.callback_data is not None:
@@ -133,11 +137,26 @@ class Router:
         buttons = [[Button(self.t(user, c.help), callback_data=codec.callback(ROUTE, c.name))] for c in choices]
         await self._say(transport, chat, self.t(user, "router.what_to_do"), buttons)
 
+    async def _video_step(self, incoming: Incoming, transport: Transport) -> bool:
+        """A conversation waiting for a video note (``ctx.expect_video``) takes any message that is not a command
+        or a button press, with its video (or photos, text) attached; False when none waits."""
+        if incoming.callback_data is not None or incoming.text.strip().startswith("/"):
+            return False
+        if incoming.video is None and not incoming.photos and incoming.error is None and not incoming.text:
+            return False
+        return await self._continue(incoming, transport, VIDEO, incoming.photos, video=incoming.video)
+
     async def _continue(
-        self, incoming: Incoming, transport: Transport, wants: str, photos: list[Photo], choice: Packed | None = None
+        self,
+        incoming: Incoming,
+        transport: Transport,
+        wants: str,
+        photos: list[Photo],
+        choice: Packed | None = None,
+        **extra: Any,
     ) -> bool:
         """Deliver to the conversation waiting for this kind of message (for a ``choice``: a press of one of the
-        buttons its command offered), if there is one."""
+        buttons its command offered), if there is one; ``extra``: what else the handler's context gets."""
         chat, user = incoming.chat, incoming.user
         waiting = await self.conversations.get(chat.id, user.id)
         if waiting is None or waiting.wants != wants or waiting.command not in self.commands:
@@ -147,7 +166,7 @@ class Router:
         conversation, kept = await self.conversations.take(chat.id, user.id, transport)  # type: ignore[arg-type]
         command = self.commands[waiting.command]
         metrics_of(self.services).conversation_step(command.name)
-        more = {"args": conversation.args, "photos": photos, "conversation": conversation, "kept": kept}
+        more = {"args": conversation.args, "photos": photos, "conversation": conversation, "kept": kept, **extra}
         if choice is not None:
             more["choice"] = choice.data
         await self._invoke(command, incoming, transport, **more)
@@ -179,6 +198,16 @@ class Router:
             return
         ctx = self._context(command, incoming, transport)
         await self._run(ctx, command.on_callback(ctx, packed.data))
+
+    async def _join_request(self, incoming: Incoming, transport: Transport) -> None:
+        """A request to join a group: every command with ``on_join_request`` gets it."""
+        handlers = [c for c in self.commands.values() if c.on_join_request is not None]
+        if not handlers:
+            log.info("a join request for chat %s: no plugin handles join requests", incoming.join_request)
+        for command in handlers:
+            ctx = self._context(command, incoming, transport)
+            assert command.on_join_request is not None and incoming.join_request is not None
+            await self._run(ctx, command.on_join_request(ctx, incoming.join_request))
 
     async def _deep_link(self, incoming: Incoming, transport: Transport, args: list[str]) -> bool:
         """``/start <payload>`` for a command's ``on_deep_link``; False when the payload is not one."""

@@ -1,4 +1,5 @@
-"""Provider clients (Baidu AI Cloud, WeBank/Tencent FaceID) and the one rule that picks an engine.
+"""Provider clients (Baidu AI Cloud, WeBank/Tencent FaceID H5, Tencent Cloud FaceID API 3.0) and the one rule
+that picks an engine.
 
 Each provider module owns its ``providers.<name>`` config schema (``SCHEMA``) and a factory
 ``from_config(config, tokens)`` that returns a client, or None when its credentials are not configured.
@@ -13,7 +14,11 @@ from core.contract.errors import ProviderMisconfigured
 from core.contract.fields import Field
 
 #: provider name -> "module:client class"; the module has ``SCHEMA``, the class ``from_config(config, tokens)``
-PROVIDERS = {"baidu": "core.providers.baidu:BaiduClient", "webank": "core.providers.webank:WebankClient"}
+PROVIDERS = {
+    "baidu": "core.providers.baidu:BaiduClient",
+    "webank": "core.providers.webank:WebankClient",
+    "tencent": "core.providers.tencent:TencentFaceId",
+}
 
 
 def make_client(name: str, config: dict[str, Any], tokens: Any) -> Any:

@@ -1,4 +1,5 @@
-"""Baidu AI Cloud (AIP) client: OAuth token, OCR, face match V3 and H5 real-name verification (faceprint).
+"""Baidu AI Cloud (AIP) client: OAuth token, OCR, face match V3, H5 real-name verification (faceprint), and video
+liveness with a spoken code followed by person verification against the authoritative photo.
 
 A plain synchronous, thread-safe library class, usable from a script without the bot::
 
@@ -67,7 +68,7 @@ DEFAULT_ENDPOINT = "https://aip.baidubce.com"
 DEFAULT_H5_BASE_URL = "https://brain.baidu.com/face/print/"
 
 #: What the client can do, for :func:`core.providers.choose_engine`.
-CAPABILITIES = frozenset({"ocr", "face", "h5_verification"})
+CAPABILITIES = frozenset({"ocr", "face", "h5_verification", "video_liveness"})
 
 #: ``providers.baidu`` in config.yaml.
 SCHEMA = {
@@ -83,6 +84,11 @@ OCR_PATH = "/rest/2.0/ocr/v1/"
 OCR_APIS = ("general_basic", "general", "accurate_basic", "accurate")
 MATCH_PATH = "/rest/2.0/face/v3/match"
 FACEPRINT_PATH = "/rpc/2.0/brain/solution/faceprint/"
+#: H5 video liveness: ``sessioncode`` (a spoken code, its session valid 5 minutes) and ``verify`` (the video).
+LIVENESS_PATH = "/rest/2.0/face/v1/faceliveness/"
+PERSON_VERIFY_PATH = "/rest/2.0/face/v3/person/verify"
+#: Largest video we send in base64 (Baidu recommends a 5–15 s mp4; the limit is not clearly public: be safe).
+MAX_VIDEO_BASE64 = 10 * 1024 * 1024
 #: Baidu's token lifetime when an answer omits ``expires_in`` (30 days).
 DEFAULT_TOKEN_LIFETIME = 2592000.0
 #: Largest base64 image we send: OCR (newer docs: 8 MB; accurate: 10 MB) and face match (2 MB).
@@ -93,6 +99,8 @@ TOKEN_CODES = frozenset({100, 110, 111})
 RETRY_CODES = frozenset(
     {1, 2, 4, 18, 282000, 216630, 216634, 222201, 222205, 222206, 283400, 283512, *range(222900, 223000)}
 )
+#: Video liveness codes that are Baidu's own trouble (speech/video services, its session store): retried too.
+RETRY_CODES |= {216430, 216431, 216432, 216505, 216506}
 #: retried once only (PROVIDERS.md: 282000 is "too much text" on high-accuracy OCR more often than a glitch)
 RETRY_ONCE_CODES = frozenset({282000})
 BAD_IMAGE_KEYS = {
@@ -115,6 +123,8 @@ API_NAMES = {
     "ocr": "OCR (文字识别)",
     "face": "Face Recognition (人脸识别) — face match",
     "faceprint": "H5 real-name verification (H5人脸实名认证)",
+    "liveness": "H5 video liveness (H5视频活体检测)",
+    "person": "Identity verification (人脸实名认证 / person verify)",
 }
 
 
@@ -193,6 +203,29 @@ class VerifyDetail:
     spoofing: float | None
     name: str | None = field(default=None, repr=False)
     id_number: str | None = field(default=None, repr=False)
+    log_id: int | str | None = None
+
+
+@dataclass(frozen=True)
+class LivenessSession:
+    """``faceliveness/sessioncode``: the digits the user reads aloud, and the session (valid 5 minutes)."""
+
+    session_id: str = field(repr=False)
+    code: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class VideoLiveness:
+    """``faceliveness/verify``: the liveness ``score`` (0–1) with Baidu's ``thresholds`` (``frr_1e-4``, …),
+    the code asked for (``code_create``) and the one heard (``code_identify``: comparing them is the caller's
+    job), and the best frame (JPEG, kept out of ``repr``) with its liveness score."""
+
+    score: float | None
+    thresholds: dict[str, float]
+    code_create: str
+    code_identify: str
+    best_frame: bytes | None = field(default=None, repr=False)
+    frames: int = 0
     log_id: int | str | None = None
 
 
@@ -455,6 +488,82 @@ class BaiduClient:
         base = base or self.h5_base_url
         return f"{base}{'&' if '?' in base else '?'}{query}"
 
+    # -- video liveness and person verification -------------------------------------------------------
+
+    def liveness_session_code(self, min_code_length: int = 4, max_code_length: int = 4) -> LivenessSession:
+        """``faceliveness/sessioncode``: a code to read aloud in the video and its session (valid 5 minutes)."""
+        body = {"min_code_length": min_code_length, "max_code_length": max_code_length}
+        result = self._call(LIVENESS_PATH + "sessioncode", "liveness", "faceliveness sessioncode", json=body)
+        inner = result.get("result") or {}
+        if not inner.get("session_id") or not inner.get("code"):
+            raise ERRORS.error(
+                TemporarilyUnavailable,
+                "Baidu faceliveness sessioncode: answer without session_id and code",
+                code="no_result",
+            )
+        return LivenessSession(str(inner["session_id"]), str(inner["code"]))
+
+    def video_liveness(self, session_id: str, video: bytes) -> VideoLiveness:
+        """``faceliveness/verify``: the video (mp4) recorded for ``session_id``. The video is checked for size
+        before any call; Baidu's refusals (no face 216501, several faces 216507, expired session 216502, …) raise
+        the error kind their ``code`` means (:data:`ERRORS`), with that ``code``."""
+        if not video:
+            raise ERRORS.error(ProviderError, "empty video", code="empty", key="error.provider_request")
+        encoded = base64.b64encode(video).decode("ascii")
+        if len(encoded) > MAX_VIDEO_BASE64:
+            raise ERRORS.error(
+                ProviderError, f"video is {len(encoded)} bytes in base64, over {MAX_VIDEO_BASE64}", code="too_large"
+            )
+        form = {"session_id": session_id, "video_base64": encoded}
+        answer = self._call(LIVENESS_PATH + "verify", "liveness", "faceliveness verify", data=form)
+        result = answer.get("result") or {}
+        code = result.get("code") or {}
+        pictures = [p for p in result.get("pic_list") or [] if isinstance(p, dict) and p.get("pic")]
+        best = max(pictures, key=lambda p: _float(p.get("liveness_score")) or 0.0, default=None)
+        frame = None
+        if best is not None:
+            try:
+                frame = base64.b64decode(best["pic"])
+            except (ValueError, TypeError):
+                frame = None
+        thresholds = {str(k): v for k, v in (result.get("thresholds") or {}).items() if _float(v) is not None}
+        return VideoLiveness(
+            score=_float(result.get("score")),
+            thresholds={k: float(v) for k, v in thresholds.items()},
+            code_create=str(code.get("create") or ""),
+            code_identify=str(code.get("identify") or ""),
+            best_frame=frame,
+            frames=len(pictures),
+            log_id=answer.get("log_id") or answer.get("serverlogid"),
+        )
+
+    def person_verify(
+        self,
+        image: bytes,
+        id_card_number: str,
+        name: str,
+        *,
+        quality_control: str = "NORMAL",
+        liveness_control: str = "NONE",
+    ) -> float:
+        """``face/v3/person/verify``: the similarity (0–100; Baidu recommends 80) of the face in ``image`` with
+        the authoritative photo of ``id_card_number`` / ``name`` (which go into the request body only)."""
+        body = {
+            "image": _base64(image, MAX_FACE_BASE64),
+            "image_type": "BASE64",
+            "id_card_number": id_card_number,
+            "name": name,
+            "quality_control": quality_control,
+            "liveness_control": liveness_control,
+        }
+        answer = self._call(PERSON_VERIFY_PATH, "person", "person verify", json=body)
+        score = _float((answer.get("result") or {}).get("score"))
+        if score is None:
+            raise ERRORS.error(
+                TemporarilyUnavailable, "Baidu person verify: answer without result.score", code="no_result"
+            )
+        return score
+
     # -- internals ------------------------------------------------------------------------------------
 
     def _faceprint(self, path: str, body: dict[str, Any], *, whole: bool = False) -> Any:
@@ -578,6 +687,8 @@ def _error_of(body: dict[str, Any]) -> tuple[int | str | None, str]:
         return _code(body["error_code"]), str(body.get("error_msg") or "")
     if body.get("success") is False:
         return _code(body.get("code")), str(body.get("message") or "")
+    if body.get("err_no") not in (None, 0, "0"):  # the faceliveness paths answer err_no / err_msg
+        return _code(body["err_no"]), str(body.get("err_msg") or "")
     return None, ""
 
 

@@ -346,7 +346,12 @@ class App:
         """The Telegram side of the pipeline: codec → handler → dispatcher → intake, and the webhook endpoint."""
         config, telegram = self.config, self.config["telegram"]
         conversations = self.services.conversations
-        codec = TelegramCodec(config, answering=conversations.wants_text, photo_from_ref=bot.photo_from_ref)
+        codec = TelegramCodec(
+            config,
+            answering=conversations.wants_text,
+            photo_from_ref=bot.photo_from_ref,
+            video_from_ref=bot.video_from_ref,
+        )
         handler = UpdateHandler(codec, self.router, self.catalogue, self.metrics)
         albums = {"album_wait": telegram["album_wait"], "album_max_wait": telegram["album_max_wait"]}
         dispatcher: LocalDispatcher | CeleryDispatcher

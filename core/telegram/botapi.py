@@ -17,19 +17,19 @@ from typing import Any
 
 from telegram import BotCommand
 from telegram.constants import ChatAction
-from telegram.error import Conflict, TelegramError
+from telegram.error import BadRequest, Conflict, TelegramError
 from telegram.ext import ExtBot
 from telegram.helpers import create_deep_linked_url
 from telegram.request import HTTPXRequest
 
-from core.contract.chat import Button, Photo, Reply
+from core.contract.chat import Button, Photo, Reply, VideoNote
 from core.contract.errors import BadImage
 from core.sending.delivery import Delivery, SendLimiter
 
 log = logging.getLogger(__name__)
 
 #: The updates the bot asks Telegram for (edited messages are journaled and ignored).
-ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
+ALLOWED_UPDATES = ["message", "edited_message", "callback_query", "chat_join_request"]
 #: Connections for sending (PTB's ``Application`` default); ``getUpdates`` has one of its own.
 POOL_SIZE = 256
 
@@ -100,6 +100,30 @@ class TelegramBot:
             return bytes(await tg_file.download_as_bytearray())
 
         return Photo(load, ref=ref, **{k: v for k, v in meta.items() if k in Photo.META})
+
+    def video_from_ref(self, meta: dict[str, Any]) -> VideoNote:
+        """The video Telegram keeps under ``meta["ref"]`` (a ``file_id``), downloaded into memory when read, through
+        the same download path and limit as photos (``telegram.max_file_mb``, checked again before download)."""
+        photo = self.photo_from_ref(meta["ref"], {})
+        fields = ("kind", "duration", "length", "size", "forwarded", "sent_at")
+        return VideoNote(photo.loader, ref=meta["ref"], **{k: meta[k] for k in fields if k in meta})
+
+    async def answer_join_request(self, chat_id: int, user_id: int, approve: bool) -> bool:
+        """``approveChatJoinRequest`` / ``declineChatJoinRequest``; True when the request is answered now or was
+        already (Telegram: ``HIDE_REQUESTER_MISSING``, ``USER_ALREADY_PARTICIPANT``), False to try again later."""
+        try:
+            if approve:
+                await self.bot.approve_chat_join_request(chat_id, user_id)
+            else:
+                await self.bot.decline_chat_join_request(chat_id, user_id)
+        except BadRequest as err:
+            done = any(s in str(err).upper() for s in ("HIDE_REQUESTER_MISSING", "USER_ALREADY_PARTICIPANT"))
+            log.info("join request of user %s for chat %s: %s (%s)", user_id, chat_id, err, "done" if done else "kept")
+            return done
+        except TelegramError as err:
+            log.warning("join request of user %s for chat %s not answered yet: %s", user_id, chat_id, err)
+            return False
+        return True
 
     async def ping(self) -> None:
         """Ask the Bot API once (``getMe``), without the sending layer's retries: for ``/readyz``."""

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from telegram import Message, Update
 from telegram import User as TgUser
 
-from core.contract.chat import Chat, Incoming, Photo, User
+from core.contract.chat import Chat, Incoming, JoinRequest, Photo, User, VideoNote
 from core.contract.i18n import resolve_language
 from core.infra.images import DOCUMENT_MIME_TYPES, DOCUMENT_SUFFIXES, IMAGE_SUFFIXES
 from core.pipeline.handler import WITHHELD, WITHHELD_FIELDS, Decoded
@@ -34,6 +34,8 @@ _LONG_NUMBER = re.compile(r"\d{15}")
 Answering = Callable[[int, int], Awaitable[bool]]
 #: ``photo_from_ref(file_id, meta)``: the Bot API facade's lazily downloaded photo.
 PhotoFromRef = Callable[[str, dict[str, Any]], Photo]
+#: ``video_from_ref(meta)``: the Bot API facade's lazily downloaded video note (or video).
+VideoFromRef = Callable[[dict[str, Any]], VideoNote]
 
 
 class TelegramCodec:
@@ -45,12 +47,14 @@ class TelegramCodec:
         *,
         answering: Answering,
         photo_from_ref: PhotoFromRef,
+        video_from_ref: VideoFromRef,
     ) -> None:
         self.max_bytes = config["telegram"]["max_file_mb"] * 1024 * 1024
         self.default_language = config["language"]["default"]
         self.admins = set(config["access"]["admins"])
         self.answering = answering
         self.photo_from_ref = photo_from_ref
+        self.video_from_ref = video_from_ref
 
     # ------------------------------------------------------------------ order
     @staticmethod
@@ -63,6 +67,9 @@ class TelegramCodec:
                 chat = str(message["chat"]["id"])
                 group = message.get("media_group_id")
                 return chat, f"{chat}:{group}" if group else None
+            request = update.get("chat_join_request")
+            if request is not None:  # ordered with the user's private chat, where the bot answers
+                return str(request["user_chat_id"]), None
             query = update.get("callback_query")
             if query is not None:
                 chat_id = ((query.get("message") or {}).get("chat") or {}).get("id")
@@ -84,6 +91,8 @@ class TelegramCodec:
         the user is asked to send it again."""
         form = copy.deepcopy(update)
         _blank_names(form)
+        if isinstance(form.get("chat_join_request"), dict):
+            form["chat_join_request"].pop("bio", None)  # the user's own words: nothing the bot needs
         for inner in (form.get("edited_message"), (form.get("callback_query") or {}).get("message")):
             if isinstance(inner, dict):
                 keep = ("message_id", "date", "chat", "from", "edit_date")
@@ -130,10 +139,22 @@ class TelegramCodec:
                     query.data or "",
                     key=str(update.update_id),
                 )
+        elif update.chat_join_request is not None:
+            request = update.chat_join_request
+            join = JoinRequest(
+                request.chat.id, request.user_chat_id, request.chat.title or "", request.date.timestamp()
+            )
+            decoded.incoming = Incoming(
+                self.user(request.from_user),
+                Chat(request.user_chat_id, "private"),
+                key=str(update.update_id),
+                join_request=join,
+            )
         elif update.message is not None and chat is not None and update.effective_message is not None:
             parts = sorted((self._part(u.message) for u in updates if u.message), key=lambda p: p["message_id"])
             photos = [self.photo_from_ref(p["photo"]["ref"], p["photo"]["meta"]) for p in parts if "photo" in p]
             error = next((p["error"] for p in parts if "error" in p), None)
+            video = next((self.video_from_ref(p["video"]) for p in parts if "video" in p), None)
             decoded.incoming = Incoming(
                 self.user(update.effective_message.from_user),
                 Chat(chat.id, chat.type),
@@ -142,6 +163,7 @@ class TelegramCodec:
                 parts[0]["message_id"],
                 error=error if not photos else None,
                 key=str(update.update_id),
+                video=video,
             )
             decoded.notice = error if photos else None
         return decoded
@@ -187,6 +209,19 @@ class TelegramCodec:
             part["error"] = found
         elif found is not None:
             part["photo"] = {"ref": found[0], "meta": found[1]}
+        video = message.video_note or message.video or message.animation
+        if video is not None:  # for a step waiting for a note (ctx.expect_video); elsewhere the error above stands
+            kind = "video_note" if message.video_note else "video" if message.video else "animation"
+            length = getattr(video, "length", None) or max(getattr(video, "width", 0), getattr(video, "height", 0))
+            part["video"] = {
+                "ref": video.file_id,
+                "kind": kind,
+                "duration": (message.to_dict().get(kind) or {}).get("duration"),  # seconds, as Telegram sent them
+                "length": length or None,
+                "size": video.file_size,
+                "forwarded": message.forward_origin is not None,
+                "sent_at": message.date.timestamp() if message.date else None,
+            }
         return part
 
 

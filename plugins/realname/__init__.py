@@ -36,7 +36,18 @@ __all__ = ["SCHEMA", "Plugin", "Verifier", "mask_id_number", "mask_name"]
 
 #: ``plugins.realname``: provider, plan, URLs, pass rule, polling, window, reuse and retention.
 SCHEMA: dict[str, Field] = {
-    "provider": Field(str, default="baidu", choices=["baidu", "webank"], help="verification provider"),
+    "method": Field(
+        str,
+        default="h5",
+        choices=["h5", "video_note"],
+        help="h5: the provider's page in the phone's browser; video_note: a round video note in the chat",
+    ),
+    "provider": Field(
+        str,
+        default="baidu",
+        choices=["baidu", "webank", "tencent"],
+        help="h5: baidu | webank; video_note: tencent (Tencent Cloud FaceID API 3.0) | baidu",
+    ),
     "plan_id": Field(
         str, default="", help="Baidu: the H5 plan id from the real-name verification console (required for baidu)"
     ),
@@ -72,6 +83,48 @@ SCHEMA: dict[str, Field] = {
     "min_live_rate": Field(
         float, default=0, min=0, max=100, help="WeBank: also require liveRate at least this (0–100; 0: off)"
     ),
+    "min_sim": Field(
+        float,
+        default=70,
+        min=0,
+        max=100,
+        help="video_note, tencent: passed only with Sim at least this (Tencent: ≥ 70 is the same person, "
+        "a false accept rate of 1/1000 on older pages; 80: 1/10000)",
+    ),
+    "liveness_threshold": Field(
+        str,
+        default="frr_1e-3",
+        choices=["frr_1e-2", "frr_1e-3", "frr_1e-4"],
+        help="video_note, baidu: which of the thresholds Baidu returns with each liveness score must be reached "
+        "(frr_1e-4 lenient 0.05, frr_1e-3 0.3, frr_1e-2 strict 0.9)",
+    ),
+    "min_person_score": Field(
+        float,
+        default=80,
+        min=0,
+        max=100,
+        help="video_note, baidu: person verify score (best frame against the ID photo) at least this (Baidu: 80)",
+    ),
+    "code_minutes": Field(
+        float, default=5, min=1, max=30, help="video_note: a code is valid this long (Baidu's session: at most 5)"
+    ),
+    "max_note_seconds": Field(
+        float, default=30, min=3, max=60, help="video_note: longer notes are refused (Telegram allows 60 s)"
+    ),
+    "max_failures": Field(
+        int, default=3, min=1, max=20, help="video_note: failed notes before a cool-down (each try: a new code)"
+    ),
+    "cooldown_minutes": Field(float, default=60, min=1, help="video_note: how long the cool-down lasts"),
+    "gate_chats": Field(
+        list,
+        default=[],
+        item=Field(int),
+        help="verified-only groups: join requests there are approved once the user passed /verify (the bot must be "
+        "an admin that may invite users)",
+    ),
+    "gate_minutes": Field(
+        float, default=15, min=1, max=1440, help="a join request whose user has not passed by then is declined"
+    ),
     "retention_days": Field(
         float, default=30, min=0, help="finished and expired sessions are deleted after this many days"
     ),
@@ -97,7 +150,12 @@ class Plugin:
     @hookimpl
     def aipbot_configure(self, config: dict[str, Any], services: Services) -> None:
         """The verifier of this bot (its provider and its sessions table), from the validated section."""
-        if config["provider"] == "baidu" and not config["plan_id"]:
+        if config["method"] == "video_note":
+            if config["provider"] not in ("tencent", "baidu"):
+                raise ConfigError("plugins.realname.provider", "method video_note needs provider tencent or baidu")
+        elif config["provider"] == "tencent":
+            raise ConfigError("plugins.realname.provider", "tencent works with method: video_note (H5: webank)")
+        elif config["provider"] == "baidu" and not config["plan_id"]:
             raise ConfigError("plugins.realname.plan_id", "is required")
         self.verifier = Verifier(config, services)
 

@@ -16,7 +16,9 @@ from core.contract.chat import Button, Command, Context, Services
 from core.contract.errors import ProviderMisconfigured, UserFacingError
 from core.infra import keys
 from plugins.realname import job, stats
+from plugins.realname.gate import Gate
 from plugins.realname.identity import IdentityProblem, parse_identity
+from plugins.realname.notes import NOTE, NoteFlow
 from plugins.realname.outcome import outcome, updated
 from plugins.realname.providers import Identity, RealnameProvider, Result, is_web_url, make_provider
 from plugins.realname.sessions import (
@@ -61,6 +63,10 @@ class Verifier:
         self.clock = clock
         self.sessions = SessionStore(services.store)
         self._provider: RealnameProvider | None = None
+        #: ``method: video_note``: the steps of a verification in the chat (plugins/realname/notes.py)
+        self.notes = NoteFlow(self) if config.get("method") == "video_note" else None
+        #: ``gate_chats``: the verified-only groups (plugins/realname/gate.py)
+        self.gate = Gate(self) if config.get("gate_chats") else None
 
     def commands(self) -> list[Command]:
         """The plugin's commands, bound to this verifier."""
@@ -71,6 +77,8 @@ class Verifier:
                 handler=self.verify,
                 on_callback=self.on_button,
                 on_deep_link=self.on_link,
+                ends_conversation=self.notes is None,  # a running note step is not ended by /verify (it says so)
+                on_join_request=self.gate.on_join_request if self.gate is not None else None,
             ),
             Command("forget", help="realname.help.forget", handler=self.forget),
             Command("verifystat", help="realname.help.verifystat", handler=self.verifystat, admin_only=True),
@@ -117,6 +125,9 @@ class Verifier:
         if ctx.step == IDENTITY:
             await self.identity_answer(ctx)
             return
+        if ctx.step == NOTE and self.notes is not None:
+            await self.notes.on_note(ctx)
+            return
         sub = ctx.args[0].lower() if ctx.args else ""
         if sub not in ("", "new", "status"):
             await ctx.reply(ctx.t("realname.usage"))
@@ -154,6 +165,8 @@ class Verifier:
     async def forget(self, ctx: Context) -> None:
         """``/forget``: delete every session of this user."""
         count = await ctx.run_db(self.sessions.forget, ctx.user.id)
+        if self.gate is not None:  # and their join requests
+            await ctx.run_db(self.gate.store.forget, ctx.user.id)
         log.info("realname: user %s deleted %d verification sessions", ctx.user.id, count)
         text_key = "realname.forgot" if ctx.chat.is_private else "realname.forgot_group"
         await ctx.reply(ctx.t(text_key, count=count))
@@ -201,8 +214,14 @@ class Verifier:
 
         One at a time per user, across every process sharing the state, so a double tap cannot leave two
         pending sessions. A provider that needs the identity first gets it asked for (and this runs again
-        with the answer).
+        with the answer). With ``method: video_note`` the note steps take over (plugins/realname/notes.py).
         """
+        if self.notes is not None:
+            if identity is not None:
+                await self.notes.identified(ctx, identity)
+            else:
+                await self.notes.start(ctx, fresh=fresh)
+            return
         async with self.services.state.lock(keys.plugin(NAME, "begin", ctx.user.id), ttl=LOCK_SECONDS):
             await self._begin_locked(ctx, fresh=fresh, identity=identity)
 
@@ -331,6 +350,8 @@ class Verifier:
             scores = (result.score, result.liveness, result.spoofing)
             if await db(self.sessions.finish, session.id, state, *scores, now, answered):
                 log.info("realname: verification %s of user %s %s", session.id[:6], session.user_id, state)
+                if self.gate is not None:
+                    await self.gate.after_verdict(session.user_id, state == PASSED)
                 return state, result, True
             current: Session | None = await db(self.sessions.get, session.id)
             if current is not None and current.state in FINISHED:

@@ -21,6 +21,8 @@ MISSED_AFTER = 60.0
 async def poll(verifier: Settles) -> None:
     """One run of the job. A session the provider cannot answer for is skipped (and logged); the rest go on."""
     now, db = verifier.clock(), verifier.services.run_db
+    if verifier.gate is not None:
+        await verifier.gate.poll()
     purged = await db(verifier.sessions.purge, now - verifier.config["retention_days"] * 86400)
     if purged:
         log.info("realname: deleted %d sessions past retention", purged)

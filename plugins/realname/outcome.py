@@ -58,6 +58,12 @@ def outcome(catalogue: Catalogue, lang: str, config: dict[str, Any], session: Se
         lines.append(t("realname.webank.similarity", score=_num(session.score)))
         lines.append(t("realname.webank.liveness", liveness=_num(session.liveness)))
         return "\n".join(lines)
+    if session.provider.endswith("-note"):  # a video note (plugins/realname/notes.py): similarity, reference
+        lines.append(t("realname.identity_gone"))
+        if session.score is not None:
+            lines.append(t("realname.note.similarity", score=_num(session.score)))
+        lines.append(t("realname.reference", session=session.id))
+        return "\n".join(lines)
     if result is not None and (result.name or result.id_number):
         if result.name:
             lines.append(t("realname.name", name=mask_name(result.name)))

@@ -19,6 +19,10 @@ Paths
     ``/rpc/2.0/brain/solution/faceprint/{verifyToken/generate,idcard/submit,result/simple,result/detail,result/stat}``
     (JSON; answers in the ``success``/``code``/``message`` shape).
     ``/face/print/`` (GET): a stand-in for the H5 page.
+    ``/rest/2.0/face/v1/faceliveness/sessioncode`` (JSON; ``min_code_length``/``max_code_length``) and
+    ``/rest/2.0/face/v1/faceliveness/verify`` (form body: ``session_id``, ``video_base64``): answers in the
+    ``err_no``/``err_msg``/``result`` shape these paths use. ``/rest/2.0/face/v3/person/verify`` (JSON: ``image``,
+    ``image_type``, ``id_card_number``, ``name``, controls).
 
 What the recognisers answer (deterministic)
     Images are identified by their aspect ratio (within 3 %) and a 256-bit *average hash* of their pixels
@@ -39,6 +43,15 @@ What the recognisers answer (deterministic)
       ``idcard_ocr_result`` (``name``/``id_card_number``) instead, **masked** as Baidu answers them
       (``柴*``, ``370***********5826``). A failure at a step (``code=223120``, ``222351``, …) answers that
       error code and no scores.
+    - Video liveness: a session lives ``session_lifetime`` (300 s: then 216502, as an unknown one); the video
+      must be an mp4/avi/flv container (else 216508) and is identified by its SHA-256 (:meth:`FakeBaidu.set_video`:
+      who is in it, the digits said, faces, live or not; unregistered: no face, 216501; several faces: 216507).
+      The answer has ``score`` (``live_score`` or ``fake_score``), ``thresholds`` (``frr_1e-4`` 0.05,
+      ``frr_1e-3`` 0.3, ``frr_1e-2`` 0.9), ``code {create, identify}`` (what was asked, what was heard: comparing
+      them is the caller's job) and ``pic_list`` with a JPEG frame of that person.
+    - Person verify: :meth:`FakeBaidu.add_person` registers an ID record; an unknown ID number answers 222351
+      (as Baidu: "no such ID number, or name and number do not match"), a known one with another name 222351
+      too; a frame of the record's person scores ``same_score`` (92.5), of anyone else ``different_score``.
 
 Knobs (attributes, change them at any time)
     ``latency`` (seconds before each API answer), ``qps_cap`` (a token bucket of that rate and burst;
@@ -77,6 +90,8 @@ OCR_APIS = ("general_basic", "general", "accurate_basic", "accurate")
 MATCH_PATH = "/rest/2.0/face/v3/match"
 FACEPRINT_PREFIX = "/rpc/2.0/brain/solution/faceprint/"
 H5_PATH = "/face/print/"
+LIVENESS_PREFIX = "/rest/2.0/face/v1/faceliveness/"
+PERSON_VERIFY_PATH = "/rest/2.0/face/v3/person/verify"
 HASH_SIDE = 16
 HASH_TOLERANCE = 24  # of 256 bits
 ASPECT_TOLERANCE = 0.03
@@ -113,6 +128,13 @@ MESSAGES = {
     283400: "service error",
     283435: "plan not exist",
     283513: "request body error",
+    216500: "code digit error",
+    216501: "not found face",
+    216502: "session lapse",
+    216507: "found many faces",
+    216508: "not found video info",
+    216509: "voice can not identify",
+    222351: "id number and name not match or id number not exist",
 }
 
 
@@ -242,6 +264,12 @@ class FakeBaidu(ProviderFake):
         self._bucket_at = time.monotonic()
         self._log_ids = itertools.count(1_000_000_000)
         self._stopping = threading.Event()
+        self.session_lifetime = 300.0
+        self.live_score = 0.98
+        self.fake_score = 0.02
+        self._videos: dict[str, dict[str, Any]] = {}
+        self._sessions: dict[str, tuple[str, float]] = {}
+        self._people: dict[str, tuple[str, str]] = {}
 
     # -- life cycle --------------------------------------------------------------------------------
 
@@ -323,6 +351,42 @@ class FakeBaidu(ProviderFake):
         assert key is not None, "set_face needs a decodable image"
         with self._lock:
             self._faces[key] = (person, error)
+
+    def set_video(self, video: bytes, person: str | None, *, says: str = "", faces: int = 1, live: bool = True) -> None:
+        """``video`` (by its bytes) shows ``person`` (``None``: no face) saying ``says``."""
+        with self._lock:
+            self._videos[hashlib.sha256(video).hexdigest()] = {
+                "person": person,
+                "says": says,
+                "faces": faces,
+                "live": live,
+            }
+
+    def add_person(self, id_card_number: str, name: str, person: str) -> None:
+        """The authoritative source knows ``id_card_number`` as ``name``, with a photo of ``person``."""
+        with self._lock:
+            self._people[id_card_number.upper()] = (name, person)
+
+    def frame_of(self, person: str) -> bytes:
+        """The JPEG frame the fake cuts from a video of ``person`` (registered as that person's face)."""
+        import random
+
+        pixels = random.Random(hashlib.sha256(person.encode()).digest()).randbytes(32 * 32)
+        image = Image.frombytes("L", (32, 32), pixels).resize((256, 256), Image.Resampling.NEAREST).convert("RGB")
+        out = io.BytesIO()
+        image.save(out, "JPEG", quality=92)
+        data = out.getvalue()
+        key = _Key.of(data)
+        assert key is not None
+        with self._lock:
+            self._faces[key] = (person, None)
+        return data
+
+    @property
+    def session_codes(self) -> list[str]:
+        """Every code issued by ``sessioncode``, oldest first."""
+        with self._lock:
+            return [code for code, _ in self._sessions.values()]
 
     def finish_verification(
         self,
@@ -508,6 +572,10 @@ class FakeBaidu(ProviderFake):
             return self._ocr(path, path[len(OCR_PREFIX) :], body)
         if path == MATCH_PATH:
             return self._match(body)
+        if path.startswith(LIVENESS_PREFIX):
+            return self._liveness(path[len(LIVENESS_PREFIX) :], body)
+        if path == PERSON_VERIFY_PATH:
+            return self._person_verify(body)
         if is_fp:
             return self._faceprint(path[len(FACEPRINT_PREFIX) :], body)
         return self._error(3, "Unsupported openapi method")
@@ -617,6 +685,99 @@ class FakeBaidu(ProviderFake):
                 "result": {"score": score, "face_list": [{"face_token": t} for t in tokens]},
             }
         )
+
+    # -- video liveness and person verification ------------------------------------------------------
+
+    def _lv_error(self, code: int) -> dict[str, Any]:
+        with self._lock:
+            self.errors_sent[code] += 1
+        return {"err_no": code, "err_msg": MESSAGES.get(code, "error"), "serverlogid": next(self._log_ids)}
+
+    def _liveness(self, api: str, body: bytes) -> dict[str, Any]:
+        if api == "sessioncode":
+            try:
+                data = json.loads(body or b"{}")
+            except ValueError:
+                return self._lv_error(216100)
+            low, high = int(data.get("min_code_length", 3)), int(data.get("max_code_length", 6))
+            if not 3 <= low <= high <= 6:
+                return self._lv_error(216500)
+            length = low + secrets.randbelow(high - low + 1)
+            code = "".join(str(secrets.randbelow(10)) for _ in range(length))
+            session = "S" + secrets.token_hex(11)
+            with self._lock:
+                self._sessions[session] = (code, time.monotonic())
+            answer = {"session_id": session, "code": code}
+            return {"err_no": 0, "err_msg": "SUCCESS", "result": answer, "serverlogid": next(self._log_ids)}
+        if api != "verify":
+            return self._error(3, "Unsupported openapi method")
+        form = {k: v[0] for k, v in parse_qs(body.decode("ascii", "replace"), keep_blank_values=True).items()}
+        with self._lock:
+            self.last_params[LIVENESS_PREFIX + api] = {k: v for k, v in form.items() if k != "video_base64"}
+            known = self._sessions.get(form.get("session_id", ""))
+        if known is None or time.monotonic() - known[1] > self.session_lifetime:
+            return self._lv_error(216502)
+        try:
+            video = base64.b64decode(form.get("video_base64", ""), validate=True)
+        except (binascii.Error, ValueError):
+            return self._lv_error(216508)
+        if not (video[4:8] == b"ftyp" or video[:4] == b"RIFF" or video[:3] == b"FLV"):
+            return self._lv_error(216508)
+        with self._lock:
+            shown = self._videos.get(hashlib.sha256(video).hexdigest(), {"person": None, "faces": 0})
+        if shown["person"] is None or shown["faces"] == 0:
+            return self._lv_error(216501)
+        if shown["faces"] > 1:
+            return self._lv_error(216507)
+        score = self.live_score if shown["live"] else self.fake_score
+        frame = base64.b64encode(self.frame_of(shown["person"])).decode()
+        result = {
+            "score": score,
+            "maxspoofing": 0.0001 if shown["live"] else 0.9,
+            "spoofing_score": 0.0001 if shown["live"] else 0.9,
+            "thresholds": {"frr_1e-4": 0.05, "frr_1e-3": 0.3, "frr_1e-2": 0.9},
+            "code": {
+                "create": known[0],
+                "identify": shown["says"],
+                "similarity": 1 if shown["says"] == known[0] else 0,
+            },
+            "pic_list": [{"pic": frame, "face_id": secrets.token_hex(16), "liveness_score": score, "spoofing": 0.0001}],
+        }
+        return {"err_no": 0, "err_msg": "SUCCESS", "result": result, "serverlogid": next(self._log_ids)}
+
+    def _person_verify(self, body: bytes) -> dict[str, Any]:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return self._error(216100)
+        if not isinstance(data, dict) or data.get("image_type") != "BASE64":
+            return self._error(216100)
+        for name in ("image", "id_card_number", "name"):
+            if not data.get(name):
+                return self._error(216101)
+        if data.get("quality_control", "NONE") not in CONTROLS or data.get("liveness_control", "NONE") not in CONTROLS:
+            return self._error(216100)
+        with self._lock:
+            self.last_params[PERSON_VERIFY_PATH] = {k: v for k, v in data.items() if k in ("image_type",)}
+            record = self._people.get(str(data["id_card_number"]).upper())
+        if record is None or record[0] != data["name"]:
+            return self._error(222351)
+        try:
+            raw = base64.b64decode(data["image"], validate=True)
+        except (binascii.Error, ValueError):
+            return self._error(222203)
+        analysed = average_hash(raw)
+        if analysed is None:
+            return self._error(222203)
+        h, (width, height) = analysed
+        with self._lock:
+            person, error = _nearest(self._faces, _Key(h, width / height)) or (None, None)
+        if error:
+            return self._error(error)
+        if person is None:
+            return self._error(222202)
+        score = self.same_score if person == record[1] else self.different_score
+        return self._ok({"error_code": 0, "error_msg": "SUCCESS", "result": {"score": score}})
 
     # -- faceprint (H5 real-name verification) -------------------------------------------------------
 

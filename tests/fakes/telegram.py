@@ -254,6 +254,10 @@ class FakeTelegram(LocalServer):
         self.scoped_commands: dict[tuple[str, str], list[JSONDict]] = {}
         self.messages: dict[int, list[JSONDict]] = {}
         self.deleted: list[tuple[int, int]] = []
+        #: ``(chat_id, user_id)`` of join requests not yet answered; ``join_answers``: each answer as
+        #: ``(chat_id, user_id, "approved" | "declined")`` in order (a request is answered once: then it is gone)
+        self.join_requests: set[tuple[int, int]] = set()
+        self.join_answers: list[tuple[int, int, str]] = []
         self.webhook_deleted: int = 0
         self.webhook: JSONDict | None = None
         self.deliveries: list[Delivery] = []
@@ -409,6 +413,86 @@ class FakeTelegram(LocalServer):
         ``getFile`` then refuses files over 20 MB like Telegram. Returns the Message dict."""
         document = {**self._new_file(data, "documents", _extension(file_name), file_size), "file_name": file_name}
         return self._user_message({"document": document | {"mime_type": mime_type}, **_caption(caption)}, who)
+
+    def user_sends_video_note(
+        self,
+        data: bytes,
+        *,
+        duration: int = 3,
+        length: int = 384,
+        forwarded: bool = False,
+        date: int | None = None,
+        file_size: int | None = None,
+        **who: Unpack[Who],
+    ) -> JSONDict:
+        """Queue a round video note (``video_note``: ``file_id``, ``length``, ``duration``, ``file_size``), as Telegram
+        sends one recorded with the camera button; *forwarded* adds a ``forward_origin``, *date* overrides the send
+        time, *file_size* the reported size. Returns the Message dict."""
+        note = {
+            **self._new_file(data, "video_notes", "mp4", file_size, kind="DQ"),
+            "length": length,
+            "duration": duration,
+        }
+        return self._user_message(self._media(note, "video_note", forwarded, date), who)
+
+    def user_sends_video(
+        self, data: bytes, *, duration: int = 3, width: int = 640, height: int = 360, **who: Unpack[Who]
+    ) -> JSONDict:
+        """Queue an ordinary video message (``video``). Returns the Message dict."""
+        video = {**self._new_file(data, "videos", "mp4", kind="BA"), "width": width, "height": height}
+        video |= {"duration": duration, "mime_type": "video/mp4"}
+        return self._user_message({"video": video}, who)
+
+    def _media(self, item: JSONDict, field: str, forwarded: bool, date: int | None) -> JSONDict:
+        content: JSONDict = {field: item}
+        if forwarded:
+            origin = {"id": 777, "is_bot": False, "first_name": "Eve"}
+            content["forward_origin"] = {"type": "user", "date": int(time.time()) - 3600, "sender_user": origin}
+        if date is not None:
+            content["date"] = date
+        return content
+
+    def user_requests_to_join(
+        self, chat_id: int, *, title: str = "Verified members", bio: str | None = None, **who: Unpack[Who]
+    ) -> JSONDict:
+        """Queue a ``chat_join_request`` update: the user (with *bio*, if any) asked to join the supergroup *chat_id*
+        through an invite link that needs an admin's approval. Returns the ChatJoinRequest dict."""
+        user = _user(who)
+        chat = {"id": chat_id, "type": "supergroup", "title": title}
+        request = {
+            "chat": chat,
+            "from": user,
+            "user_chat_id": user["id"],
+            "date": int(time.time()),
+            **({"bio": bio} if bio is not None else {}),
+            "invite_link": {
+                "invite_link": "https://t.me/+AbCdEfGhIjKlMnOp",
+                "creator": self.bot_user,
+                "creates_join_request": True,
+                "is_primary": False,
+                "is_revoked": False,
+            },
+        }
+        with self._cond:
+            self._chats.setdefault(chat_id, chat)
+            self.join_requests.add((chat_id, user["id"]))
+            self._queue({"chat_join_request": request})
+        return request
+
+    def _answer_join(self, params: JSONDict, answer: str) -> bool:
+        chat_id, user_id = int(params["chat_id"]), int(params["user_id"])
+        with self._cond:
+            if (chat_id, user_id) not in self.join_requests:
+                raise bad_request("HIDE_REQUESTER_MISSING")
+            self.join_requests.discard((chat_id, user_id))
+            self.join_answers.append((chat_id, user_id, answer))
+        return True
+
+    def _api_approvechatjoinrequest(self, params: JSONDict, files: dict) -> bool:
+        return self._answer_join(params, "approved")
+
+    def _api_declinechatjoinrequest(self, params: JSONDict, files: dict) -> bool:
+        return self._answer_join(params, "declined")
 
     def user_presses_button(
         self, message: JSONDict | Call, callback_data: str, *, strict: bool = True, **who: Unpack[Who]
