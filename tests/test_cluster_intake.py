@@ -239,12 +239,13 @@ async def test_an_answer_to_a_plugins_question_reaches_the_worker_through_redis_
 
 
 async def test_a_withheld_answer_sealed_under_another_key_is_not_opened(cluster):
-    from core.pipeline.cluster import Sealer
+    from core.infra.sealing import Sealer
+    from core.pipeline.cluster import SEALING
 
     front, worker = cluster.intake("front", front=True), cluster.intake("w")
     await worker.start()
     await front.receive([{**message(70, text=""), WITHHELD: True}])
-    forged = Sealer.for_token("999:another-bot").seal('{"text": "injected"}', "70")
+    forged = Sealer.for_token("999:another-bot", SEALING).seal('{"text": "injected"}', "70")
     await worker.services.state.set("withheld:70", forged, 60)  # in place of what the front end handed over
     assert await worker.drain("7") == 1
     assert cluster.handled[0][2][WITHHELD] is True and cluster.handled[0][2]["message"]["text"] == ""

@@ -10,7 +10,7 @@ import pytest
 
 from core.contract.chat import Chat, Incoming, VideoNote
 from core.runtime.config import ConfigError
-from plugins.realname.notes import BaiduNotes, TencentNotes
+from plugins.realname.note_providers import BaiduNotes, TencentNotes
 from tests.harness import Harness
 from tests.videos import video_note
 

@@ -37,12 +37,8 @@ the worker deletes it as it reads it.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +47,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select, update
 
 from core.infra import keys
+from core.infra.sealing import Sealer
 from core.pipeline.dispatch import Process, album_left
 from core.pipeline.handler import WITHHELD, WITHHELD_FIELDS, UpdateCodec
 from core.pipeline.journal import MAX_ATTEMPTS, Entry, Journal, given_up_teller, intake
@@ -59,6 +56,8 @@ log = logging.getLogger(__name__)
 
 #: The Celery task: handle what a chat has waiting (argument: the chat key of the journal).
 CHAT_TASK = "aipbot.chat"
+#: The purpose the withheld texts' key is derived for (change the version to rotate it).
+SEALING = b"aipbot withheld v1"
 #: Seconds a withheld text waits in Redis for its worker.
 WITHHELD_SECONDS = 300.0
 
@@ -92,35 +91,6 @@ def celery_app(config: dict[str, Any]) -> Any:
         worker_cancel_long_running_tasks_on_connection_loss=False,
     )
     return app
-
-
-class Sealer:
-    """AES-GCM (``cryptography``) under a key derived from the bot token: what a front end hands a worker through
-    Redis, so a Redis dump or a stranger reading the keys sees no name and no ID number."""
-
-    def __init__(self, key: bytes) -> None:
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-        self._aead = AESGCM(key)
-
-    @classmethod
-    def for_token(cls, token: str) -> Sealer:
-        return cls(hmac.new(token.encode(), b"aipbot withheld v1", hashlib.sha256).digest())
-
-    def seal(self, text: str, context: str) -> str:
-        nonce = os.urandom(12)
-        return base64.b64encode(nonce + self._aead.encrypt(nonce, text.encode(), context.encode())).decode()
-
-    def open(self, sealed: str, context: str) -> str | None:
-        """The text, or None when ``sealed`` is not what :meth:`seal` made for ``context`` with this key."""
-        from cryptography.exceptions import InvalidTag
-
-        try:
-            raw = base64.b64decode(sealed, validate=True)
-            return self._aead.decrypt(raw[:12], raw[12:], context.encode()).decode()
-        except (ValueError, InvalidTag):
-            log.warning("cluster: a withheld text could not be opened (another bot token?); the user is asked again")
-            return None
 
 
 def check_broker(url: str) -> None:
@@ -181,7 +151,7 @@ class CeleryDispatcher:
         self.lock_seconds = lock_seconds
         self.sweep_seconds = sweep_seconds
         self.clock = clock
-        self._sealer = Sealer.for_token(token)
+        self._sealer = Sealer.for_token(token, SEALING)
         self._tell_given_up = given_up_teller(services)
         self._process: Process | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -317,6 +287,8 @@ class CeleryDispatcher:
             if entry.body.pop(WITHHELD, None):
                 sealed = await self.services.state.delete(keys.withheld(entry.update_id))
                 kept = self._sealer.open(sealed, str(entry.update_id)) if isinstance(sealed, str) else None
+                if kept is None and sealed is not None:
+                    log.warning("cluster: a withheld text could not be opened (another bot token?); asking again")
                 if kept is not None and isinstance(entry.body.get("message"), dict):
                     entry.body["message"].update(json.loads(kept))
                     log.info("cluster: update %s: its withheld text came from the front end", entry.update_id)

@@ -23,7 +23,7 @@ import secrets
 import socket
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, Table, select, update
 
 from core.infra import keys
 
@@ -69,8 +69,11 @@ def dead_here(owner: str, me: str) -> bool:
 class Leases:
     """The lease bookkeeping of one :class:`core.sending.outbox.Outbox` (see the module docstring)."""
 
-    def __init__(self, outbox: Any, *, shared: bool) -> None:
+    def __init__(self, outbox: Any, table: Table, *, queued: str, shared: bool) -> None:
+        """``table``: the outbox's table; ``queued``: its state of a message not yet delivered."""
         self.outbox = outbox
+        self.table = table
+        self.queued = queued
         self.shared = shared
         self.owner = owner_id()
         #: How often the background sender must call :meth:`beat` (one process: never; all is done at start).
@@ -107,19 +110,14 @@ class Leases:
     async def mark_sending(self, key: str) -> None:
         """Note that a try of ``key`` begins: should this process die before the outcome, the replacement knows the
         message may have reached Telegram."""
-        from core.sending.outbox import outbox as table
-
-        now = self.outbox.clock()
+        table, now = self.table, self.outbox.clock()
         stmt = update(table).where(table.c.key == key).values(sending=now)
         await self.outbox._db(lambda db: db.execute(stmt))
 
     async def take_over(self, *, at_start: bool = False) -> int:
         """Clear the leases held by senders that are not alive (see the module docstring); how many."""
-        from core.sending.outbox import QUEUED
-        from core.sending.outbox import outbox as table
-
-        c, now = table.c, self.outbox.clock()
-        held = (c.state == QUEUED) & (c.lease >= now)
+        c, now = self.table.c, self.outbox.clock()
+        held = (c.state == self.queued) & (c.lease >= now)
 
         def owners(db: Connection) -> list[str | None]:
             return [row[0] for row in db.execute(select(c.owner).where(held).distinct()).fetchall()]
@@ -145,7 +143,7 @@ class Leases:
             whose = c.owner.is_(None) if whose is None else (whose | c.owner.is_(None))
 
         def release(db: Connection) -> int:
-            return int(db.execute(update(table).where(held, whose).values(lease=0.0, owner=None)).rowcount)
+            return int(db.execute(update(self.table).where(held, whose).values(lease=0.0, owner=None)).rowcount)
 
         count = await self.outbox._db(release)
         if count:

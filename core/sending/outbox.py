@@ -146,7 +146,7 @@ class Outbox:
         self._task: asyncio.Task[None] | None = None
         self._sending: set[str] = set()
         cluster = services.config.get("cluster") or {}
-        self.leases = Leases(self, shared=bool(cluster.get("redis_url")))
+        self.leases = Leases(self, outbox, queued=QUEUED, shared=bool(cluster.get("redis_url")))
         self.owner = self.leases.owner
 
     async def _db(self, fn: Callable[[Connection], Any]) -> Any:

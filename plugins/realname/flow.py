@@ -18,6 +18,7 @@ from core.infra import keys
 from plugins.realname import job, stats
 from plugins.realname.gate import Gate
 from plugins.realname.identity import IdentityProblem, parse_identity
+from plugins.realname.note_providers import make_note_provider
 from plugins.realname.notes import NOTE, NoteFlow
 from plugins.realname.outcome import outcome, updated
 from plugins.realname.providers import Identity, RealnameProvider, Result, is_web_url, make_provider
@@ -88,7 +89,9 @@ class Verifier:
     def provider(self) -> RealnameProvider:
         """The configured provider; ``ProviderMisconfigured`` when its credentials are missing."""
         if self._provider is None:
-            self._provider = make_provider(self.config, self.services)
+            video = self.config.get("method") == "video_note"  # checked in the chat: plugins/realname/notes.py
+            make = make_note_provider if video else make_provider
+            self._provider = make(self.config, self.services)
             if self._provider is None:
                 raise ProviderMisconfigured(f"realname: providers.{self.config['provider']} has no credentials")
         return self._provider

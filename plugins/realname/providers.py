@@ -262,10 +262,6 @@ class WebankFaceId(RealnameProvider):
 
 def make_provider(config: dict[str, Any], services: Any) -> RealnameProvider | None:
     """The provider ``plugins.realname.provider`` names, or None when its credentials are not configured."""
-    if config.get("method") == "video_note":  # checked in the chat: plugins/realname/notes.py
-        from plugins.realname.notes import make_note_provider
-
-        return make_note_provider(config, services)
     if config["provider"] == "webank":
         client = services.provider("webank")
         if client is None:
