@@ -20,12 +20,31 @@ from core.contract.messages import (
     Button,
     Chat,
     Document,
+    Incoming,
     JoinRequest,
     Photo,
     Reply,
     User,
     VideoNote,
 )
+
+__all__ = [  # what plugins import from here: the message types are defined in core.contract.messages
+    "Button",
+    "Chat",
+    "Command",
+    "Context",
+    "Document",
+    "Handler",
+    "Incoming",
+    "JoinRequest",
+    "PayloadHandler",
+    "Photo",
+    "Reply",
+    "Services",
+    "Transport",
+    "User",
+    "VideoNote",
+]
 
 if TYPE_CHECKING:  # what implements the services (the wings above the contract; never imported at run time)
     from core.infra.metrics import Metrics
