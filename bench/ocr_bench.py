@@ -188,7 +188,7 @@ def timed(fn: Callable[[], str], repeat: int) -> tuple[str, float, float]:
 def tesseract_langs(binary: str) -> set[str]:
     """The languages Tesseract has data for."""
     out = subprocess.run([binary, "--list-langs"], capture_output=True, text=True, check=False)
-    return set((out.stdout + out.stderr).split())
+    return set((out.stdout + out.stderr).splitlines()[1:])  # the first line is a heading
 
 
 def setup() -> int:

