@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from core import images
 from plugins.ocr.engines import LocalEngine, local_engine
-from plugins.ocr.page import TILE, _spans, merge_tiles
+from plugins.ocr.page import TILE, _spans, is_photo, merge_tiles, sharpness
 from tests.harness import Harness
 from tests.ocr_samples import photographed_samples
 
@@ -148,6 +148,15 @@ def test_photographed_pages_are_made_the_same_every_run_as_jpeg_at_1280_px():
     first, again = photographed_samples(["page_zh.png"], ["a"]), photographed_samples(["page_zh.png"], ["a"])
     assert first[0].data == again[0].data and first[0].data[:2] == b"\xff\xd8"
     assert max(Image.open(io.BytesIO(first[0].data)).size) == 1280
+
+
+def test_a_photographed_page_is_told_from_a_scan():
+    """Scans and renderings have sharp edges; a phone photo (blur, JPEG at 1280 px) does not."""
+    for name in EXPECTED:
+        assert not is_photo(Image.open(PAGES / name).convert("RGB")), name
+    for sample in photographed_samples():
+        assert is_photo(Image.open(io.BytesIO(sample.data)).convert("RGB")), sample.name
+    assert sharpness(Image.new("RGB", (50, 50), "white")) == 0.0  # a blank page: nothing sharp, no error
 
 
 def test_boxes_of_a_tilted_page_cut_by_tiles_are_merged_per_line_not_into_one():
