@@ -1,29 +1,32 @@
 """Whole pages with the local engine: every line found, the page read the right way up, in bounded memory.
 
 :func:`read_page` replaces RapidOCR's one-call pipeline (detect at one size, classify each line, recognise)
-with four steps, each measured on ``examples/pages`` (see ``docs/ocr.md``):
+with four steps; which of them PP-OCRv6 still needs was measured against RapidOCR 3.10's defaults (see
+``docs/ocr.md``). The models come through :class:`plugins.ocr.models.Models` (either tier).
 
 1. **Detection size from the text height.** A probe runs the detector once on the whole page shrunk to
    :data:`TILE` pixels, measures the median height of what it found, and chooses the detection scale so that
    text is about :data:`DET_TEXT_HEIGHT` pixels tall for the detector (never above the image's own size).
    Recognition always reads the line crops from the full-resolution image, so shrinking for detection
-   costs no accuracy as long as the detector still sees the text.
+   costs no accuracy as long as the detector still sees the text. A photo of a page (:func:`is_photo`: soft
+   edges) is detected at full size instead, and so is a page whose probe saw blocks rather than lines.
 2. **Tiles with overlap.** The detector then runs on tiles of at most :data:`TILE` × :data:`TILE` pixels
-   that overlap by :data:`OVERLAP`. Its memory grows with its input (measured: +160 MB at 640², +450 MB at
-   960², +680 MB at 2000²), so tiles bound the peak whatever the page size. Pieces of one line cut by a tile
-   edge are merged again (they overlap along the line's direction).
-3. **Orientation of the whole page.** RapidOCR's per-line direction classifier is *off*: on
-   ``page_en.png`` it called 22 of 50 upright lines "upside down", 10 of them confidently enough to be
-   flipped and lost. Instead: when most boxes are tall and thin the page is sideways and is turned by 90°;
-   after recognition, when the widest lines did not read confidently, they are recognised turned by 180°
-   too, and the page is turned (and recognised again) when that reads clearly better (:func:`upside_down`).
+   that overlap by :data:`OVERLAP`. Its memory grows with its input (PP-OCRv6 small, measured: +95 MB at
+   640², +240 MB at 960², +350 MB at 1280²), so tiles bound the peak whatever the page size. Pieces of one
+   line cut by a tile edge are merged again, compared in the page's deskewed frame (:func:`merge_tiles`).
+3. **Orientation of the whole page.** RapidOCR's per-line direction classifier is *off* (with PP-OCRv4 it
+   called 22 of the 50 upright lines of ``page_en.png`` "upside down"). Instead: when most boxes are tall and
+   thin the page is sideways and is turned by 90°; after recognition, when the widest lines did not read
+   confidently, they are recognised turned by 180° too, and the page is turned (and recognised again) when
+   that reads clearly better (:func:`upside_down`).
 4. **Recognition** of every line (up to ``max_lines``; more are counted in ``skipped_lines`` so the answer
-   can say so), with RapidOCR's per-character boxes for :func:`~plugins.ocr.engines.restore_spaces`. Lines
-   longer than :data:`MAX_RATIO` times their height are cut at word gaps first: the recognition model's time
-   grows faster than a line's length, and the layout joins the pieces again.
+   can say so), with per-character boxes where the tier gives them, for
+   :func:`~plugins.ocr.engines.restore_spaces`. Lines longer than :data:`MAX_RATIO` times their height are
+   cut at word gaps first: the recognition model's time grows faster than a line's length, and the layout
+   joins the pieces again.
 
 Everything here is synchronous and CPU-bound (the plugin calls it through ``ctx.run_cpu``) and must run
-under the engine's lock: RapidOCR's objects are not thread-safe.
+under the engine's lock: the models' objects are not thread-safe.
 """
 
 from __future__ import annotations
@@ -47,8 +50,9 @@ TILE = 640
 #: Tiles overlap by this many detector pixels: a line up to this tall is whole in at least one tile.
 OVERLAP = 128
 #: Box height (pixels, the detector's boxes are a little taller than the text) the detector should see.
-#: Measured on ``examples/pages`` (CER en / zh): 16 → 0.25 % / 0 % (boxes at low scale take in bits of
-#: the next line), 24 → 0 % / 0.4 %, full size → 0 % / 0.1 % at twice the detection time.
+#: Measured with PP-OCRv4 on ``examples/pages`` (CER en / zh): 16 → 0.25 % / 0 %, 24 → 0 % / 0.4 %, full size
+#: → 0 % / 0.1 % at twice the detection time. With PP-OCRv6 small both pages read exactly at 24 and at full
+#: size; 24 saves ~10 % of the CPU on the 60-line page (12.6 s against 14.1 s, one ONNX Runtime thread).
 DET_TEXT_HEIGHT = 24
 #: Pages whose :func:`sharpness` is below this are photos (measured: scans 0.82-1.00, photos 0.14-0.58).
 PHOTO_SHARPNESS = 0.7
@@ -56,8 +60,8 @@ PHOTO_SHARPNESS = 0.7
 #: blurred photo shrunk to the probe's size: its lines run together); the page is then detected at full size.
 MAX_LINE_FRACTION = 0.2
 #: Line crops wider than this many times their height are recognised in pieces cut at word gaps. Measured on a
-#: 1900×1950 page of 60 lines of 20 px serif (1200 px lines): 25.6 s whole, 6.4 s at 16 (12: no faster);
-#: ``page_en`` and ``page_zh`` unchanged in time and errors.
+#: 1900×1950 page of 60 lines of 20 px serif (1200 px lines), PP-OCRv4: 25.6 s whole, 6.4 s at 16 (12: no
+#: faster); PP-OCRv6 small: 13.8 s CPU whole, 12.6 s at 16 (one thread); ``page_en`` and ``page_zh`` unchanged.
 MAX_RATIO = 16
 #: Lines sampled (the widest) to decide whether the page is upside down.
 ORIENTATION_SAMPLE = 6
