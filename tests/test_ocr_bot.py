@@ -163,12 +163,12 @@ async def test_boxes_are_refused_politely_when_annotation_is_off(engine):
     assert_reads(replies[0].text, EXPECTED["en_line.png"])
 
 
-async def test_language_the_local_model_cannot_read_adds_a_note(engine):
+async def test_a_language_the_local_model_cannot_read_is_answered_plainly_without_keys(engine):
+    """Korean (Hangul) is not in PP-OCRv6's characters: without Baidu keys the answer says so, and reads nothing."""
     async with Harness(LOCAL) as bot:
-        (reply,) = await bot.send("/ocr ja", photos=[image("zh_notice.png")])
-        note = message(bot, "ocr.local_unsupported", language="Japanese")
-        assert reply.text.startswith(note + "\n\n")
-    assert_reads(reply.text, EXPECTED["zh_notice.png"])
+        (reply,) = await bot.send("/ocr ko", photos=[image("zh_notice.png")])
+        reads = "English, Chinese, Japanese, French, German, Spanish, Portuguese, Italian"
+        assert reply.text == message(bot, "ocr.local_unsupported", language="Korean", reads=reads)
 
 
 async def test_unknown_argument_explains_the_usage(engine):
@@ -186,7 +186,7 @@ async def test_chinese_user_gets_chinese_messages(engine):
 async def test_status_names_the_local_engine(engine):
     async with Harness({**LOCAL, "access": {"admins": [1]}}) as bot:
         (reply,) = await bot.send("/plugins")
-    assert "ocr (/ocr): engine: local (RapidOCR)" in reply.text
+    assert "ocr (/ocr): engine: local (PP-OCRv6 small)" in reply.text
 
 
 async def test_startup_returns_before_the_model_is_warm(monkeypatch):
@@ -200,7 +200,7 @@ async def test_startup_returns_before_the_model_is_warm(monkeypatch):
             warmed.set()
 
     blocked = BlockedEngine()
-    monkeypatch.setattr(ocr_plugin, "local_engine", lambda *args: blocked)
+    monkeypatch.setattr(ocr_plugin, "local_engine", lambda *args, **kwargs: blocked)
     async with Harness(LOCAL) as bot:
         assert not warmed.is_set()  # start-up did not wait for the model
         release.set()

@@ -6,7 +6,8 @@ import pytest
 
 from core.runtime.config import ConfigError, check_section
 from plugins.ocr import Options, config_schema, parse_args
-from plugins.ocr.engines import LANGUAGES, LocalEngine, local_language_note, parse_language, restore_spaces
+from plugins.ocr.engines import LANGUAGES, LocalEngine, local_language_note, parse_language
+from plugins.ocr.layout import restore_spaces
 
 
 @pytest.mark.parametrize(
@@ -35,10 +36,20 @@ def test_every_friendly_language_maps_to_a_baidu_language_type():
 
 
 def test_local_engine_language_notes():
-    assert local_language_note(None) is None
-    assert local_language_note("en") is None and local_language_note("zh") is None
-    assert local_language_note("fr") == "ocr.local_accents"
+    """PP-OCRv6 small reads zh en ja and the Latin languages exactly (no caveat); ko and ru it cannot read;
+    the tiny tier has no kana, so Japanese is unsupported there."""
+    for language in (None, "en", "zh", "ja", "fr", "de", "es", "pt", "it"):
+        assert local_language_note(language) is None, language
     assert local_language_note("ru") == "ocr.local_unsupported"
+    assert local_language_note("ko") == "ocr.local_unsupported"
+    assert local_language_note("ja", "tiny") == "ocr.local_unsupported"
+    assert local_language_note("fr", "tiny") is None
+
+
+def test_restore_spaces_keeps_the_spaces_the_model_wrote():
+    boxes, pieces = boxes_for([("Hello", 0, 60), ("World", 65, 60)])  # a 5 px gap: too narrow to add a space
+    assert restore_spaces("Hello World", QUAD, boxes, pieces) == "Hello World"
+    assert restore_spaces("HelloWorld", QUAD, boxes, pieces) == "HelloWorld"
 
 
 def boxes_for(pieces: list[tuple[str, float, float]], height: float = 30):
@@ -85,6 +96,7 @@ def test_config_defaults_and_validation():
         "detect_direction": False,
         "annotate": True,
         "threads": 0,
+        "model": "small",
         "max_side": 2000,
         "max_photos": 10,
         "max_pdf_pages": 20,

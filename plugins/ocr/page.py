@@ -1,29 +1,32 @@
 """Whole pages with the local engine: every line found, the page read the right way up, in bounded memory.
 
 :func:`read_page` replaces RapidOCR's one-call pipeline (detect at one size, classify each line, recognise)
-with four steps, each measured on ``examples/pages`` (see ``docs/ocr.md``):
+with four steps; which of them PP-OCRv6 still needs was measured against RapidOCR 3.10's defaults (see
+``docs/ocr.md``). The models come through :class:`plugins.ocr.models.Models` (either tier).
 
 1. **Detection size from the text height.** A probe runs the detector once on the whole page shrunk to
    :data:`TILE` pixels, measures the median height of what it found, and chooses the detection scale so that
    text is about :data:`DET_TEXT_HEIGHT` pixels tall for the detector (never above the image's own size).
    Recognition always reads the line crops from the full-resolution image, so shrinking for detection
-   costs no accuracy as long as the detector still sees the text.
+   costs no accuracy as long as the detector still sees the text. A photo of a page (:func:`is_photo`: soft
+   edges) is detected at full size instead, and so is a page whose probe saw blocks rather than lines.
 2. **Tiles with overlap.** The detector then runs on tiles of at most :data:`TILE` × :data:`TILE` pixels
-   that overlap by :data:`OVERLAP`. Its memory grows with its input (measured: +160 MB at 640², +450 MB at
-   960², +680 MB at 2000²), so tiles bound the peak whatever the page size. Pieces of one line cut by a tile
-   edge are merged again (they overlap along the line's direction).
-3. **Orientation of the whole page.** RapidOCR's per-line direction classifier is *off*: on
-   ``page_en.png`` it called 22 of 50 upright lines "upside down", 10 of them confidently enough to be
-   flipped and lost. Instead: when most boxes are tall and thin the page is sideways and is turned by 90°;
-   after recognition, when the widest lines did not read confidently, they are recognised turned by 180°
-   too, and the page is turned (and recognised again) when that reads clearly better (:func:`upside_down`).
+   that overlap by :data:`OVERLAP`. Its memory grows with its input (PP-OCRv6 small, measured: +95 MB at
+   640², +240 MB at 960², +350 MB at 1280²), so tiles bound the peak whatever the page size. Pieces of one
+   line cut by a tile edge are merged again, compared in the page's deskewed frame (:func:`merge_tiles`).
+3. **Orientation of the whole page.** RapidOCR's per-line direction classifier is *off* (with PP-OCRv4 it
+   called 22 of the 50 upright lines of ``page_en.png`` "upside down"). Instead: when most boxes are tall and
+   thin the page is sideways and is turned by 90°; after recognition, when the widest lines did not read
+   confidently, they are recognised turned by 180° too, and the page is turned (and recognised again) when
+   that reads clearly better (:func:`upside_down`).
 4. **Recognition** of every line (up to ``max_lines``; more are counted in ``skipped_lines`` so the answer
-   can say so), with RapidOCR's per-character boxes for :func:`~plugins.ocr.engines.restore_spaces`. Lines
-   longer than :data:`MAX_RATIO` times their height are cut at word gaps first: the recognition model's time
-   grows faster than a line's length, and the layout joins the pieces again.
+   can say so), with per-character boxes where the tier gives them, for
+   :func:`~plugins.ocr.layout.restore_spaces`. Lines longer than :data:`MAX_RATIO` times their height are
+   cut at word gaps first: the recognition model's time grows faster than a line's length, and the layout
+   joins the pieces again.
 
 Everything here is synchronous and CPU-bound (the plugin calls it through ``ctx.run_cpu``) and must run
-under the engine's lock: RapidOCR's objects are not thread-safe.
+under the engine's lock: the models' objects are not thread-safe.
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from plugins.ocr.layout import Fragment
+from plugins.ocr.layout import Fragment, restore_spaces
+from plugins.ocr.models import Models
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +50,18 @@ TILE = 640
 #: Tiles overlap by this many detector pixels: a line up to this tall is whole in at least one tile.
 OVERLAP = 128
 #: Box height (pixels, the detector's boxes are a little taller than the text) the detector should see.
-#: Measured on ``examples/pages`` (CER en / zh): 16 → 0.25 % / 0 % (boxes at low scale take in bits of
-#: the next line), 24 → 0 % / 0.4 %, full size → 0 % / 0.1 % at twice the detection time.
+#: Measured with PP-OCRv4 on ``examples/pages`` (CER en / zh): 16 → 0.25 % / 0 %, 24 → 0 % / 0.4 %, full size
+#: → 0 % / 0.1 % at twice the detection time. With PP-OCRv6 small both pages read exactly at 24 and at full
+#: size; 24 saves ~10 % of the CPU on the 60-line page (12.6 s against 14.1 s, one ONNX Runtime thread).
 DET_TEXT_HEIGHT = 24
+#: Pages whose :func:`sharpness` is below this are photos (measured: scans 0.82-1.00, photos 0.14-0.58).
+PHOTO_SHARPNESS = 0.7
+#: A probe whose median box is taller than this fraction of the page's short side saw blocks, not lines (a
+#: blurred photo shrunk to the probe's size: its lines run together); the page is then detected at full size.
+MAX_LINE_FRACTION = 0.2
 #: Line crops wider than this many times their height are recognised in pieces cut at word gaps. Measured on a
-#: 1900×1950 page of 60 lines of 20 px serif (1200 px lines): 25.6 s whole, 6.4 s at 16 (12: no faster);
-#: ``page_en`` and ``page_zh`` unchanged in time and errors.
+#: 1900×1950 page of 60 lines of 20 px serif (1200 px lines), PP-OCRv4: 25.6 s whole, 6.4 s at 16 (12: no
+#: faster); PP-OCRv6 small: 13.8 s CPU whole, 12.6 s at 16 (one thread); ``page_en`` and ``page_zh`` unchanged.
 MAX_RATIO = 16
 #: Lines sampled (the widest) to decide whether the page is upside down.
 ORIENTATION_SAMPLE = 6
@@ -62,6 +72,8 @@ CONFIDENT = 0.85
 FLIP_MARGIN = 0.1
 #: Recognised lines below this confidence are dropped (RapidOCR's default ``text_score``).
 TEXT_SCORE = 0.5
+#: The largest skew (radians, 30°) :func:`skew` reports: beyond it the boxes are not lines of one page.
+MAX_SKEW = math.radians(30)
 #: Lines lower than this (pixels) on an image shrunk to ``max_side``: the text was probably shrunk too much.
 SMALL_TEXT = 9
 
@@ -89,12 +101,34 @@ def _order(quad: np.ndarray) -> np.ndarray:
     return np.array([tl, tr, br, bl], dtype=np.float32)
 
 
-def _detect(ocr: Any, array: np.ndarray) -> np.ndarray:
-    """Boxes (N×4×2, ``array`` coordinates) from one detector call on an image of at most ~TILE² pixels."""
-    boxes, _ = ocr.text_det(array)
-    if boxes is None or len(boxes) == 0:
-        return np.zeros((0, 4, 2), dtype=np.float32)
-    return np.asarray(boxes, dtype=np.float32).reshape(-1, 4, 2)
+def bgr(image: Image.Image) -> np.ndarray:
+    """An RGB image as the BGR array the models were trained on."""
+    return np.ascontiguousarray(np.asarray(image)[:, :, ::-1])
+
+
+def _detect(models: Models, array: np.ndarray) -> np.ndarray:
+    """Boxes (N×4×2, ``array`` coordinates) from one detector call on a BGR image of at most ~TILE² pixels."""
+    return models.detect(np.ascontiguousarray(array))
+
+
+def crop_lines(array: np.ndarray, boxes: np.ndarray) -> list[np.ndarray]:
+    """Each box of the BGR ``array`` cut out and straightened (a box twice as tall as wide is turned upright)."""
+    import cv2
+
+    crops = []
+    for quad in boxes:
+        quad = np.asarray(quad, dtype=np.float32)
+        width = max(1, int(max(np.linalg.norm(quad[0] - quad[1]), np.linalg.norm(quad[2] - quad[3]))))
+        height = max(1, int(max(np.linalg.norm(quad[0] - quad[3]), np.linalg.norm(quad[1] - quad[2]))))
+        target = np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=np.float32)
+        matrix = cv2.getPerspectiveTransform(quad, target)
+        crop = cv2.warpPerspective(
+            array, matrix, (width, height), borderMode=cv2.BORDER_REPLICATE, flags=cv2.INTER_CUBIC
+        )
+        if crop.shape[0] >= 1.5 * crop.shape[1]:
+            crop = np.rot90(crop)
+        crops.append(np.ascontiguousarray(crop))
+    return crops
 
 
 def _spans(length: int, tile: int, overlap: int) -> list[int]:
@@ -113,7 +147,7 @@ def _heights(boxes: np.ndarray) -> np.ndarray:
     return np.minimum(sides_a, sides_b)
 
 
-def detect_boxes(ocr: Any, image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
+def detect_boxes(models: Models, image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
     """``(boxes, tile index of each box)`` for ``image``, in its pixel coordinates.
 
     The probe (the page shrunk to :data:`TILE`) chooses the detection scale; tiles then cover the page at
@@ -122,24 +156,28 @@ def detect_boxes(ocr: Any, image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
     width, height = image.size
     fit = min(1.0, TILE / max(width, height))
     probe_image = image if fit >= 1.0 else image.resize((round(width * fit), round(height * fit)), Image.BILINEAR)
-    probe = _detect(ocr, np.asarray(probe_image))
+    probe = _detect(models, bgr(probe_image))
     if fit >= 1.0:
         return probe, np.zeros(len(probe), dtype=np.int32)
     del probe_image
-    if len(probe):
-        probe_height = float(np.median(_heights(probe))) / fit  # in image pixels
+    probe_height = float(np.median(_heights(probe))) / fit if len(probe) else 0.0  # in image pixels
+    if len(probe) and probe_height <= MAX_LINE_FRACTION * min(width, height):
         scale = min(1.0, max(fit, DET_TEXT_HEIGHT / probe_height))
+        if scale < 1.0 and is_photo(image):
+            scale = 1.0  # blurred, compressed text: shrunk, the detector's boxes take in the next lines
     else:
-        scale = 1.0  # nothing seen shrunk: look at full size (small text, or a blank page)
+        # Nothing seen shrunk (small text, or a blank page), or no lines but blocks (the lines of a blurred
+        # photo run together at the probe's scale): look at full size.
+        scale = 1.0
     work = image if scale >= 1.0 else image.resize((round(width * scale), round(height * scale)), Image.BILINEAR)
-    array = np.asarray(work)
+    array = bgr(work)
     del work
     found: list[np.ndarray] = []
     tiles: list[np.ndarray] = []
     number = 0
     for top in _spans(array.shape[0], TILE, OVERLAP):
         for left in _spans(array.shape[1], TILE, OVERLAP):
-            boxes = _detect(ocr, np.ascontiguousarray(array[top : top + TILE, left : left + TILE]))
+            boxes = _detect(models, array[top : top + TILE, left : left + TILE])
             if len(boxes):
                 boxes[:, :, 0] += left
                 boxes[:, :, 1] += top
@@ -154,17 +192,62 @@ def detect_boxes(ocr: Any, image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
     return boxes, tile_of
 
 
+def skew(boxes: np.ndarray) -> float:
+    """The page's text direction in radians: the length-weighted median angle of the boxes' top edges,
+    within ±:data:`MAX_SKEW` (0 for no boxes)."""
+    if len(boxes) == 0:
+        return 0.0
+    edge = boxes[:, 1] - boxes[:, 0]
+    angles = np.arctan2(edge[:, 1], edge[:, 0])
+    weights = np.linalg.norm(edge, axis=1)
+    order = np.argsort(angles)
+    cumulative = np.cumsum(weights[order])
+    if cumulative[-1] <= 0:
+        return 0.0
+    angle = float(angles[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
+    return max(-MAX_SKEW, min(MAX_SKEW, angle))
+
+
+def sharpness(image: Image.Image) -> float:
+    """How sharp the edges of ``image`` are: the 99.5th percentile of the jumps between horizontally adjacent
+    pixels (grey) over the image's contrast (98th - 2nd percentile), in 0..1 (every other row is sampled).
+
+    Measured: rendered and scanned pages, screenshots and the text images 0.82-1.00; photographed pages (blur,
+    JPEG at 1280 px) 0.14-0.56; ``tilted.jpg`` (a noisy, turned photo of a line) 0.58.
+    """
+    grey = np.asarray(image.convert("L"), dtype=np.float32)[::2]
+    low, high = np.percentile(grey, [2, 98])
+    jumps = np.abs(np.diff(grey, axis=1))
+    del grey
+    return float(np.percentile(jumps, 99.5) / max(float(high - low), 1.0))
+
+
+def is_photo(image: Image.Image) -> bool:
+    """Whether ``image`` is a photo of a page rather than a scan or a rendering (:func:`sharpness` below
+    :data:`PHOTO_SHARPNESS`): its text is then detected at full size, not shrunk to the detector's height."""
+    value = sharpness(image)
+    log.debug("page sharpness %.2f: %s", value, "photo" if value < PHOTO_SHARPNESS else "scan")
+    return value < PHOTO_SHARPNESS
+
+
 def merge_tiles(boxes: np.ndarray, tile_of: np.ndarray) -> np.ndarray:
     """Boxes of one line found in two tiles (pieces cut by a tile edge, or a line seen whole and in part) merged.
 
-    Two boxes from *different* tiles are one line when their outlines overlap and their vertical extents
-    share at least half the smaller height (lines run horizontally here: the page is turned first).
+    Two boxes from *different* tiles are one line when, in the page's deskewed frame (:func:`skew`), their
+    outlines overlap and their vertical extents share at least half the smaller height (lines run roughly
+    horizontally here: the page is turned first).
     Boxes from one tile are never merged: the detector separated them on purpose.
     """
     if len(boxes) < 2 or len(set(tile_of.tolist())) < 2:
         return boxes
-    x0, x1 = boxes[:, :, 0].min(axis=1), boxes[:, :, 0].max(axis=1)
-    y0, y1 = boxes[:, :, 1].min(axis=1), boxes[:, :, 1].max(axis=1)
+    # Compare in the page's own frame: on a photo turned by a few degrees the upright outlines of neighbouring
+    # lines overlap (a 900 px line turned by 3° climbs 47 px), so they are compared with the skew undone.
+    angle = skew(boxes)
+    cos, sin = math.cos(angle), math.sin(angle)
+    xs = boxes[:, :, 0] * cos + boxes[:, :, 1] * sin
+    ys = -boxes[:, :, 0] * sin + boxes[:, :, 1] * cos
+    x0, x1 = xs.min(axis=1), xs.max(axis=1)
+    y0, y1 = ys.min(axis=1), ys.max(axis=1)
     dx = np.minimum(x1[:, None], x1[None, :]) - np.maximum(x0[:, None], x0[None, :])
     dy = np.minimum(y1[:, None], y1[None, :]) - np.maximum(y0[:, None], y0[None, :])
     h = y1 - y0
@@ -223,7 +306,7 @@ def is_sideways(boxes: np.ndarray) -> bool:
     return tall >= 2 and tall > wide
 
 
-def upside_down(ocr: Any, crops: list[np.ndarray], scores: list[float]) -> bool:
+def upside_down(models: Models, crops: list[np.ndarray], scores: list[float]) -> bool:
     """Whether the page is upside down, from the recognition ``scores`` of its line ``crops``.
 
     The widest lines (:data:`ORIENTATION_SAMPLE`) decide. Read confidently as they are (mean score at least
@@ -238,8 +321,8 @@ def upside_down(ocr: Any, crops: list[np.ndarray], scores: list[float]) -> bool:
     score_as_is = float(np.mean([scores[i] for i in sample]))
     if score_as_is >= CONFIDENT:
         return False
-    turned, _ = ocr.text_rec([np.ascontiguousarray(np.rot90(crops[i], 2)) for i in sample])
-    score_turned = float(np.mean([float(r[1]) for r in turned]))
+    turned = models.recognise([np.ascontiguousarray(np.rot90(crops[i], 2)) for i in sample])
+    score_turned = float(np.mean([r.score for r in turned]))
     log.debug("orientation: mean score %.2f as is, %.2f turned by 180°", score_as_is, score_turned)
     return score_turned > score_as_is + FLIP_MARGIN
 
@@ -287,48 +370,46 @@ def split_long_lines(crops: list[np.ndarray], boxes: np.ndarray, max_ratio: floa
     return out_crops, np.array(out_boxes, dtype=np.float32).reshape(-1, 4, 2)
 
 
-def _recognise(ocr: Any, image: Image.Image, boxes: np.ndarray, max_lines: int) -> tuple[Any, ...]:
-    """``(crops, their boxes, RapidOCR's results, lines skipped)`` for the line ``boxes`` of ``image``."""
+def _recognise(models: Models, image: Image.Image, boxes: np.ndarray, max_lines: int) -> tuple[Any, ...]:
+    """``(crops, their boxes, what was read, lines skipped)`` for the line ``boxes`` of ``image``."""
     # Reading order for the cap (top to bottom), so that what is skipped is the end of the page.
     boxes = boxes[np.argsort(boxes[:, :, 1].min(axis=1), kind="stable")]
     skipped = max(0, len(boxes) - max_lines)
     boxes = boxes[:max_lines]
-    crops, boxes = split_long_lines(ocr.get_crop_img_list(np.asarray(image), list(boxes)), boxes, MAX_RATIO)
-    results, _ = ocr.text_rec(crops, True)
+    crops, boxes = split_long_lines(crop_lines(bgr(image), boxes), boxes, MAX_RATIO)
+    results = models.recognise(crops, boxes)
     return crops, boxes, results, skipped
 
 
-def read_page(ocr: Any, image: Image.Image, max_lines: int = 1000) -> PageReading:
-    """Every line of ``image`` (RGB): fragments with the recognised text and per-character boxes.
+def read_page(models: Models, image: Image.Image, max_lines: int = 1000) -> PageReading:
+    """Every line of ``image`` (RGB): fragments with the recognised text, spaces restored where the tier gives
+    character positions.
 
     Returns the fragments in the coordinates of the page turned upright (``PageReading.image``), the
     rotation applied, and how many lines were not recognised because of ``max_lines``.
     """
-    from plugins.ocr.engines import restore_spaces  # engines imports this module
-
-    boxes, tile_of = detect_boxes(ocr, image)
+    boxes, tile_of = detect_boxes(models, image)
     rotation = 0
     if is_sideways(boxes):  # detect again on the turned page: tiles cut vertical lines along their length
         rotation = 90
         image = image.transpose(TURN[90])
-        boxes, tile_of = detect_boxes(ocr, image)
+        boxes, tile_of = detect_boxes(models, image)
     boxes = merge_tiles(boxes, tile_of)
     if len(boxes) == 0:
         return PageReading([], image, rotation)
-    crops, pieces, results, skipped = _recognise(ocr, image, boxes, max_lines)
-    if upside_down(ocr, crops, [float(r[1]) for r in results]):
+    crops, pieces, results, skipped = _recognise(models, image, boxes, max_lines)
+    if upside_down(models, crops, [r.score for r in results]):
         rotation = (rotation + 180) % 360
         boxes = _turn(boxes, image.size, 180)
         image = image.transpose(TURN[180])
-        crops, pieces, results, skipped = _recognise(ocr, image, boxes, max_lines)
-    results = ocr.cal_rec_boxes(crops, list(pieces), results)
+        crops, pieces, results, skipped = _recognise(models, image, boxes, max_lines)
     del crops
     fragments = []
-    for quad, (text, score, word_boxes, chars, *_rest) in zip(pieces, results, strict=True):
-        if float(score) < TEXT_SCORE or not str(text).strip():
+    for quad, read in zip(pieces, results, strict=True):
+        if read.score < TEXT_SCORE or not read.text.strip():
             continue
-        text = restore_spaces(str(text), quad.tolist(), word_boxes, chars)
+        text = restore_spaces(read.text, quad.tolist(), read.boxes, read.pieces) if read.pieces else read.text
         points = tuple((float(x), float(y)) for x, y in quad)
-        fragments.append(Fragment(text, points, float(score)))  # type: ignore[arg-type]
+        fragments.append(Fragment(text.strip(), points, read.score))  # type: ignore[arg-type]
     log.debug("page: %d pieces, %d read, rotation %d°, %d skipped", len(pieces), len(fragments), rotation, skipped)
     return PageReading(fragments, image, rotation, skipped)

@@ -23,7 +23,7 @@ from PIL import Image
 
 from core.contract.chat import Context
 from core.contract.errors import UserFacingError
-from plugins.ocr.reader import PageResult
+from plugins.ocr.reader import STOP_ERRORS, PageResult
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +131,6 @@ async def read_pdf(
     :class:`PdfError` when the document cannot be opened; errors of ``read`` other than
     :class:`UserFacingError` (and the admin-only errors the plugin stops at) propagate.
     """
-    from plugins.ocr import STOP_ERRORS  # the plugin module imports this one
-
     pdf = await ctx.run_cpu(Pdf, data)
     try:
         total = pdf.page_count

@@ -10,12 +10,16 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
+from core.contract.errors import ProviderMisconfigured, QuotaExhausted
 from core.infra import images
 from plugins.ocr.annotate import annotate
 from plugins.ocr.engines import LocalEngine, Reading
 from plugins.ocr.layout import Line, build_lines
 from plugins.ocr.page import SMALL_TEXT
 
+#: Errors only an admin can fix: the rest of an album (or a PDF) is not tried, and the error is left to the router
+#: (which tells the user and alerts the admins).
+STOP_ERRORS = (ProviderMisconfigured, QuotaExhausted)
 #: Byte limit for images that stay in memory for the local engine (only the pixel limits matter there).
 _LOCAL_MAX_BYTES = 256 * 1024 * 1024
 
