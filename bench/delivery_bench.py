@@ -137,7 +137,7 @@ def fastest(chats: int, per_chat: int, rate: float, burst: int, overall: float, 
 
 
 async def rate_run(chats: int, per_chat: int, limits: str) -> dict[str, float]:
-    """``limits``: ``ours`` (core.sending.delivery), ``off`` (rates off), ``ptb`` (PTB's AIORateLimiter)."""
+    """``limits``: ``ours`` (core.sending.pacer), ``off`` (rates off), ``ptb`` (PTB's AIORateLimiter)."""
     with FakeTelegram() as fake:
         off = {} if limits != "off" else {"rate_overall": 0, "rate_per_chat": 0, "rate_per_group": 0}
         if limits == "ptb":
@@ -146,7 +146,7 @@ async def rate_run(chats: int, per_chat: int, limits: str) -> dict[str, float]:
             from core.runtime import app as transport_module
 
             saved = transport_module.SendLimiter.from_config
-            transport_module.SendLimiter.from_config = lambda config: AIORateLimiter(max_retries=20)  # type: ignore
+            transport_module.SendLimiter.from_config = lambda config, **_: AIORateLimiter(max_retries=20)  # type: ignore
             try:
                 transport = await run_bot(fake)
             finally:
@@ -215,8 +215,8 @@ async def rate_part(opts: argparse.Namespace) -> None:
     print(f"\n2. Send rate: {opts.chats} chats × {opts.per_chat} replies, the fake's limit_rate() on")
     runs = ["ours"] * opts.rate_runs + ([] if opts.skip_baseline else ["off", "ptb"])
     labels = {
-        "ours": "core.sending.delivery pacer          ",
-        "off": "core.sending.delivery, rates off     ",
+        "ours": "core.sending.pacer                   ",
+        "off": "core.sending.pacer, rates off        ",
         "ptb": "PTB AIORateLimiter(retries=20)",
     }
     for limits in runs:

@@ -25,6 +25,7 @@ from core.infra.tokens import TokenService
 from core.providers.baidu import (
     BAD_IMAGE_KEYS,
     FACE_QUALITY_KEYS,
+    QPS_HEADROOM,
     BaiduClient,
     RateLimiter,
     VerifyDetail,
@@ -414,6 +415,29 @@ def test_limiter_spaces_slots() -> None:
     assert [limiter.reserve() for _ in range(4)] == [0.0, 0.25, 0.5, 0.75]
     now[0] = 10.0
     assert limiter.reserve() == 0.0
+
+
+def test_qps_set_to_the_cap_baidu_sold_keeps_a_headroom_that_absorbs_jitter(fake_baidu: FakeBaidu) -> None:
+    """``providers.baidu.qps`` is the figure bought: 40 callers at once, each request arriving up to 10 ms after
+    its slot (network jitter, a fixed pseudo-random draw), counted by the strictest front door (a bucket of one
+    at the cap). Spaced exactly at the cap, 14 of them would draw an 18; 10 % under it, none does."""
+    import random
+
+    cap = 10.0
+    client = BaiduClient.from_config(fake_baidu.config(qps=cap), tokens=TokenService())
+    assert client.limiter.qps == cap and client.limiter.rate == pytest.approx(cap * QPS_HEADROOM)
+    now = [100.0]
+    client.limiter.budgets.clock = lambda: now[0]  # a still clock: everyone asks at the same instant
+    jitter = random.Random(19)
+    arrivals = sorted(client.limiter.reserve() + now[0] + jitter.uniform(0, 0.010) for _ in range(40))
+    level, at, refused = 1.0, arrivals[0], 0  # the front door: 1 token, refilled at the cap
+    for arrival in arrivals:
+        level, at = min(1.0, level + (arrival - at) * cap), arrival
+        if level >= 1.0:
+            level -= 1.0
+        else:
+            refused += 1
+    assert refused == 0
 
 
 def test_bursts_queue_instead_of_drawing_18(receipt: bytes) -> None:

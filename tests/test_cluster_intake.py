@@ -1,4 +1,4 @@
-"""The pieces of cluster mode (core.pipeline.cluster, core.sending.delivery's shared rates) on a real Redis
+"""The pieces of cluster mode (core.pipeline.cluster, core.sending.pacer's shared rates) on a real Redis
 and one database (a SQLite file, then a real PostgreSQL).
 
 Each "process" here is its own intake (or sender) with its own Redis client; what they share goes through the
@@ -16,6 +16,7 @@ import pytest
 from telegram.ext import ExtBot
 
 from core.contract.i18n import core_catalogue
+from core.infra.rates import Budget
 from core.infra.shared import SharedRedis
 from core.infra.state import RedisState
 from core.infra.store import Store
@@ -24,8 +25,8 @@ from core.pipeline.handler import WITHHELD
 from core.pipeline.intake import Intake
 from core.pipeline.journal import MAX_ATTEMPTS
 from core.runtime.config import validate
-from core.sending.delivery import SendLimiter
 from core.sending.outbox import Outbox
+from core.sending.pacer import SendLimiter
 from core.telegram.decode import TelegramCodec
 
 
@@ -267,8 +268,7 @@ async def burst(fake, shared: list[SharedRedis | None], per_sender: int) -> int:
     """Each sender (its own limiter and bot) sends ``per_sender`` messages to one chat at once; the 429s drawn."""
     bots = []
     for redis_shared in shared:
-        limiter = SendLimiter()
-        limiter.shared = redis_shared
+        limiter = SendLimiter(shared=redis_shared)
         bot = ExtBot(fake.TOKEN, base_url=fake.base_url, base_file_url=fake.base_file_url, rate_limiter=limiter)
         await bot.initialize()
         bots.append(bot)
@@ -300,10 +300,10 @@ async def test_two_senders_each_keeping_only_its_own_limits_draw_429s(fake_teleg
 def test_a_budget_lets_its_burst_go_at_once_then_one_per_interval(redis_server):
     shared = SharedRedis(redis_server.url, prefix=redis_server.prefix())
     try:
-        waits = [shared.reserve_slots([("b", 1.0, 3)]) for _ in range(5)]
+        waits = [shared.budgets.reserve([Budget("b", 1.0, 3)]) for _ in range(5)]  # 1 a second, 3 at once
         assert waits[:3] == [0, 0, 0] and 0.9 < waits[3] <= 1.0 and 1.9 < waits[4] <= 2.0
         # two budgets at once: the call waits for the later one, and takes its place in both
-        assert shared.reserve_slots([("b", 1.0, 3), ("c", 0.1, 1)]) > 2.9
-        assert 2.8 < shared.reserve_slots([("c", 0.1, 1)]) <= 3.1
+        assert shared.budgets.reserve([Budget("b", 1.0, 3), Budget("c", 10.0, 1)]) > 2.9
+        assert 2.8 < shared.budgets.reserve([Budget("c", 10.0, 1)]) <= 3.1
     finally:
         shared.close()

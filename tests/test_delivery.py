@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from core.runtime.config import validate
-from core.sending.delivery import photo_problem, refusal, split_text, utf16_len
+from core.sending.rules import photo_problem, refusal, split_text, utf16_len
 from tests import delivery_plugin
 from tests.delivery_plugin import COMPUTED, png
 from tests.harness import merge
@@ -182,6 +182,36 @@ async def test_an_ocr_result_survives_two_429s_and_a_502(fake_telegram, start_bo
     assert [c.fault for c in sends(fake_telegram)] == ["429", "429", "5xx", None]
 
 
+@pytest.mark.slow
+async def test_photo_downloads_ride_out_a_502_a_drop_and_a_429(fake_telegram, start_bot):
+    """Issue 19: the file download is retried like every Bot API call; each user's download fails once."""
+    image = (Path(__file__).resolve().parent.parent / "examples" / "text" / "en_line.png").read_bytes()
+    config = delivery_config(fake_telegram, plugins={"ocr": {"engine": "local"}})
+    await start_bot(config, {"calc": delivery_plugin})
+    faults = [{"kind": "5xx", "status": 502}, {"kind": "drop"}, {"kind": "429", "retry_after": 1}]
+    for user_id, fault in zip((2001, 2002, 2003), faults, strict=True):
+        fake_telegram.fail("download", 1, **fault)
+        fake_telegram.user_sends_photo(image, caption="/ocr", user_id=user_id)
+        reply = await fake_telegram.bot_replied(user_id, timeout=60)
+        assert reply.text.replace(" ", "") == "HelloTSINGTAO2026", fault
+    kinds = [d.fault for d in fake_telegram.downloads]
+    assert kinds == ["5xx", None, "drop", None, "429", None]
+    refused, accepted = fake_telegram.downloads[4:]
+    assert accepted.at - refused.at >= 1.0, "the download was tried again before the retry_after"
+
+
+async def test_a_file_getfile_reports_over_the_limit_is_refused_before_any_download(fake_telegram, running):
+    from core.contract.errors import BadImage
+
+    transport = await running(telegram={"max_file_mb": 1})
+    stored = fake_telegram._new_file(png(16, 16), "documents", "png", file_size=2 * 1024 * 1024)
+    photo = transport.bot.photo_from_ref(stored["file_id"], {})  # the message named no size: getFile does
+    with pytest.raises(BadImage) as refused:
+        await photo.read()
+    assert refused.value.key == "error.file_too_large"
+    assert [c.ok for c in fake_telegram.calls_of("getFile")] == [True] and fake_telegram.downloads == []
+
+
 # ------------------------------------------------------------------ everything else the bot sends
 
 
@@ -321,7 +351,7 @@ def test_refusals_are_told_apart():
     assert refusal(BadRequest("Chat not found")) == "other"
 
 
-# ------------------------------------------------------------------ the limiter on its own
+# ------------------------------------------------------------------ the retries and the limiter on their own
 
 
 async def _through(limiter, errors: list, data: dict | None = None, endpoint: str = "sendMessage"):
@@ -343,27 +373,63 @@ async def _through(limiter, errors: list, data: dict | None = None, endpoint: st
     return result, seen
 
 
-async def test_the_limiter_retries_only_what_may_work_next_time():
+async def _retried(sender, errors: list, data: dict | None = None, endpoint: str = "sendMessage"):
+    """The same through the sender's retries, as for a call that passes no rate limiter (a file download)."""
+    data = {"chat_id": 5} if data is None else data
+    seen: list[dict] = []
+
+    async def call(chat):
+        seen.append({**data, "chat_id": chat})
+        if errors:
+            raise errors.pop(0)
+        return True
+
+    try:
+        result = await sender.retrying(endpoint, call, chat=data["chat_id"], paced=False)
+    except Exception as err:  # the test looks at it
+        result = err
+    return result, seen
+
+
+async def test_the_sender_retries_only_what_may_work_next_time():
     from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, RetryAfter, TimedOut
 
-    from core.sending.delivery import SendLimiter
+    from core.sending.sender import Sender
 
-    limiter = SendLimiter(retries=3, backoff=0, max_wait=5, overall=0, per_chat=0, per_group=0)  # no pacing here
-    result, seen = await _through(limiter, [NetworkError("Bad Gateway"), TimedOut(), NetworkError("x")])
+    sender = Sender(None, None, retries=3, backoff=0, max_wait=5)
+    result, seen = await _retried(sender, [NetworkError("Bad Gateway"), TimedOut(), NetworkError("x")])
     assert result is True and len(seen) == 4
     for final in (
         BadRequest("Chat not found"),
         Forbidden("bot was blocked by the user"),
         NetworkError("Request Entity Too Large"),
     ):
-        result, seen = await _through(limiter, [final])
+        result, seen = await _retried(sender, [final])
         assert result is final and len(seen) == 1, final
+    result, seen = await _retried(sender, [RetryAfter(3600)])  # over send_max_wait: not waited for
+    assert isinstance(result, RetryAfter) and len(seen) == 1
+    result, seen = await _retried(sender, [ChatMigrated(-1009)], {"chat_id": -5})
+    assert result is True and [d["chat_id"] for d in seen] == [-5, -1009]
+    result, seen = await _retried(sender, [NetworkError("x")] * 4)  # one more than the retries
+    assert isinstance(result, NetworkError) and len(seen) == 4
+
+
+async def test_the_limiter_rides_429s_and_leaves_every_other_error_to_the_sender():
+    """python-telegram-bot's BaseRateLimiter contract: retry after a RetryAfter, handle no other exception."""
+    from telegram.error import BadRequest, ChatMigrated, NetworkError, RetryAfter, TimedOut
+
+    from core.sending.pacer import SendLimiter
+
+    limiter = SendLimiter(retries=3, max_wait=5, overall=0, per_chat=0, per_group=0)  # no pacing here
+    result, seen = await _through(limiter, [RetryAfter(0), RetryAfter(0)])
+    assert result is True and len(seen) == 3
+    for other in (NetworkError("Bad Gateway"), TimedOut(), BadRequest("Chat not found"), ChatMigrated(-1009)):
+        result, seen = await _through(limiter, [other])
+        assert result is other and len(seen) == 1, other
     result, seen = await _through(limiter, [RetryAfter(3600)])  # over send_max_wait: not waited for
     assert isinstance(result, RetryAfter) and len(seen) == 1
-    result, seen = await _through(limiter, [ChatMigrated(-1009)], {"chat_id": -5})
-    assert result is True and [d["chat_id"] for d in seen] == [-5, -1009]
-    result, seen = await _through(limiter, [NetworkError("x")] * 4)  # one more than the retries
-    assert isinstance(result, NetworkError) and len(seen) == 4
+    result, seen = await _through(limiter, [RetryAfter(0)] * 4)  # one more than the retries
+    assert isinstance(result, RetryAfter) and len(seen) == 4
     await limiter.shutdown()
 
 

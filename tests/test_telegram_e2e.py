@@ -9,7 +9,7 @@ from PIL import Image
 
 from core.runtime.config import validate
 from core.runtime.roles import TelegramProcess as TelegramTransport
-from core.sending.delivery import split_text
+from core.sending.rules import split_text
 from tests import probe_plugin
 from tests.harness import merge
 

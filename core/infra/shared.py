@@ -1,4 +1,4 @@
-"""What the processes of one bot share through Redis, synchronously (worker threads): tokens and QPS budgets.
+"""What the processes of one bot share through Redis, synchronously (worker threads): tokens and rate budgets.
 
 :class:`SharedRedis` is a pooled synchronous redis-py client (the token service and the provider
 limiters run in worker threads; the asynchronous state port is for the event loop) and the Lua scripts:
@@ -10,9 +10,9 @@ limiters run in worker threads; the asynchronous state port is for the event loo
   a fingerprint of the credentials (never the credentials). The cross-process single flight is
   ``<prefix>token:<key>:lock``: ``SET NX PX`` with a random owner token, released by compare-and-delete.
   ``invalidate`` is a compare-and-delete on the value.
-- **QPS** (:class:`RedisRateLimiter`): ``<prefix>qps:<name>`` holds the next free slot (microseconds of
-  Redis's ``TIME``); one script reserves a slot and returns the wait, so every process spaces its calls
-  on the same timeline, first come first served.
+- **rate budgets** (:attr:`SharedRedis.budgets`, a :class:`core.infra.rates.RedisBudgets`): the Baidu QPS
+  budget and Telegram's send rates, ``<prefix>qps:<name>``; the script and its arithmetic are
+  :mod:`core.infra.rates`'s (one bucket implementation for this process and for Redis).
 
 Token values are secrets: they are in Redis (which the admin secures) and never in a log or an exception.
 """
@@ -22,14 +22,12 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from redis.exceptions import RedisError
 
+from core.infra.rates import RedisBudgets
 from core.infra.state.redis import shown_url
 
 log = logging.getLogger(__name__)
@@ -49,23 +47,6 @@ return 0
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
-"""
-# KEYS: one key per budget, each holding its theoretical arrival time (µs of Redis's TIME: GCRA);
-# ARGV: per key, its interval (µs) and its burst tolerance (µs: (burst - 1) intervals). The call goes at the
-# first instant every budget allows, and takes its place in all of them at that instant. Returns the wait (µs).
-_RESERVE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local at, tats = now, {}
-for i, key in ipairs(KEYS) do
-  tats[i] = tonumber(redis.call('GET', key) or '0')
-  at = math.max(at, tats[i] - tonumber(ARGV[2 * i]))
-end
-for i, key in ipairs(KEYS) do
-  local after = math.max(tats[i], at) + tonumber(ARGV[2 * i - 1])
-  redis.call('SET', key, string.format('%.0f', after), 'PX', math.floor((after - now) / 1000) + 1000)
-end
-return string.format('%.0f', at - now)
 """
 
 
@@ -93,12 +74,11 @@ class SharedRedis:
         self.url = url
         self.prefix = prefix
         self.lock_seconds = lock_seconds
-        #: the provider limiters on this connection, by budget (``core.providers.baidu.rate_limiter``)
-        self.limiters: dict[str, RedisRateLimiter] = {}
         self.redis = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5, health_check_interval=30)
         self._delete_if_value = self.redis.register_script(_DELETE_IF_VALUE)
         self._release = self.redis.register_script(_RELEASE)
-        self._reserve = self.redis.register_script(_RESERVE)
+        #: the rate budgets every process shares (Baidu's QPS, Telegram's send rates)
+        self.budgets = RedisBudgets(self.redis, prefix)
 
     def __repr__(self) -> str:
         return f"SharedRedis({shown_url(self.url)!r}, prefix={self.prefix!r})"
@@ -162,62 +142,3 @@ class SharedRedis:
     def token_locked(self, key: str) -> bool:
         """Whether some process holds ``key``'s fetch lock."""
         return bool(self.redis.exists(self._token_key(key) + ":lock"))
-
-    # -- QPS ----------------------------------------------------------------------------------------------
-
-    def reserve_slot(self, name: str, interval: float) -> float:
-        """Reserve the next slot of budget ``name`` (slots ``interval`` seconds apart); seconds to wait for it."""
-        return self.reserve_slots([(name, interval, 1.0)])
-
-    def reserve_slots(self, budgets: list[tuple[str, float, float]]) -> float:
-        """Reserve one call in each budget ``(name, interval, burst)`` at once — at the first instant all of them
-        allow (``burst`` calls may go back to back, then one per ``interval`` seconds); seconds to wait for it."""
-        args: list[int] = []
-        for _, interval, burst in budgets:
-            step = max(1, int(interval * 1_000_000))
-            args += [step, int(max(0.0, burst - 1) * step)]
-        keys = [f"{self.prefix}qps:{name}" for name, _, _ in budgets]
-        return int(self._reserve(keys=keys, args=args)) / 1_000_000
-
-
-class RedisRateLimiter:
-    """:class:`core.providers.baidu.RateLimiter` on Redis: one budget ``name`` for every process.
-
-    Calls are spaced ``1/qps`` apart on Redis's clock, first come first served across processes. When Redis
-    cannot be reached the call is spaced by ``fallback`` (this process's limiter) and a warning is logged.
-    """
-
-    def __init__(self, shared: SharedRedis, name: str, qps: float, fallback: Any) -> None:
-        self.shared = shared
-        self.name = name
-        self.fallback = fallback
-        self.qps = qps
-
-    @property
-    def qps(self) -> float:
-        """Calls per second, for the whole cluster (kept, and checked, by the fallback limiter)."""
-        return float(self.fallback.qps)
-
-    @qps.setter
-    def qps(self, value: float) -> None:
-        self.fallback.qps = value
-
-    def reserve(self) -> float:
-        """Take the next slot of the cluster's budget; returns how long to wait for it (seconds, ≥ 0)."""
-        try:
-            return self.shared.reserve_slot(self.name, 1.0 / self.qps)
-        except RedisError as err:
-            log.warning("QPS budget %s: Redis unavailable (%s), spacing this process's calls only", self.name, err)
-            return float(self.fallback.reserve())
-
-    def acquire(self) -> float:
-        """Wait for the next slot; returns the time waited."""
-        return wait_for_slot(self.reserve)
-
-
-def wait_for_slot(reserve: Callable[[], float]) -> float:
-    """Sleep until the slot ``reserve()`` took (a limiter's ``acquire``); returns the time waited."""
-    wait = reserve()
-    if wait > 0:
-        time.sleep(wait)
-    return wait

@@ -36,8 +36,8 @@ from core.pipeline.journal import intake
 from core.pipeline.router import Router
 from core.providers import make_client
 from core.runtime.plugins import PluginManager
-from core.sending.delivery import SendLimiter
 from core.sending.outbox import QUEUED, Outbox, outbox
+from core.sending.pacer import SendLimiter
 from core.telegram.botapi import TelegramBot
 from core.telegram.decode import TelegramCodec
 from core.telegram.webhook import WebhookEndpoint, webhook_secret
@@ -289,10 +289,9 @@ class App:
         self.web = WebServer(config.get("server"), self.metrics, config["telegram"]["trusted_proxies"])
         self.telegram: TelegramBot | None = None
         if transport is None and config["telegram"]["token"] and role != "console":
-            limiter = SendLimiter.from_config(config["telegram"])
-            limiter.metrics = self.metrics
-            limiter.shared = shared  # cluster mode: the send rates are the whole cluster's
-            transport = self.telegram = TelegramBot(config["telegram"], limiter, pools.run_cpu)
+            # cluster mode: the send rates are the whole cluster's
+            limiter = SendLimiter.from_config(config["telegram"], metrics=self.metrics, shared=shared)
+            transport = self.telegram = TelegramBot(config["telegram"], limiter, pools.run_cpu, self.metrics)
         self.transport = transport
         self.services = BotServices(
             config,

@@ -121,7 +121,7 @@ def load_reply(text: str) -> Reply:
 
 def permanent(err: BaseException | None) -> bool:
     """Whether retrying cannot help (Telegram refused the message itself, or the chat is closed to the bot),
-    also when the refusal comes wrapped (``core.sending.delivery.DeliveryFailed`` raised from it)."""
+    also when the refusal comes wrapped (``core.sending.sender.DeliveryFailed`` raised from it)."""
     while err is not None:
         if any(cls.__name__ in PERMANENT for cls in type(err).__mro__):
             return True

@@ -2,18 +2,19 @@
 webhook, so PTB's dispatcher would have nothing to do), seen by the pipeline as a :class:`core.contract.chat.Transport`.
 
 It sends through :mod:`core.sending` (the sender's retries and adaptation, the pacer as the bot's rate limiter),
-downloads files into memory (size checked before the download), fetches updates for polling, and sets or deletes
-the webhook. It decides nothing about updates: :mod:`core.telegram.decode` translates them, the pipeline handles
-them.
+downloads files into memory (size checked before the download; the download rides the sender's retries too),
+fetches updates for polling, and sets or deletes the webhook. It decides nothing about updates:
+:mod:`core.telegram.decode` translates them, the pipeline handles them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from telegram import BotCommand
 from telegram.constants import ChatAction
@@ -24,7 +25,11 @@ from telegram.request import HTTPXRequest
 
 from core.contract.chat import Button, Photo, Reply, VideoNote
 from core.contract.errors import BadImage
-from core.sending.delivery import Delivery, SendLimiter
+from core.sending.pacer import SendLimiter
+from core.sending.sender import Sender
+
+if TYPE_CHECKING:
+    from core.infra.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +43,11 @@ class TelegramBot:
     """The Bot API for one bot token (``telegram:`` config section), with its sender and pacer."""
 
     def __init__(
-        self, telegram: dict[str, Any], limiter: SendLimiter, run_cpu: Callable[..., Coroutine[Any, Any, Any]]
+        self,
+        telegram: dict[str, Any],
+        limiter: SendLimiter,
+        run_cpu: Callable[..., Coroutine[Any, Any, Any]],
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = telegram
         timeout = telegram["request_timeout"]
@@ -50,7 +59,7 @@ class TelegramBot:
             get_updates_request=HTTPXRequest(read_timeout=timeout),
             rate_limiter=limiter,
         )
-        self.delivery = Delivery(self.bot, run_cpu)
+        self.delivery = Sender.from_config(self.bot, run_cpu, telegram, metrics=metrics)
         self.max_bytes = telegram["max_file_mb"] * 1024 * 1024
         self._started = False
 
@@ -90,14 +99,15 @@ class TelegramBot:
         return create_deep_linked_url(self.bot.username, payload)
 
     def photo_from_ref(self, ref: str, meta: dict[str, Any]) -> Photo:
-        """The photo Telegram keeps under ``file_id`` ``ref``, downloaded (into memory) when read."""
-        bot, max_bytes = self.bot, self.max_bytes
+        """The photo Telegram keeps under ``file_id`` ``ref``, downloaded (into memory) when read; ``getFile`` and
+        the download ride the sender's retries (a download passes no rate limiter: its 429s are waited out there)."""
+        bot, max_bytes, retrying = self.bot, self.max_bytes, self.delivery.retrying
 
         async def load() -> bytes:
-            tg_file = await bot.get_file(ref)
+            tg_file = await retrying("getFile", lambda _: bot.get_file(ref))
             if tg_file.file_size and tg_file.file_size > max_bytes:
                 raise BadImage("file over the download limit", key="error.file_too_large")
-            return bytes(await tg_file.download_as_bytearray())
+            return bytes(await retrying("file download", lambda _: tg_file.download_as_bytearray(), paced=False))
 
         return Photo(load, ref=ref, **{k: v for k, v in meta.items() if k in Photo.META})
 
@@ -134,8 +144,10 @@ class TelegramBot:
         """``setMyCommands`` per language (``{"en": [(command, description), …], "zh": …}``; ``en`` is the default)."""
         for lang, entries in menus.items():
             commands = [BotCommand(name, text[:256]) for name, text in entries]
+            code = None if lang == "en" else lang
+            set_commands = functools.partial(self.bot.set_my_commands, commands, language_code=code)
             try:
-                await self.bot.set_my_commands(commands, language_code=None if lang == "en" else lang)
+                await self.delivery.retrying("setMyCommands", lambda _, call=set_commands: call())
             except TelegramError as err:
                 log.warning("setMyCommands (%s) failed: %s", lang, err)
 

@@ -18,12 +18,14 @@ The users' side (each queues an update, returns the Message / CallbackQuery dict
     ``user_presses_button(message_or_call, callback_data, *, strict=True, **who)``; ``pending_updates``.
 The bot's side, for assertions
     ``calls`` (every :class:`Call`: method, params, files, result or error, HTTP status, time, injected fault),
+    ``downloads`` (each file download, as a ``Call`` of method ``"download"``),
     ``calls_of(method)``, ``await bot_replied(chat_id=None, *, methods=..., timeout=10)``,
     ``await wait_for(method, *, timeout=10, **params)``; ``messages``, ``deleted``, ``commands``,
     ``scoped_commands``, ``webhook_deleted``. ``bot_replied`` / ``wait_for`` skip calls that got an injected fault.
 Knobs
-    ``can_delete``, ``long_poll_cap``; ``fail(method, times, kind, ...)`` scripts the next calls of a method to answer
-    ``429`` / ``5xx`` / ``400`` or to drop or stall the connection, with no side effect; ``limit_rate(...)`` answers
+    ``can_delete``, ``long_poll_cap``; ``fail(method, times, kind, ...)`` scripts the next calls of a method (or of the
+    file downloads: ``"download"``) to answer ``429`` / ``5xx`` / ``400`` or to drop or stall the connection, with no
+    side effect; ``limit_rate(...)`` answers
     ``429`` like Telegram's flood control (1 message/s per chat with a short burst, 30/s overall; off by default).
 Webhooks
     ``setWebhook`` / ``deleteWebhook`` / ``getWebhookInfo`` as Telegram answers them (``getUpdates`` is a ``409
@@ -250,6 +252,7 @@ class FakeTelegram(LocalServer):
         self.long_poll_cap = long_poll_cap
         self.can_delete: bool = True
         self.calls: list[Call] = []
+        self.downloads: list[Call] = []  # file downloads (``/file/bot<token>/<path>``): method "download"
         self.commands: dict[str, list[JSONDict]] = {}
         self.scoped_commands: dict[tuple[str, str], list[JSONDict]] = {}
         self.messages: dict[int, list[JSONDict]] = {}
@@ -601,7 +604,8 @@ class FakeTelegram(LocalServer):
         delay: float = 10.0,
     ) -> None:
         """Make the next *times* calls of *method* (case-insensitive) fail, with no side effect, the way the real Bot
-        API (or the nginx in front of it) does. Scripts for one method queue up in order. *kind*:
+        API (or the nginx in front of it) does; *method* ``"download"`` means the file downloads
+        (``/file/bot<token>/<path>``, recorded in :attr:`downloads`). Scripts for one method queue up in order. *kind*:
 
         - ``"429"``: ``Too Many Requests: retry after <retry_after>`` with ``parameters.retry_after`` (PTB: RetryAfter);
         - ``"5xx"``: HTTP *status* (502): nginx's HTML page if *html*, else Telegram's JSON error (PTB: NetworkError);
@@ -802,11 +806,7 @@ class FakeTelegram(LocalServer):
             if token != self.TOKEN:
                 raise ApiError(401, "Unauthorized")
             if kind == "/file/":
-                with self._cond:
-                    stored = self._files_by_path.get(name)
-                if stored is None:
-                    raise ApiError(404, "Not Found")
-                return 200, "application/octet-stream", stored.data
+                return self._download(name)
             params, files = decode_params(body, content_type, query)
         except ApiError as exc:
             return exc.response()
@@ -820,6 +820,29 @@ class FakeTelegram(LocalServer):
         finally:
             with self._cond:
                 self.calls.append(call)
+
+    def _download(self, file_path: str) -> tuple[int, str, bytes]:
+        """A file's bytes (or a scripted fault: ``fail("download", ...)``); raises Hangup for a dropped connection."""
+        call = Call("download", {"file_path": file_path})
+        try:
+            with self._cond:
+                fault = self._fault_for(call)
+                stored = self._files_by_path.get(file_path)
+            if fault is not None:
+                status, content_type, body = self._faulted(call, fault)
+            elif stored is None:
+                raise ApiError(404, "Not Found")
+            else:
+                status, content_type, body = 200, "application/octet-stream", stored.data
+        except ApiError as exc:
+            call.error = exc.description
+            call.status = exc.status
+            raise
+        finally:
+            with self._cond:
+                self.downloads.append(call)
+        call.status = status
+        return status, content_type, body
 
     def _answer(self, call: Call) -> tuple[int, str, bytes]:
         """The answer to *call*, its side effects done; raises Hangup for a dropped connection."""
