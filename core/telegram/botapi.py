@@ -68,8 +68,8 @@ class TelegramBot:
         return self.bot.username
 
     async def start(self) -> None:
-        """Connect (``getMe``)."""
-        await self.bot.initialize()
+        """Connect (``getMe``, its network errors, timeouts and 5xx retried like a send's)."""
+        await self.delivery.retrying("getMe", lambda _: self.bot.initialize())
         self._started = True
 
     async def stop(self) -> None:
@@ -192,6 +192,6 @@ class TelegramBot:
     async def delete_webhook(self) -> None:
         """``deleteWebhook`` keeping the pending updates (polling gets them)."""
         try:
-            await self.bot.delete_webhook(drop_pending_updates=False)
+            await self.delivery.retrying("deleteWebhook", lambda _: self.bot.delete_webhook(drop_pending_updates=False))
         except TelegramError as err:
             log.warning("deleteWebhook failed: %s", err)
