@@ -74,3 +74,16 @@ class Vendor:
         failed = "timed out" if code == "timeout" else "request failed"
         detail = f"{self.label} {what}: {failed} after {retries} retries ({type(exc).__name__}: {exc})"
         return self.error(TemporarilyUnavailable, detail, code=code)
+
+    def unreadable(self, status: int, what: str, *, endpoint: str, expected: str) -> ProviderError:
+        """The error an answer without the vendor's body (``expected``: "a JSON answer", "a Response") means: a 5xx
+        or a proxy's page is transient; a 404 is most likely the wrong ``providers.<name>.endpoint``."""
+        if status == 404:
+            return self.error(
+                ProviderMisconfigured, f"{self.label} {what}: HTTP 404; is {endpoint} the right endpoint?", code=404
+            )
+        if status >= 500:
+            return self.error(TemporarilyUnavailable, f"{self.label} {what}: HTTP {status}", code=status)
+        return self.error(
+            TemporarilyUnavailable, f"{self.label} {what}: HTTP {status} without {expected}", code="not_json"
+        )

@@ -433,37 +433,17 @@ class TencentFaceId:
         }
         try:
             response = self._session.post(self.endpoint + "/", data=body, headers=headers)
-        except requests.exceptions.SSLError as exc:
-            raise ERRORS.error(
-                ProviderMisconfigured,
-                f"TLS verification failed for {self.host}: check providers.tencent.endpoint and the CA bundle ({exc})",
-                code="tls",
-            ) from None
         except requests.RequestException as exc:
-            raise ERRORS.error(
-                TemporarilyUnavailable,
-                f"Tencent {what}: request failed after {self.http.retries} retries ({type(exc).__name__})",
-                code=type(exc).__name__,
-            ) from None
+            raise ERRORS.unanswered(exc, what, endpoint=self.endpoint, retries=self.http.retries) from None
         if response.status_code >= 500:
-            raise ERRORS.error(
-                TemporarilyUnavailable, f"Tencent {what}: HTTP {response.status_code}", code=response.status_code
-            )
+            raise ERRORS.unreadable(response.status_code, what, endpoint=self.endpoint, expected="a Response")
         try:
             answer = response.json()
         except ValueError:
             answer = None
         inner = answer.get("Response") if isinstance(answer, dict) else None
         if not isinstance(inner, dict):
-            if response.status_code == 404:
-                raise ERRORS.error(
-                    ProviderMisconfigured, f"Tencent {what}: HTTP 404; is {self.endpoint} the right endpoint?", code=404
-                )
-            raise ERRORS.error(
-                TemporarilyUnavailable,
-                f"Tencent {what}: HTTP {response.status_code} without a Response",
-                code="not_json",
-            )
+            raise ERRORS.unreadable(response.status_code, what, endpoint=self.endpoint, expected="a Response")
         return inner
 
 

@@ -466,23 +466,13 @@ class WebankClient:
         except requests.RequestException as exc:
             raise ERRORS.unanswered(exc, what, endpoint=self.endpoint, retries=self.http.retries) from None
         if response.status_code >= 500:
-            raise ERRORS.error(
-                TemporarilyUnavailable, f"WeBank {what}: HTTP {response.status_code}", code=response.status_code
-            )
+            raise ERRORS.unreadable(response.status_code, what, endpoint=self.endpoint, expected="a JSON answer")
         try:
             body = response.json()
         except ValueError:
             body = None
         if not isinstance(body, dict) or "code" not in body:
-            if response.status_code == 404:
-                raise ERRORS.error(
-                    ProviderMisconfigured, f"WeBank {what}: HTTP 404; is {self.endpoint} the right endpoint?", code=404
-                )
-            raise ERRORS.error(
-                TemporarilyUnavailable,
-                f"WeBank {what}: HTTP {response.status_code} without a JSON answer",
-                code="not_json",
-            )
+            raise ERRORS.unreadable(response.status_code, what, endpoint=self.endpoint, expected="a JSON answer")
         return body
 
 
