@@ -80,7 +80,7 @@ ANSWERS = ("sendMessage", "sendDocument")
 #: Users of the warm-up photos and of the timed load (private chats: the chat id is the user id).
 WARM_USER, LOAD_USER = 9000, 10000
 #: The plugin's log line of one handled /ocr: the seconds its images took (reading, in the worker's CPU pool).
-OCR_LINE = re.compile(r"/ocr for user (\d+): .* engine local \(RapidOCR\), ([0-9.]+) s")
+OCR_LINE = re.compile(r"/ocr for user (\d+): .* engine local \(PP-OCRv6 \w+\), ([0-9.]+) s")
 
 
 @dataclass
