@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
-from core.contract.errors import BadImage
+from core.contract.errors import BadImage, UserFacingError
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,41 @@ class Chat:
 
 
 @dataclass(eq=False, repr=False)
-class Photo:
+class Media:
+    """What a user sent as a file: its bytes load on first :meth:`read` (through ``loader``), are kept in memory
+    only — never written to disk — and are dropped by :meth:`wipe`."""
+
+    #: What :meth:`read` raises once the bytes were wiped (the user reads ``router.photo_expired``), and its detail.
+    GONE = (UserFacingError, "the file was wiped")
+
+    loader: Callable[[], Awaitable[bytes]] | None = field(repr=False)
+    wiped: bool = field(default=False, init=False)
+    _data: bytes | None = field(default=None, init=False, repr=False)
+
+    async def read(self) -> bytes:
+        """The bytes (downloaded once, kept in memory only, never written to disk)."""
+        if self._data is None:
+            if self.loader is None:
+                kind, detail = self.GONE
+                raise kind(detail, key="router.photo_expired")
+            self._data = await self.loader()
+        return self._data
+
+    def wipe(self) -> None:
+        """Drop the bytes (and the means to fetch them again): the file is no longer wanted."""
+        self._data = None
+        self.loader = None
+        self.wiped = True
+
+    @classmethod
+    def from_bytes(cls, data: bytes, **kwargs: Any) -> Self:
+        media = cls(None, size=len(data), **kwargs)
+        media._data = data
+        return media
+
+
+@dataclass(eq=False, repr=False)
+class Photo(Media):
     """An image the user sent (a photo, or an image or PDF sent as a file). Its bytes load on first ``read``.
 
     ``ref`` is the transport's reference to it (Telegram's ``file_id``, a console file path), from which the
@@ -42,8 +76,8 @@ class Photo:
     """
 
     META = ("file_name", "mime_type", "size", "width", "height", "as_document")
+    GONE = (BadImage, "the photo was wiped")
 
-    loader: Callable[[], Awaitable[bytes]] | None = field(repr=False)
     ref: str | None = None
     file_name: str | None = None
     mime_type: str | None = None
@@ -51,39 +85,17 @@ class Photo:
     width: int | None = None
     height: int | None = None
     as_document: bool = False
-    wiped: bool = field(default=False, init=False)
-    _data: bytes | None = field(default=None, init=False, repr=False)
-
-    async def read(self) -> bytes:
-        """The image bytes (downloaded once, kept in memory only, never written to disk)."""
-        if self._data is None:
-            if self.loader is None:
-                raise BadImage("the photo was wiped", key="router.photo_expired")
-            self._data = await self.loader()
-        return self._data
 
     def meta(self) -> dict[str, Any]:
         """What the transport said about the photo (no bytes): name, type, size, dimensions."""
         return {name: getattr(self, name) for name in self.META}
-
-    def wipe(self) -> None:
-        """Drop the bytes (and the means to fetch them again): the photo is no longer wanted."""
-        self._data = None
-        self.loader = None
-        self.wiped = True
-
-    @classmethod
-    def from_bytes(cls, data: bytes, **kwargs: Any) -> Photo:
-        photo = cls(None, size=len(data), **kwargs)
-        photo._data = data
-        return photo
 
     def __repr__(self) -> str:  # never the bytes
         return f"Photo(file_name={self.file_name!r}, size={self.size}, {self.width}x{self.height})"
 
 
 @dataclass(eq=False, repr=False)
-class VideoNote:
+class VideoNote(Media):
     """A video the user sent: a round video note (``kind`` ``video_note``), or an ordinary ``video`` or an
     ``animation`` (so a plugin waiting for a note can say what it got instead). Its bytes load on first ``read``
     (into memory only, never to disk); ``ref`` is the transport's reference (Telegram's ``file_id``).
@@ -93,7 +105,8 @@ class VideoNote:
     Unix time the message was sent (Telegram's ``date``). Unknown values are None.
     """
 
-    loader: Callable[[], Awaitable[bytes]] | None = field(repr=False)
+    GONE = (UserFacingError, "the video was wiped")
+
     ref: str | None = None
     kind: str = "video_note"
     duration: float | None = None
@@ -101,28 +114,6 @@ class VideoNote:
     size: int | None = None
     forwarded: bool = False
     sent_at: float | None = None
-    _data: bytes | None = field(default=None, init=False, repr=False)
-
-    async def read(self) -> bytes:
-        """The video bytes (downloaded once, kept in memory only)."""
-        if self._data is None:
-            if self.loader is None:
-                from core.contract.errors import UserFacingError
-
-                raise UserFacingError("the video was wiped", key="router.photo_expired")
-            self._data = await self.loader()
-        return self._data
-
-    def wipe(self) -> None:
-        """Drop the bytes and the means to fetch them again."""
-        self._data = None
-        self.loader = None
-
-    @classmethod
-    def from_bytes(cls, data: bytes, **kwargs: Any) -> VideoNote:
-        note = cls(None, size=len(data), **kwargs)
-        note._data = data
-        return note
 
     def __repr__(self) -> str:  # never the bytes
         return f"VideoNote({self.kind}, {self.duration} s, {self.length} px, {self.size} bytes)"
