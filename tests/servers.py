@@ -19,6 +19,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -54,6 +55,21 @@ class RedisServer:
 
 class RedisUnavailable(RuntimeError):
     """``redis-server`` is not installed, or would not start."""
+
+
+def bot_process(config: Path, cwd: Path, log: Path, **env: str) -> subprocess.Popen[bytes]:
+    """A real ``bot.py --config config`` in ``cwd``, its stderr in ``log``, with a bare environment (``PATH``,
+    ``HOME``, no proxy for 127.0.0.1) plus ``env`` (the test's token and keys, ``PYTHONPATH`` for a plugin)."""
+    base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "NO_PROXY": "127.0.0.1,localhost", "HOME": str(cwd)}
+    root = Path(__file__).resolve().parent.parent
+    with log.open("w") as stderr:
+        return subprocess.Popen(
+            [sys.executable, str(root / "bot.py"), "--config", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env={**base, **env},
+            cwd=cwd,
+        )
 
 
 def free_port() -> int:

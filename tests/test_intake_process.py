@@ -7,16 +7,15 @@ answers "done". The process is killed (SIGKILL: no shutdown code runs) while all
 """
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from tests.fakes.telegram import FakeTelegram
+from tests.servers import bot_process
 
 ROOT = Path(__file__).resolve().parent.parent
 USERS = [2000 + i for i in range(20)]
@@ -83,21 +82,7 @@ def start(
         + more
         + f"storage: {{path: {tmp_path / 'db.sqlite3'}}}\nplugins:\n  slowwork: {{seconds: {seconds}}}\n"
     )
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONPATH": str(tmp_path / "site"),
-        "TEST_BOT_TOKEN": fake.TOKEN,
-        "NO_PROXY": "127.0.0.1,localhost",
-        "HOME": str(tmp_path),
-    }
-    with (tmp_path / log).open("w") as stderr:
-        return subprocess.Popen(
-            [sys.executable, str(ROOT / "bot.py"), "--config", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            env=env,
-            cwd=tmp_path,
-        )
+    return bot_process(config, tmp_path, tmp_path / log, PYTHONPATH=str(tmp_path / "site"), TEST_BOT_TOKEN=fake.TOKEN)
 
 
 def accepted(fake, text: str) -> dict[int, int]:

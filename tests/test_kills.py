@@ -15,10 +15,8 @@ outbox; ``/work`` answers "working on it", sleeps ``seconds``, answers "done"; `
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import time
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -26,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.telegram import FakeTelegram
+from tests.servers import bot_process
 from tests.test_intake_process import accepted, until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,21 +106,8 @@ class Bot:
             f"  base_file_url: {fake.base_file_url}\n  poll_timeout: 1\n"
             f"storage: {{path: {self.tmp / 'db.sqlite3'}}}\nplugins:\n  killtest: {{seconds: {seconds}}}\n"
         )
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "PYTHONPATH": str(self.tmp / "site"),
-            "TEST_BOT_TOKEN": fake.TOKEN,
-            "NO_PROXY": "127.0.0.1,localhost",
-            "HOME": str(self.tmp),
-        }
-        with (self.tmp / f"run{len(self.runs) + 1}.log").open("w") as stderr:
-            proc = subprocess.Popen(
-                [sys.executable, str(ROOT / "bot.py"), "--config", str(config)],
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                env=env,
-                cwd=self.tmp,
-            )
+        log = self.tmp / f"run{len(self.runs) + 1}.log"
+        proc = bot_process(config, self.tmp, log, PYTHONPATH=str(self.tmp / "site"), TEST_BOT_TOKEN=fake.TOKEN)
         self.runs.append(proc)
         return proc
 

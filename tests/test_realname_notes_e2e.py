@@ -8,16 +8,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from core.runtime.config import validate
 from tests.fakes.tencent import FakeTencent
+from tests.servers import bot_process
 from tests.test_realname_e2e import rows, until
 from tests.videos import video_note
 
@@ -183,22 +182,8 @@ def start_process(fake_telegram, fake_tencent, tmp_path: Path, log: str) -> subp
         "plugins:\n  realname: {method: video_note, provider: tencent, poll_seconds: 3600,\n"
         "             gate_chats: [-1001234567890]}\n"
     )
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "TEST_BOT_TOKEN": fake_telegram.TOKEN,
-        "TEST_TC_ID": fake_tencent.secret_id,
-        "TEST_TC_KEY": fake_tencent.secret_key,
-        "NO_PROXY": "127.0.0.1,localhost",
-        "HOME": str(tmp_path),
-    }
-    with (tmp_path / log).open("w") as stderr:
-        return subprocess.Popen(
-            [sys.executable, str(ROOT / "bot.py"), "--config", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            env=env,
-            cwd=tmp_path,
-        )
+    secrets = {"TEST_TC_ID": fake_tencent.secret_id, "TEST_TC_KEY": fake_tencent.secret_key}
+    return bot_process(config, tmp_path, tmp_path / log, TEST_BOT_TOKEN=fake_telegram.TOKEN, **secrets)
 
 
 async def test_kill_9_between_the_note_and_the_answer_answers_and_approves_once_after_the_restart(
