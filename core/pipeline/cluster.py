@@ -276,9 +276,7 @@ class CeleryDispatcher:
 
     def _entry(self, row: _Open) -> Entry:
         assert row.body is not None
-        body = json.loads(row.body)
-        chat, group = self.codec.key(body)
-        return Entry(row.update_id, body, chat or f"update:{row.update_id}", group, row.attempts, row.received)
+        return Entry.of(self.codec.key, row.update_id, json.loads(row.body), row.attempts, row.received)
 
     async def _taken_back(self, batch: list[Entry]) -> list[Entry]:
         """The batch with each withheld text back from Redis (deleted as it is read); one that is gone (expired)

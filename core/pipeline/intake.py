@@ -146,7 +146,8 @@ class Intake:
             rows = await self._run(Journal.reopen, self._tell_given_up)
             self.services.outbox.wake()  # the messages of given-up updates
             now = self.clock()  # a replayed album waits `album_wait` from now for parts still to come
-            entries = [self.entry(update_id, json.loads(body), attempts, now) for update_id, body, attempts in rows]
+            key = self.codec.key
+            entries = [Entry.of(key, update_id, json.loads(body), attempts, now) for update_id, body, attempts in rows]
             if isolating(rows):
                 log.warning("intake: the bot died again while replaying; replaying %d updates one at a time", len(rows))
                 self._replay_alone(entries)
@@ -166,35 +167,24 @@ class Intake:
         """
         if not updates:
             return 0
-        rows, withheld = [], set()
+        now, entries, rows = self.clock(), [], []
         for update in updates:
-            update_id = int(update["update_id"])
             form = await self.codec.journal_form(update)
-            if form.get(WITHHELD):
-                withheld.add(update_id)
-            rows.append((update_id, self.chat_key(update), json.dumps(form, ensure_ascii=False)))
-        now = self.clock()
+            entry = Entry.of(
+                self.codec.key, int(update["update_id"]), update, 0, now, withheld=bool(form.get(WITHHELD))
+            )
+            entries.append(entry)
+            rows.append((entry.update_id, entry.chat, json.dumps(form, ensure_ascii=False)))
         new = set(await self.services.run_db(self.services.store.transaction, lambda db: Journal.record(db, now, rows)))
         count = 0
-        for update in updates:
-            update_id = int(update["update_id"])
-            if update_id in new:
-                new.discard(update_id)  # a batch holding one id twice is handled once
-                entry = self.entry(update_id, update, 0, now)
-                entry.withheld = update_id in withheld
+        for entry in entries:
+            if entry.update_id in new:
+                new.discard(entry.update_id)  # a batch holding one id twice is handled once
                 await self._dispatch(entry)
                 count += 1
             else:
-                log.info("intake: update %s arrived again; it is not handled twice", update_id)
+                log.info("intake: update %s arrived again; it is not handled twice", entry.update_id)
         return count
-
-    def chat_key(self, update: dict[str, Any]) -> str:
-        """The queue an update is handled in: its chat, or one of its own (``update:<id>``) when it has none."""
-        return self.codec.key(update)[0] or f"update:{update.get('update_id')}"
-
-    def entry(self, update_id: int, body: dict[str, Any], attempts: int, received: float) -> Entry:
-        _, group = self.codec.key(body)
-        return Entry(update_id, body, self.chat_key(body), group, attempts, received)
 
     async def _dispatch(self, entry: Entry) -> None:
         if self.dispatcher.replays:  # handled here: known until it is done (a front end only passes it on)

@@ -116,6 +116,23 @@ class Entry:
     #: its text was left out of the journal's form (the body in memory still has it)
     withheld: bool = False
 
+    @classmethod
+    def of(
+        cls,
+        key: Callable[[dict[str, Any]], tuple[str | None, str | None]],
+        update_id: int,
+        body: dict[str, Any],
+        attempts: int = 0,
+        received: float | None = None,
+        *,
+        withheld: bool = False,
+    ) -> Entry:
+        """The entry of ``body`` as the edge's ``key`` orders it: an update of no chat gets a queue of its own
+        (``update:<id>``)."""
+        chat, group = key(body)
+        when = time.time() if received is None else received
+        return cls(update_id, body, chat or f"update:{update_id}", group, attempts, when, withheld)
+
 
 #: ``tell(db, update_id, body)``: let the user of a given-up update know, in the transaction that closes it.
 GivenUp = Callable[[Connection, int, str], None]
